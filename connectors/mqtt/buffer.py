@@ -1,0 +1,96 @@
+"""The bridge's outgoing buffer and its echo filter."""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Iterable
+
+from engine.bus.message import Message
+
+
+class OutgoingBuffer:
+    """Bounded FIFO of messages waiting for the broker; overflow drops the oldest and counts it."""
+
+    def __init__(self, max_messages: int) -> None:
+        self.max_messages = max_messages
+        self._queue: deque[Message] = deque()
+        self.dropped = 0
+
+    def __len__(self) -> int:
+        return len(self._queue)
+
+    def __bool__(self) -> bool:
+        return bool(self._queue)
+
+    def append(self, message: Message) -> None:
+        if len(self._queue) >= self.max_messages:
+            self._queue.popleft()
+            self.dropped += 1
+        self._queue.append(message)
+
+    def popleft(self) -> Message:
+        return self._queue.popleft()
+
+    def requeue_front(self, messages: Iterable[Message]) -> None:
+        """Put unacknowledged messages back at the head, in their order, for the next connection."""
+        self._queue.extendleft(reversed(list(messages)))
+        while len(self._queue) > self.max_messages:
+            self._queue.popleft()
+            self.dropped += 1
+
+
+class EchoFilter:
+    """Recognises our own publishes coming back from an MQTT 3.1.1 broker.
+
+    MQTT 3.1.1 has no no-local option, so a message we publish on a topic we
+    are also subscribed to comes straight back. Each such publish is counted
+    by (topic, payload); the first matching inbound message consumes one
+    count and is dropped. Counting, not time-windowing, keeps the number of
+    deliveries exact even if a backend happens to publish an identical
+    message at the same moment. Counts older than `ttl` are forgotten, in
+    case the broker never echoed (a lost connection).
+    """
+
+    def __init__(self, ttl: float = 60.0) -> None:
+        self.ttl = ttl
+        # per key, the send times of echoes still expected, oldest first
+        self._pending: dict[tuple[str, bytes], deque[float]] = {}
+        self._order: deque[tuple[float, tuple[str, bytes]]] = deque()
+        self.suppressed = 0
+
+    def __len__(self) -> int:
+        return sum(len(times) for times in self._pending.values())
+
+    def expect(self, topic: str, payload: bytes) -> None:
+        now = time.monotonic()
+        key = (topic, payload)
+        self._pending.setdefault(key, deque()).append(now)
+        self._order.append((now, key))
+        self._expire(now)
+
+    def consume(self, topic: str, payload: bytes) -> bool:
+        times = self._pending.get((topic, payload))
+        if not times:
+            return False
+        times.popleft()
+        if not times:
+            del self._pending[(topic, payload)]
+        self.suppressed += 1
+        return True
+
+    def clear(self) -> None:
+        self._pending.clear()
+        self._order.clear()
+
+    def _expire(self, now: float) -> None:
+        cutoff = now - self.ttl
+        while self._order and self._order[0][0] < cutoff:
+            sent, key = self._order.popleft()
+            times = self._pending.get(key)
+            # consumption takes the oldest first, so the entry is still there
+            # exactly when the head of its key's queue is no newer than it
+            if times and times[0] <= sent:
+                times.popleft()
+                if not times:
+                    del self._pending[key]

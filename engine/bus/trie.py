@@ -1,0 +1,112 @@
+"""Topic trie: which subscriptions match a topic, in time independent of how many.
+
+Exact filters (one per charge point is the common case) sit in a dict and
+cost one lookup; only wildcard filters go into the trie, which is walked
+level by level along the exact child, `+` and `#`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Generic, TypeVar
+
+from engine.bus.topic import is_wildcard
+
+T = TypeVar("T")
+
+
+class _Node(Generic[T]):
+    __slots__ = ("children", "values")
+
+    def __init__(self) -> None:
+        self.children: dict[str, _Node[T]] = {}
+        self.values: list[T] = []
+
+
+class TopicTrie(Generic[T]):
+    """Maps topic filters to values; `match(topic)` returns the values of every matching filter."""
+
+    def __init__(self) -> None:
+        self._exact: dict[str, list[T]] = {}
+        self._root: _Node[T] = _Node()
+        self._count = 0
+
+    def __len__(self) -> int:
+        return self._count
+
+    def add(self, topic_filter: str, value: T) -> None:
+        if is_wildcard(topic_filter):
+            node = self._root
+            for level in topic_filter.split("/"):
+                node = node.children.setdefault(level, _Node())
+            node.values.append(value)
+        else:
+            self._exact.setdefault(topic_filter, []).append(value)
+        self._count += 1
+
+    def remove(self, topic_filter: str, value: T) -> bool:
+        """Remove one (filter, value) pair; False if it was not there."""
+        if not is_wildcard(topic_filter):
+            values = self._exact.get(topic_filter)
+            if not values or value not in values:
+                return False
+            values.remove(value)
+            if not values:
+                del self._exact[topic_filter]
+            self._count -= 1
+            return True
+        path = [self._root]
+        for level in topic_filter.split("/"):
+            child = path[-1].children.get(level)
+            if child is None:
+                return False
+            path.append(child)
+        if value not in path[-1].values:
+            return False
+        path[-1].values.remove(value)
+        levels = topic_filter.split("/")
+        for depth in range(len(levels), 0, -1):  # prune empty branches
+            node = path[depth]
+            if node.values or node.children:
+                break
+            del path[depth - 1].children[levels[depth - 1]]
+        self._count -= 1
+        return True
+
+    def match(self, topic: str) -> list[T]:
+        found = list(self._exact.get(topic, ()))
+        if self._root.children:
+            self._walk(self._root, topic.split("/"), 0, topic.startswith("$"), found)
+        return found
+
+    def _walk(self, node: _Node[T], levels: list[str], depth: int, dollar: bool, found: list[T]) -> None:
+        children = node.children
+        wild_ok = not (dollar and depth == 0)
+        if wild_ok:
+            hash_node = children.get("#")
+            if hash_node is not None:
+                found.extend(hash_node.values)
+        if depth == len(levels):
+            return
+        last = depth + 1 == len(levels)
+        for child in (children.get(levels[depth]), children.get("+") if wild_ok else None):
+            if child is None:
+                continue
+            if last:
+                found.extend(child.values)
+                # "a/#" also matches "a": the # child of the last level
+                hash_node = child.children.get("#")
+                if hash_node is not None:
+                    found.extend(hash_node.values)
+            elif child.children:
+                self._walk(child, levels, depth + 1, dollar, found)
+
+    def filters(self) -> Iterator[str]:
+        yield from self._exact
+        stack: list[tuple[_Node[T], list[str]]] = [(self._root, [])]
+        while stack:
+            node, prefix = stack.pop()
+            if node.values:
+                yield "/".join(prefix)
+            for level, child in node.children.items():
+                stack.append((child, prefix + [level]))

@@ -1,0 +1,103 @@
+"""`ocpp-gateway`: run the gateway, check a config, and the tools around them."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+
+from engine import __version__
+from engine.config import ConfigError, dump_hocon, load_settings
+
+EXIT_CONFIG = 2
+EXIT_START = 3
+
+
+def _add_config_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "-c", "--config", metavar="FILE",
+        help="HOCON config file (default: conf/gateway.conf if present, else built-in defaults)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ocpp-gateway",
+        description="OCPP-J gateway (1.6, 2.0.1, 2.1) with an EMQX-dialect SQL rules engine.",
+    )
+    parser.add_argument("--version", action="version", version=f"ocpp-gateway {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    run = commands.add_parser("run", help="run the gateway", description="Run the gateway until SIGINT or SIGTERM.")
+    _add_config_arg(run)
+    check = commands.add_parser(
+        "check-config", help="validate a config and print the effective one",
+        description="Validate the config (file and OCPPGW_* environment overrides) and print "
+        "the effective config with every default filled in, or every error.",
+    )
+    _add_config_arg(check)
+    check.add_argument("--show-secrets", action="store_true", help="print passwords instead of ******")
+    return parser
+
+
+def _load(path: str | None):
+    try:
+        return load_settings(path)
+    except ConfigError as exc:
+        for line in exc.errors:
+            print(f"config error: {line}", file=sys.stderr)
+        sys.exit(EXIT_CONFIG)
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    settings = _load(args.config)
+    sys.stdout.write(dump_hocon(settings, show_secrets=args.show_secrets))
+    return 0
+
+
+async def _run(settings) -> int:
+    from engine.node import Node, NodeError
+
+    node = Node(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await node.start()
+    except NodeError as exc:
+        print(f"cannot start: {exc}", file=sys.stderr)
+        await node.stop()
+        return EXIT_START
+    await stop.wait()
+    await node.stop()
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from engine.log import setup_logging
+
+    settings = _load(args.config)
+    setup_logging(settings.log.level, settings.log.format)
+    try:
+        import uvloop
+
+        runner = asyncio.Runner(loop_factory=uvloop.new_event_loop)
+    except ImportError:
+        runner = asyncio.Runner()
+    with runner:
+        return runner.run(_run(settings))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handlers = {"run": cmd_run, "check-config": cmd_check_config}
+    if args.command not in handlers:
+        parser.print_help()
+        sys.exit(EXIT_CONFIG)
+    sys.exit(handlers[args.command](args))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,7 @@
+"""Config: HOCON files and environment overrides → validated, typed settings."""
+
+from engine.config.dump import dump_hocon
+from engine.config.loader import ConfigError, load_settings
+from engine.config.schema import Settings
+
+__all__ = ["ConfigError", "Settings", "dump_hocon", "load_settings"]

@@ -1,0 +1,94 @@
+"""Checks that span more than one value's type: URLs, topics, paths, binds."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from urllib.parse import urlsplit
+
+from engine.bus.topic import TopicError, validate_filter
+from engine.config.schema import Settings
+
+Fail = Callable[[tuple[str, ...], object, str], None]
+
+
+def check_settings(settings: Settings, fail: Fail) -> None:
+    _check_mqtt(settings, fail)
+    _check_ocpp(settings, fail)
+
+
+def parse_mqtt_server(server: str) -> tuple[str, str, int]:
+    """`mqtt://host[:port]` or `mqtts://host[:port]` → (scheme, host, port)."""
+    parts = urlsplit(server)
+    if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
+        raise ValueError('expected "embedded", "mqtt://host[:port]" or "mqtts://host[:port]"')
+    if parts.path not in ("", "/") or parts.query or parts.username:
+        raise ValueError("the server URL takes no path, query or credentials (use mqtt.username)")
+    try:
+        port = parts.port or (8883 if parts.scheme == "mqtts" else 1883)
+    except ValueError:
+        raise ValueError("the port is not a number in 1..65535") from None
+    return parts.scheme, parts.hostname, port
+
+
+def _check_mqtt(settings: Settings, fail: Fail) -> None:
+    mqtt = settings.mqtt
+    if mqtt.server != "embedded":
+        try:
+            parse_mqtt_server(mqtt.server)
+        except ValueError as exc:
+            fail(("mqtt", "server"), mqtt.server, str(exc))
+    if mqtt.reconnect.initial_interval <= 0:
+        fail(("mqtt", "reconnect", "initial_interval"), str(mqtt.reconnect.initial_interval), "must be more than 0s")
+    if mqtt.reconnect.max_interval < mqtt.reconnect.initial_interval:
+        fail(("mqtt", "reconnect", "max_interval"), str(mqtt.reconnect.max_interval), "must not be less than initial_interval")
+    for key in ("topics", "exclude"):
+        for i, topic in enumerate(getattr(mqtt.forward, key)):
+            _check_filter(("mqtt", "forward", f"{key}[{i}]"), topic.replace("${mountpoint}", "m/"), topic, fail)
+    for i, topic in enumerate(mqtt.subscriptions):
+        _check_filter(("mqtt", f"subscriptions[{i}]"), topic, topic, fail)
+
+
+def _check_filter(path: tuple[str, ...], rendered: str, shown: str, fail: Fail) -> None:
+    try:
+        validate_filter(rendered)
+    except TopicError as exc:
+        fail(path, shown, str(exc))
+
+
+def _check_mountpoint(path: tuple[str, ...], mountpoint: str, fail: Fail) -> None:
+    if any(ch in mountpoint for ch in "+#\0"):
+        fail(path, mountpoint, "a mountpoint cannot contain +, # or NUL")
+
+
+def _check_ocpp(settings: Settings, fail: Fail) -> None:
+    ocpp = settings.gateway.ocpp
+    base = ("gateway", "ocpp")
+    _check_mountpoint(base + ("mountpoint",), ocpp.mountpoint, fail)
+    for key in ("topic", "reply_topic", "error_topic"):
+        if not getattr(ocpp.upstream, key):
+            fail(base + ("upstream", key), "", "a topic template cannot be empty")
+    if not ocpp.dnstream.topic:
+        fail(base + ("dnstream", "topic"), "", "a topic template cannot be empty")
+    binds: dict[object, str] = {}
+    for kind in ("ws", "wss"):
+        for name, listener in getattr(ocpp.listeners, kind).items():
+            path = base + ("listeners", kind, name)
+            ws = listener.websocket
+            if not ws.path.startswith("/"):
+                fail(path + ("websocket", "path"), ws.path, 'a path starts with "/"')
+            if not ws.supported_subprotocols:
+                fail(path + ("websocket", "supported_subprotocols"), [], "at least one subprotocol is needed")
+            if listener.mountpoint is not None:
+                _check_mountpoint(path + ("mountpoint",), listener.mountpoint, fail)
+            if kind == "wss":
+                ssl = listener.ssl_options
+                for key in ("certfile", "keyfile"):
+                    if not getattr(ssl, key):
+                        fail(path + ("ssl_options", key), "", "a wss listener needs a certificate and key")
+                if ssl.verify == "verify_peer" and not ssl.cacertfile:
+                    fail(path + ("ssl_options", "cacertfile"), "", "verify_peer needs a CA file")
+            if listener.enable:
+                other = binds.get(listener.bind)
+                if other:
+                    fail(path + ("bind",), str(listener.bind), f"the same address as {other}")
+                binds[listener.bind] = ".".join(path)

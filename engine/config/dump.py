@@ -1,0 +1,58 @@
+"""Settings → HOCON text, as `check-config` prints the effective config."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any
+
+from engine.config.types import Bind, Duration, Size
+
+SECRET_KEYS = frozenset({"password", "default_password", "secret"})
+
+
+def dump_hocon(settings: Any, *, show_secrets: bool = False) -> str:
+    lines: list[str] = []
+    _object_body(_to_plain(settings), 0, lines, show_secrets)
+    return "\n".join(lines) + "\n"
+
+
+def _to_plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value):
+        return {f.name: _to_plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, dict):
+        return {k: _to_plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_to_plain(v) for v in value]
+    return value
+
+
+def _key(name: str) -> str:
+    plain = name.replace("_", "").replace("-", "").isalnum()
+    return name if plain and name else json.dumps(name)
+
+
+def _scalar(value: Any) -> str:
+    if isinstance(value, (Duration, Size, Bind)):
+        return json.dumps(str(value))
+    if value is None:
+        return "null"
+    return json.dumps(value, default=str)
+
+
+def _object_body(obj: dict[str, Any], depth: int, lines: list[str], show_secrets: bool) -> None:
+    pad = "  " * depth
+    for name, value in obj.items():
+        if isinstance(value, dict):
+            if not value:
+                lines.append(f"{pad}{_key(name)} {{}}")
+                continue
+            lines.append(f"{pad}{_key(name)} {{")
+            _object_body(value, depth + 1, lines, show_secrets)
+            lines.append(f"{pad}}}")
+        elif name in SECRET_KEYS and value and not show_secrets:
+            lines.append(f'{pad}{_key(name)} = "******"')
+        elif isinstance(value, list):
+            lines.append(f"{pad}{_key(name)} = [{', '.join(_scalar(v) if not isinstance(v, dict) else json.dumps(v) for v in value)}]")
+        else:
+            lines.append(f"{pad}{_key(name)} = {_scalar(value)}")

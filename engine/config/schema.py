@@ -1,0 +1,265 @@
+"""The typed settings the gateway runs on, one frozen dataclass per config object.
+
+Field names are the HOCON keys. Every field has a default, so an empty file is
+a working config; `REQUIRED` marks the few keys an entry cannot do without.
+Constraints travel in `Annotated[...]` metadata and are checked by the loader.
+"""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Literal
+
+from engine.config.types import Bind, Duration, Size
+
+
+@dataclass(frozen=True)
+class Range:
+    """Inclusive bounds for a number."""
+
+    low: float | None = None
+    high: float | None = None
+
+
+class _Required:
+    def __repr__(self) -> str:
+        return "REQUIRED"
+
+
+REQUIRED: Any = _Required()
+
+Port = Annotated[int, Range(1, 65535)]
+NonNegative = Annotated[int, Range(0, None)]
+Positive = Annotated[int, Range(1, None)]
+Qos = Annotated[int, Range(0, 2)]
+LogLevel = Literal["debug", "info", "notice", "warning", "error", "critical"]
+TlsVersion = Literal["tlsv1.3", "tlsv1.2"]
+Subprotocol = Literal["ocpp1.6", "ocpp2.0.1", "ocpp2.1"]
+
+
+def _default_node_name() -> str:
+    return f"ocppgw@{socket.gethostname()}"
+
+
+@dataclass(frozen=True)
+class NodeSettings:
+    name: str = field(default_factory=_default_node_name)
+    data_dir: str = "data"
+
+
+@dataclass(frozen=True)
+class LogSettings:
+    level: LogLevel = "info"
+    format: Literal["text", "json"] = "text"
+
+
+# --- MQTT -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EmbeddedBrokerSettings:
+    bind: Bind = Bind("127.0.0.1", 1883)
+    start_timeout: Duration = Duration(10)
+
+
+@dataclass(frozen=True)
+class MqttSslSettings:
+    enable: bool = False
+    cacertfile: str = ""
+    certfile: str = ""
+    keyfile: str = ""
+    verify: Literal["verify_peer", "verify_none"] = "verify_peer"
+    versions: list[TlsVersion] = field(default_factory=lambda: ["tlsv1.3", "tlsv1.2"])
+
+
+@dataclass(frozen=True)
+class MqttBufferSettings:
+    max_messages: Positive = 100_000
+
+
+@dataclass(frozen=True)
+class MqttReconnectSettings:
+    initial_interval: Duration = Duration(1)
+    max_interval: Duration = Duration(30)
+
+
+@dataclass(frozen=True)
+class MqttForwardSettings:
+    # `${mountpoint}` stands for every mountpoint in use (gateway and listeners).
+    topics: list[str] = field(default_factory=lambda: ["${mountpoint}#"])
+    exclude: list[str] = field(default_factory=lambda: ["$events/#"])
+
+
+@dataclass(frozen=True)
+class MqttSettings:
+    server: str = "embedded"
+    embedded: EmbeddedBrokerSettings = field(default_factory=EmbeddedBrokerSettings)
+    username: str = ""
+    password: str = ""
+    client_id: str = ""  # empty: node.name
+    proto_ver: Literal["v5", "v4"] = "v5"
+    qos: Qos = 1
+    keepalive: Duration = Duration(60)
+    max_inflight: Positive = 100
+    ssl: MqttSslSettings = field(default_factory=MqttSslSettings)
+    buffer: MqttBufferSettings = field(default_factory=MqttBufferSettings)
+    reconnect: MqttReconnectSettings = field(default_factory=MqttReconnectSettings)
+    forward: MqttForwardSettings = field(default_factory=MqttForwardSettings)
+    subscriptions: list[str] = field(default_factory=list)
+
+
+# --- OCPP gateway ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class UpstreamSettings:
+    topic: str = "cp/${cid}"
+    reply_topic: str = "cp/${cid}/Reply"
+    error_topic: str = "cp/${cid}/Reply"
+    topic_override_mapping: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DnstreamSettings:
+    topic: str = "cs/${cid}"
+    max_mqueue_len: Positive = 100
+    awaiting_timeout: Duration = Duration(30)
+
+
+@dataclass(frozen=True)
+class PasswordHashSettings:
+    name: Literal["sha256", "sha512", "pbkdf2", "bcrypt"] = "sha256"
+    salt_position: Literal["prefix", "suffix"] = "suffix"
+    iterations: Positive = 4096  # pbkdf2
+    mac_fun: Literal["sha256", "sha512"] = "sha256"  # pbkdf2
+    salt_rounds: Annotated[int, Range(4, 31)] = 10  # bcrypt
+
+
+@dataclass(frozen=True)
+class AuthenticationSettings:
+    enable: bool = False
+    backend: Literal["built_in_database"] = "built_in_database"
+    mechanism: Literal["password_based"] = "password_based"
+    password_hash_algorithm: PasswordHashSettings = field(default_factory=PasswordHashSettings)
+    allow_username_mismatch: bool = False
+
+
+@dataclass(frozen=True)
+class WebsocketSettings:
+    path: str = "/ocpp"
+    supported_subprotocols: list[Subprotocol] = field(
+        default_factory=lambda: ["ocpp1.6", "ocpp2.0.1", "ocpp2.1"]
+    )
+    fail_if_no_subprotocol: bool = True
+    ping_interval: Duration = Duration(0)  # 0s: off
+    max_frame_size: Size = Size(2 * 1024 * 1024)
+
+
+@dataclass(frozen=True)
+class SslOptions:
+    certfile: str = ""
+    keyfile: str = ""
+    cacertfile: str = ""
+    password: str = ""
+    verify: Literal["verify_peer", "verify_none"] = "verify_none"
+    fail_if_no_peer_cert: bool = False
+    versions: list[TlsVersion] = field(default_factory=lambda: ["tlsv1.3", "tlsv1.2"])
+    cn_must_match_cid: bool = False
+
+
+@dataclass(frozen=True)
+class ListenerSettings:
+    enable: bool = True
+    bind: Bind = Bind("0.0.0.0", 33033)
+    mountpoint: str | None = None  # None: the gateway's mountpoint
+    max_connections: Positive = 1_024_000
+    max_conn_rate: Positive = 1000
+    enable_authn: bool = True
+    websocket: WebsocketSettings = field(default_factory=WebsocketSettings)
+
+
+@dataclass(frozen=True)
+class WssListenerSettings(ListenerSettings):
+    bind: Bind = Bind("0.0.0.0", 33034)
+    ssl_options: SslOptions = field(default_factory=SslOptions)
+
+
+@dataclass(frozen=True)
+class ListenersSettings:
+    ws: dict[str, ListenerSettings] = field(default_factory=lambda: {"default": ListenerSettings()})
+    wss: dict[str, WssListenerSettings] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class OcppSettings:
+    enable: bool = True
+    mountpoint: str = "ocpp/"
+    default_heartbeat_interval: Duration = Duration(60)
+    heartbeat_checking_times_backoff: Positive = 1
+    message_format_checking: Literal["all", "upstream_only", "dnstream_only", "disable"] = "disable"
+    json_schema_dir: str = ""  # empty: the schemas shipped in schemas/
+    json_schema_id_prefix: str = "urn:OCPP:1.6:2019:12:"
+    idle_timeout: Duration = Duration(30)
+    lenient_clients: list[str] = field(default_factory=list)
+    upstream: UpstreamSettings = field(default_factory=UpstreamSettings)
+    dnstream: DnstreamSettings = field(default_factory=DnstreamSettings)
+    authentication: AuthenticationSettings = field(default_factory=AuthenticationSettings)
+    listeners: ListenersSettings = field(default_factory=ListenersSettings)
+
+
+@dataclass(frozen=True)
+class GatewaySettings:
+    ocpp: OcppSettings = field(default_factory=OcppSettings)
+
+
+# --- rules, connectors, actions, dashboard -----------------------------------------
+
+
+@dataclass(frozen=True)
+class RuleSettings:
+    sql: str = REQUIRED
+    # Each entry is "type:name" or {function = republish|console, args {...}};
+    # the rules engine checks the entries when it loads the rule.
+    actions: list[Any] = field(default_factory=list)
+    enable: bool = True
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class RuleEngineSettings:
+    rules: dict[str, RuleSettings] = field(default_factory=dict)
+
+
+ConnectorType = Literal["http", "sqlite", "pgsql"]
+
+
+@dataclass(frozen=True)
+class DashboardHttpListener:
+    enable: bool = True
+    bind: Bind = Bind("127.0.0.1", 18083)
+
+
+@dataclass(frozen=True)
+class DashboardListeners:
+    http: DashboardHttpListener = field(default_factory=DashboardHttpListener)
+
+
+@dataclass(frozen=True)
+class DashboardSettings:
+    listeners: DashboardListeners = field(default_factory=DashboardListeners)
+    default_username: str = "admin"
+    default_password: str = "public"
+
+
+@dataclass(frozen=True)
+class Settings:
+    node: NodeSettings = field(default_factory=NodeSettings)
+    log: LogSettings = field(default_factory=LogSettings)
+    mqtt: MqttSettings = field(default_factory=MqttSettings)
+    gateway: GatewaySettings = field(default_factory=GatewaySettings)
+    rule_engine: RuleEngineSettings = field(default_factory=RuleEngineSettings)
+    # Bodies of connectors and actions are checked by their own types when built.
+    connectors: dict[ConnectorType, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    actions: dict[ConnectorType, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    dashboard: DashboardSettings = field(default_factory=DashboardSettings)

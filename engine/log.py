@@ -1,0 +1,56 @@
+"""Logging: one line per event, text or JSON, no tracebacks for expected errors."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+
+import orjson
+
+NOTICE = 25
+logging.addLevelName(NOTICE, "NOTICE")
+
+LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "notice": NOTICE,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+    "critical": logging.CRITICAL,
+}
+
+
+class TextFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+        line = f"{stamp}.{int(record.msecs):03d}Z [{record.levelname.lower()}] {record.name}: {record.getMessage()}"
+        if record.exc_info:
+            # unexpected errors only: expected ones are logged without exc_info
+            line += " | " + self.formatException(record.exc_info).replace("\n", " | ")
+        return line
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return orjson.dumps(entry).decode()
+
+
+def setup_logging(level: str = "info", fmt: str = "text") -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(LEVELS[level])
+    # third-party chatter stays out unless asked for
+    quiet = logging.DEBUG if level == "debug" else logging.WARNING
+    for name in ("amqtt", "transitions", "uvicorn.access", "websockets", "asyncio"):
+        logging.getLogger(name).setLevel(max(quiet, LEVELS[level]))

@@ -1,0 +1,76 @@
+"""The node: one object that builds every part from the settings, runs them, and stops them.
+
+Start order follows the data path backwards (broker, bridge, then the parts
+that publish), so nothing publishes into a part that is not there yet; stop
+order is the reverse, so listeners stop accepting first and the bridge
+flushes last.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+from connectors.mqtt import EmbeddedBroker, MqttBridge
+from connectors.mqtt.setup import bridge_options
+from engine.bus import Bus
+from engine.config.schema import Settings
+
+log = logging.getLogger("ocppgw.node")
+
+
+class NodeError(Exception):
+    """The node cannot start; the message says why, for the operator."""
+
+
+class Node:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.bus = Bus()
+        self.broker: EmbeddedBroker | None = None
+        self.bridge: MqttBridge | None = None
+        self._stopped = asyncio.Event()
+
+    def mountpoints(self) -> list[str]:
+        ocpp = self.settings.gateway.ocpp
+        found = [ocpp.mountpoint]
+        for kind in (ocpp.listeners.ws, ocpp.listeners.wss):
+            for listener in kind.values():
+                if listener.mountpoint is not None and listener.mountpoint not in found:
+                    found.append(listener.mountpoint)
+        return found
+
+    async def start(self) -> None:
+        s = self.settings
+        try:
+            Path(s.node.data_dir).mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise NodeError(f"node.data_dir {s.node.data_dir!r}: {exc.strerror or exc}") from None
+        if s.mqtt.server == "embedded":
+            bind = s.mqtt.embedded.bind
+            self.broker = EmbeddedBroker(bind.host, bind.port, start_timeout=s.mqtt.embedded.start_timeout)
+            try:
+                await self.broker.start()
+            except Exception as exc:
+                self.broker = None
+                raise NodeError(str(exc)) from None
+        options = bridge_options(s.mqtt, s.node.name, self.mountpoints())
+        self.bridge = MqttBridge(options, self.bus.publish)
+        self.bus.watch_remote(self.bridge)
+        for topic in ["#"] + [t for t in options.forward_topics if t.startswith("$")]:
+            self.bus.subscribe(topic, self.bridge.forward, name="mqtt-bridge")
+        await self.bridge.start()
+        if self.broker:
+            # the broker is ours and up: wait for the bridge so `run` is ready when it says so
+            await self.bridge.wait_connected(s.mqtt.embedded.start_timeout)
+        log.info("node %s started", s.node.name)
+
+    async def stop(self) -> None:
+        log.info("node %s stopping", self.settings.node.name)
+        if self.bridge:
+            await self.bridge.stop()
+        if self.broker:
+            await self.broker.stop()
+        self._stopped.set()
+        log.info("node %s stopped", self.settings.node.name)

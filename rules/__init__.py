@@ -1,0 +1,1 @@
+"""SQL rules engine (EMQX dialect): parser, compiler, functions, runtime."""

@@ -1,0 +1,88 @@
+"""Real servers for the tests: installed from Debian if missing, run on free loopback ports."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port: int, host: str = "127.0.0.1", timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex((host, port)) == 0:
+                return
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on {host}:{port} after {timeout}s")
+
+
+def ensure_debian_package(binary: str, package: str, search: tuple[str, ...] = ("/usr/sbin", "/usr/bin")) -> str:
+    """Path of `binary`; installs `package` with apt-get first if it is missing."""
+    found = shutil.which(binary) or next((f"{d}/{binary}" for d in search if os.path.exists(f"{d}/{binary}")), None)
+    if found:
+        return found
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    subprocess.run(["apt-get", "update", "-qq"], check=True, env=env, capture_output=True)
+    subprocess.run(["apt-get", "install", "-y", "-qq", package], check=True, env=env, capture_output=True)
+    found = shutil.which(binary) or next((f"{d}/{binary}" for d in search if os.path.exists(f"{d}/{binary}")), None)
+    if not found:
+        raise RuntimeError(f"installed {package} but found no {binary}")
+    return found
+
+
+class Mosquitto:
+    """A mosquitto broker on a free loopback port; can be killed and started again on the same port."""
+
+    def __init__(self) -> None:
+        self.binary = ensure_debian_package("mosquitto", "mosquitto")
+        self.port = free_port()
+        self.dir = Path(tempfile.mkdtemp(prefix="mosq-"))
+        self.conf = self.dir / "mosquitto.conf"
+        self.conf.write_text(
+            f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
+            # persistence: a subscriber's session (and what is queued for it) survives a restart
+            f"persistence true\npersistence_location {self.dir}/\nautosave_interval 0\n"
+            "max_queued_messages 200000\nmax_inflight_messages 0\n"
+            # as root mosquitto would switch to its own user, which cannot write our temp dir
+            f"user {pwd.getpwuid(os.geteuid()).pw_name}\n"
+        )
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [self.binary, "-c", str(self.conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        wait_port(self.port)
+
+    def kill(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        self.process = None
+
+    def terminate(self) -> None:
+        """Stop gracefully (mosquitto saves its sessions); start() brings them back."""
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+    def stop(self) -> None:
+        self.terminate()
+        shutil.rmtree(self.dir, ignore_errors=True)

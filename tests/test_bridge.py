@@ -1,0 +1,204 @@
+"""The MQTT bridge against a real mosquitto: both directions, outages, overflow, echoes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import aiomqtt
+import pytest
+
+from connectors.mqtt import BridgeOptions, MqttBridge
+from engine.bus import Bus, Message
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def make_bridge(bus: Bus, port: int, **overrides) -> MqttBridge:
+    options = BridgeOptions(
+        host="127.0.0.1", port=port, client_id="gw-test",
+        forward_topics=["ocpp/#"], reconnect_initial=0.1, reconnect_max=0.5, **overrides,
+    )
+    bridge = MqttBridge(options, bus.publish)
+    bus.watch_remote(bridge)
+    bus.subscribe("#", bridge.forward)
+    return bridge
+
+
+@contextlib.asynccontextmanager
+async def subscriber(port: int, *filters: str, client_id: str | None = None, clean: bool = True):
+    """An outside MQTT client; with clean=False its session (and queue) survives disconnects."""
+    client = aiomqtt.Client(
+        "127.0.0.1", port, identifier=client_id, protocol=aiomqtt.ProtocolVersion.V311, clean_session=clean
+    )
+    async with client:
+        for f in filters:
+            await client.subscribe(f, qos=1)
+        yield client
+
+
+async def take(client: aiomqtt.Client, n: int, timeout: float = 15.0) -> list[tuple[str, bytes]]:
+    got: list[tuple[str, bytes]] = []
+
+    async def collect():
+        async for m in client.messages:
+            got.append((m.topic.value, m.payload))
+            if len(got) == n:
+                return
+
+    await asyncio.wait_for(collect(), timeout)
+    return got
+
+
+async def nothing_more(client: aiomqtt.Client, wait: float = 0.5) -> None:
+    with contextlib.suppress(asyncio.TimeoutError):
+        m = await asyncio.wait_for(anext(aiter(client.messages)), wait)
+        raise AssertionError(f"unexpected message {m.topic} {m.payload!r}")
+
+
+async def eventually(predicate, timeout: float = 10.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not predicate():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.02)
+
+
+async def test_bus_to_broker_follows_forward_filters(mosquitto):
+    bus = Bus()
+    bridge = make_bridge(bus, mosquitto.port)
+    await bridge.start()
+    assert await bridge.wait_connected(5)
+    async with subscriber(mosquitto.port, "#", "$events/#") as sub:
+        bus.publish(Message("ocpp/cp/CP1", b'{"n":1}', origin="ocpp"))
+        bus.publish(Message("elsewhere/x", b"not forwarded", origin="ocpp"))
+        bus.publish(Message("$events/client_connected", b"{}", origin="event"))
+        bus.publish(Message("alerts/CP1", b"from a rule", origin="rule:r1"))
+        bus.publish(Message("ocpp/cp/CP1", b'{"n":2}', origin="ocpp"))
+        assert await take(sub, 3) == [
+            ("ocpp/cp/CP1", b'{"n":1}'), ("alerts/CP1", b"from a rule"), ("ocpp/cp/CP1", b'{"n":2}')
+        ]
+        await nothing_more(sub)
+    await bridge.stop()
+    assert bridge.published == 3 and bridge.dropped == 0
+
+
+@pytest.mark.parametrize("proto_ver", ["v5", "v4"])
+async def test_broker_to_bus_and_no_echo(mosquitto, proto_ver):
+    bus = Bus()
+    bridge = make_bridge(bus, mosquitto.port, proto_ver=proto_ver)
+    got: list[Message] = []
+    bus.subscribe("ocpp/cs/CP1", got.append, remote=True)
+    await bridge.start()
+    assert await bridge.wait_connected(5)
+    await eventually(lambda: "ocpp/cs/CP1" in bridge._on_broker)
+    async with subscriber(mosquitto.port, "ocpp/#") as sub:
+        # a backend command arrives in the bus, once, and is not sent back to the broker
+        await sub.publish("ocpp/cs/CP1", b'{"MessageTypeId":2}', qos=1)
+        await eventually(lambda: len(got) == 1)
+        assert got[0].origin == "mqtt" and got[0].payload == b'{"MessageTypeId":2}'
+        assert await take(sub, 1) == [("ocpp/cs/CP1", b'{"MessageTypeId":2}')]
+        # a local publish on a subscribed topic: delivered locally once, on the broker once,
+        # and the broker's echo does not come back in (no-local on v5, echo filter on v4)
+        bus.publish(Message("ocpp/cs/CP1", b"local answer", origin="rule:boot"))
+        assert await take(sub, 1) == [("ocpp/cs/CP1", b"local answer")]
+        await asyncio.sleep(0.5)
+        assert [m.payload for m in got] == [b'{"MessageTypeId":2}', b"local answer"]
+        # an identical message from the backend is still delivered (the echo was counted once)
+        await sub.publish("ocpp/cs/CP1", b"local answer", qos=1)
+        await eventually(lambda: len(got) == 3)
+    await bridge.stop()
+    if proto_ver == "v4":
+        assert bridge.echo_suppressed == 1
+
+
+async def test_unsubscribes_when_last_remote_subscription_goes(mosquitto):
+    bus = Bus()
+    bridge = make_bridge(bus, mosquitto.port)
+    got: list[Message] = []
+    sub_a = bus.subscribe("ocpp/cs/+", got.append, remote=True)
+    await bridge.start()
+    await eventually(lambda: "ocpp/cs/+" in bridge._on_broker)
+    bus.unsubscribe(sub_a)
+    await eventually(lambda: not bridge._on_broker)
+    async with subscriber(mosquitto.port) as client:
+        await client.publish("ocpp/cs/CP9", b"x", qos=1)
+        await asyncio.sleep(0.3)
+    assert got == []
+    await bridge.stop()
+
+
+async def test_outage_keeps_every_message_in_order(mosquitto):
+    bus = Bus()
+    bridge = make_bridge(bus, mosquitto.port)
+    inbound: list[Message] = []
+    bus.subscribe("ocpp/cs/CP1", inbound.append, remote=True)
+    await bridge.start()
+    assert await bridge.wait_connected(5)
+    # a subscriber whose session (and queue) outlives the broker restart
+    async with subscriber(mosquitto.port, "ocpp/cp/#", client_id="watcher", clean=False):
+        pass
+    mosquitto.terminate()
+    await eventually(lambda: not bridge.connected)
+    for i in range(1000):
+        bus.publish(Message("ocpp/cp/CP1", str(i).encode(), origin="ocpp"))
+    assert bridge.buffered == 1000 and bridge.dropped == 0
+    mosquitto.start()
+    async with subscriber(mosquitto.port, client_id="watcher", clean=False) as sub:
+        got = await take(sub, 1000, timeout=30)
+        assert [int(p) for _, p in got] == list(range(1000))
+        await nothing_more(sub)
+    assert bridge.published == 1000 and bridge.buffered == 0 and bridge.reconnects >= 1
+    # subscriptions were restored on reconnect: commands reach the bus again
+    await eventually(lambda: "ocpp/cs/CP1" in bridge._on_broker)
+    async with subscriber(mosquitto.port) as client:
+        await client.publish("ocpp/cs/CP1", b"after restart", qos=1)
+    await eventually(lambda: [m.payload for m in inbound] == [b"after restart"])
+    await bridge.stop()
+
+
+async def test_overflow_drops_the_oldest_and_counts(mosquitto):
+    bus = Bus()
+    bridge = make_bridge(bus, mosquitto.port, buffer_max_messages=100)
+    await bridge.start()
+    assert await bridge.wait_connected(5)
+    async with subscriber(mosquitto.port, "ocpp/cp/#", client_id="watcher2", clean=False):
+        pass
+    mosquitto.terminate()
+    await eventually(lambda: not bridge.connected)
+    for i in range(250):
+        bus.publish(Message("ocpp/cp/CP1", str(i).encode(), origin="ocpp"))
+    assert bridge.dropped == 150 and bridge.buffered == 100
+    mosquitto.start()
+    async with subscriber(mosquitto.port, client_id="watcher2", clean=False) as sub:
+        got = await take(sub, 100)
+        assert [int(p) for _, p in got] == list(range(150, 250))
+        await nothing_more(sub)
+    await bridge.stop()
+
+
+async def test_stop_flushes_what_is_buffered(mosquitto):
+    bus = Bus()
+    bridge = make_bridge(bus, mosquitto.port, max_inflight=5)
+    await bridge.start()
+    assert await bridge.wait_connected(5)
+    async with subscriber(mosquitto.port, "ocpp/#") as sub:
+        for i in range(300):
+            bus.publish(Message("ocpp/cp/CP2", str(i).encode(), origin="ocpp"))
+        await bridge.stop()
+        assert bridge.published == 300 and bridge.buffered == 0
+        got = await take(sub, 300)
+        assert [int(p) for _, p in got] == list(range(300))
+
+
+async def test_unreachable_broker_buffers_and_retries():
+    from tests.servers import free_port
+
+    bus = Bus()
+    bridge = make_bridge(bus, free_port())
+    await bridge.start()
+    await eventually(lambda: bridge.reconnects >= 2)
+    bus.publish(Message("ocpp/cp/CP1", b"waiting", origin="ocpp"))
+    assert not bridge.connected and bridge.buffered == 1
+    assert bridge.last_error
+    await bridge.stop()

@@ -1,0 +1,168 @@
+"""The `ocpp-gateway` command as an operator uses it: real processes, real sockets, real signals."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import time
+
+import paho.mqtt.client as paho
+import pytest
+
+from tests.gateway import BIN, GatewayProcess, pid_alive, wait_dead
+from tests.servers import free_port
+
+pytestmark = pytest.mark.timeout(90)
+
+
+def cli(*args: str, cwd=None, env=None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([BIN, *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=60)
+
+
+def test_version_and_help():
+    out = cli("--version")
+    assert out.returncode == 0 and out.stdout.startswith("ocpp-gateway 0.")
+    for args in (["--help"], ["run", "--help"], ["check-config", "--help"]):
+        out = cli(*args)
+        assert out.returncode == 0 and "usage: ocpp-gateway" in out.stdout, args
+    assert "-c FILE" in cli("run", "--help").stdout
+
+
+def test_no_command_prints_help_and_fails():
+    out = cli()
+    assert out.returncode != 0 and "usage: ocpp-gateway" in out.stdout
+
+
+def test_check_config_prints_effective_config(tmp_path):
+    conf = tmp_path / "gw.conf"
+    conf.write_text('gateway.ocpp.mountpoint = "ev/"\nmqtt.password = "s3cret"\n')
+    out = cli("check-config", "-c", str(conf))
+    assert out.returncode == 0, out.stderr
+    assert 'mountpoint = "ev/"' in out.stdout
+    assert 'awaiting_timeout = "30s"' in out.stdout
+    assert "s3cret" not in out.stdout and 'password = "******"' in out.stdout
+
+
+@pytest.mark.parametrize(
+    "text,env,expected",
+    [
+        ("mqtt.nonsense = 1", {}, "config error: {file}: mqtt.nonsense = 1: unknown key"),
+        ('mqtt.qos = "one"', {}, 'config error: {file}: mqtt.qos = "one": expected an integer'),
+        ('gateway.ocpp.idle_timeout = "soon"', {}, 'config error: {file}: gateway.ocpp.idle_timeout = "soon": expected a duration'),
+        ("", {"OCPPGW_MQTT__BUFFER__MAX_MESSAGES": "many"},
+         'config error: environment OCPPGW_MQTT__BUFFER__MAX_MESSAGES: mqtt.buffer.max_messages = "many": expected an integer'),
+        ("node {\n  name = \n}}\n", {}, "config error: {file}:3:"),
+    ],
+)
+def test_config_errors_through_the_cli(tmp_path, text, env, expected):
+    conf = tmp_path / "gw.conf"
+    conf.write_text(text)
+    for command in ("check-config", "run"):
+        out = cli(command, "-c", str(conf), env={**os.environ, **env})
+        assert out.returncode == 2, (command, out.stderr)
+        lines = out.stderr.strip().splitlines()
+        assert len(lines) == 1, out.stderr
+        assert lines[0].startswith(expected.format(file=conf)), lines[0]
+        assert "Traceback" not in out.stderr and out.stdout == ""
+
+
+def test_unreadable_config_file(tmp_path):
+    out = cli("run", "-c", str(tmp_path / "nope.conf"))
+    assert out.returncode == 2
+    assert out.stderr.strip() == f"config error: {tmp_path / 'nope.conf'}: cannot read the config file: No such file or directory"
+
+
+def test_run_with_no_config_serves_mqtt_and_stops_cleanly(tmp_path):
+    gw = GatewayProcess(tmp_path).start()
+    broker = gw.broker_pid()
+    received: list[tuple[str, bytes]] = []
+    sub = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="watcher")
+    sub.on_message = lambda c, u, m: received.append((m.topic, m.payload))
+    sub.connect("127.0.0.1", gw.mqtt_port)
+    sub.subscribe("#", qos=1)
+    sub.loop_start()
+    pub = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="publisher")
+    pub.connect("127.0.0.1", gw.mqtt_port)
+    pub.loop_start()
+    time.sleep(0.3)
+    pub.publish("hello/world", b"hi", qos=1).wait_for_publish(5)
+    deadline = time.monotonic() + 5
+    while not received and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert received == [("hello/world", b"hi")]
+    for c in (sub, pub):
+        c.loop_stop()
+        c.disconnect()
+    gw.signal(signal.SIGTERM)
+    assert gw.wait() == 0
+    assert wait_dead(broker), "the embedded broker outlived the gateway"
+    assert "node" in gw.log and "stopped" in gw.log
+    assert "Traceback" not in gw.log
+    assert (tmp_path / "data").is_dir()
+
+
+def test_sigint_stops_too(tmp_path):
+    gw = GatewayProcess(tmp_path).start()
+    broker = gw.broker_pid()
+    gw.signal(signal.SIGINT)
+    assert gw.wait() == 0
+    assert wait_dead(broker)
+
+
+def test_killed_gateway_takes_its_broker_along(tmp_path):
+    gw = GatewayProcess(tmp_path).start()
+    broker = gw.broker_pid()
+    assert pid_alive(broker)
+    gw.signal(signal.SIGKILL)
+    gw.wait()
+    assert wait_dead(broker), "orphan broker after SIGKILL"
+
+
+def test_broker_port_in_use_is_a_clear_error(tmp_path):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        gw = GatewayProcess(tmp_path, env={"OCPPGW_MQTT__EMBEDDED__BIND": f"127.0.0.1:{port}"})
+        gw.start(wait_for=None)
+        assert gw.wait() == 3
+        gw.wait_log(rf"cannot start: mqtt.embedded.bind 127.0.0.1:{port}: address 127.0.0.1:{port} is already in use")
+        assert "Traceback" not in gw.log
+
+
+def test_embedded_broker_is_restarted_if_it_dies(tmp_path):
+    gw = GatewayProcess(tmp_path).start()
+    first = gw.broker_pid()
+    os.kill(first, signal.SIGKILL)
+    gw.wait_log(r"embedded MQTT broker exited with code -9; restarting")
+    gw.wait_count("embedded MQTT broker listening", 2)
+    pids = re.findall(r"listening on \S+ \(pid (\d+)\)", gw.log)
+    assert int(pids[1]) != first
+    gw.wait_log(r"mqtt bridge connected", timeout=15)
+    assert gw.stop() == 0
+    assert wait_dead(int(pids[1]))
+
+
+def test_run_against_external_mosquitto(tmp_path, mosquitto):
+    gw = GatewayProcess(tmp_path, config=f'mqtt.server = "mqtt://127.0.0.1:{mosquitto.port}"\nmqtt.reconnect.initial_interval = 200ms\n')
+    gw.start()
+    gw.wait_log(rf"mqtt bridge connected to 127.0.0.1:{mosquitto.port}")
+    assert "embedded MQTT broker" not in gw.log
+    mosquitto.kill()
+    gw.wait_log("mqtt bridge lost the broker")
+    mosquitto.start()
+    gw.wait_count("mqtt bridge connected", 2)
+    assert gw.stop() == 0
+    assert "Traceback" not in gw.log
+
+
+def test_json_log_format(tmp_path):
+    gw = GatewayProcess(tmp_path, env={"OCPPGW_LOG__FORMAT": "json"}).start(wait_for='"node \\S+ started"')
+    assert gw.stop() == 0
+    entries = [json.loads(line) for line in gw.lines]
+    assert {"time", "level", "logger", "msg"} <= set(entries[0])
+    assert any(e["msg"].startswith("node ") and e["msg"].endswith(" stopped") for e in entries)
