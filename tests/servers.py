@@ -43,15 +43,31 @@ def ensure_debian_package(binary: str, package: str, search: tuple[str, ...] = (
 
 
 class Mosquitto:
-    """A mosquitto broker on a free loopback port; can be killed and started again on the same port."""
+    """A mosquitto broker on a free loopback port; can be killed and started again on the same port.
 
-    def __init__(self) -> None:
+    `users` turns on password authentication; `tls` = (cafile, certfile, keyfile) makes the
+    listener TLS-only.
+    """
+
+    def __init__(self, users: dict[str, str] | None = None, tls: tuple[Path, Path, Path] | None = None) -> None:
         self.binary = ensure_debian_package("mosquitto", "mosquitto")
         self.port = free_port()
         self.dir = Path(tempfile.mkdtemp(prefix="mosq-"))
         self.conf = self.dir / "mosquitto.conf"
+        listener = f"listener {self.port} 127.0.0.1\n"
+        if tls:
+            listener += f"cafile {tls[0]}\ncertfile {tls[1]}\nkeyfile {tls[2]}\n"
+        if users:
+            passwd = self.dir / "passwd"
+            passwd.write_text("".join(f"{user}:{password}\n" for user, password in users.items()))
+            tool = ensure_debian_package("mosquitto_passwd", "mosquitto")
+            subprocess.run([tool, "-U", str(passwd)], check=True, capture_output=True)  # hash in place
+            listener += f"allow_anonymous false\npassword_file {passwd}\n"
+        else:
+            listener += "allow_anonymous true\n"
         self.conf.write_text(
-            f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
+            listener
+            +
             # persistence: a subscriber's session (and what is queued for it) survives a restart
             f"persistence true\npersistence_location {self.dir}/\nautosave_interval 0\n"
             "max_queued_messages 200000\nmax_inflight_messages 0\n"
@@ -64,7 +80,11 @@ class Mosquitto:
         self.process = subprocess.Popen(
             [self.binary, "-c", str(self.conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
-        wait_port(self.port)
+        try:
+            wait_port(self.port)
+        except TimeoutError:
+            self.kill()
+            raise
 
     def kill(self) -> None:
         if self.process and self.process.poll() is None:

@@ -202,3 +202,79 @@ async def test_unreachable_broker_buffers_and_retries():
     assert not bridge.connected and bridge.buffered == 1
     assert bridge.last_error
     await bridge.stop()
+
+
+async def test_mqtts_with_credentials(tmp_path):
+    """mqtts:// with a CA file, and username/password: wrong ones are retried, never crash."""
+    from connectors.mqtt.setup import bridge_options
+    from engine.config.loader import load_settings
+    from tests.certs import TestCA
+    from tests.servers import Mosquitto
+
+    ca = TestCA(tmp_path)
+    server = ca.server()
+    broker = Mosquitto(users={"gw": "s3cret"}, tls=(ca.cert_path, server.cert, server.key))
+    broker.start()
+    try:
+        conf = tmp_path / "gw.conf"
+        base = f'mqtt {{ server = "mqtts://localhost:{broker.port}", username = gw, ssl.cacertfile = "{ca.cert_path}" }}\n'
+        conf.write_text(base + 'mqtt.password = "wrong"\nmqtt.reconnect.initial_interval = 100ms\n')
+        bus = Bus()
+        bad = MqttBridge(bridge_options(load_settings(conf, {}).mqtt, "n1", ["ocpp/"]), bus.publish)
+        await bad.start()
+        await eventually(lambda: bad.reconnects >= 1)
+        assert not bad.connected and "authoriz" in bad.last_error.lower()
+        await bad.stop()
+
+        conf.write_text(base + 'mqtt.password = "s3cret"\n')
+        options = bridge_options(load_settings(conf, {}).mqtt, "n1", ["ocpp/"])
+        assert options.tls is not None and options.client_id == "n1"
+        bridge = MqttBridge(options, bus.publish)
+        bus.subscribe("#", bridge.forward)
+        await bridge.start()
+        assert await bridge.wait_connected(5)
+        bus.publish(Message("ocpp/cp/CP1", b"over tls", origin="ocpp"))
+        await eventually(lambda: bridge.published == 1)
+        await bridge.stop()
+
+        # a server certificate from a CA we do not trust is refused
+        (tmp_path / "other").mkdir()
+        other = TestCA(tmp_path / "other")
+        conf.write_text(f'mqtt {{ server = "mqtts://localhost:{broker.port}", username = gw, password = s3cret, '
+                        f'ssl.cacertfile = "{other.cert_path}" }}\n')
+        untrusted = MqttBridge(bridge_options(load_settings(conf, {}).mqtt, "n1", ["ocpp/"]), bus.publish)
+        await untrusted.start()
+        await eventually(lambda: untrusted.reconnects >= 1 or bool(untrusted.last_error))
+        assert not untrusted.connected and "certificate" in untrusted.last_error.lower()
+        await untrusted.stop()
+    finally:
+        broker.stop()
+
+
+def test_outgoing_buffer_requeue_keeps_order_and_bounds():
+    from connectors.mqtt.buffer import OutgoingBuffer
+
+    buf = OutgoingBuffer(5)
+    for i in range(3, 6):
+        buf.append(Message("t", str(i).encode()))
+    buf.requeue_front([Message("t", b"0"), Message("t", b"1"), Message("t", b"2")])
+    assert buf.dropped == 1  # six for five places: the oldest ("0") goes
+    assert [buf.popleft().payload for _ in range(len(buf))] == [b"1", b"2", b"3", b"4", b"5"]
+
+
+def test_echo_filter_counts_and_expires(monkeypatch):
+    from connectors.mqtt import buffer
+
+    now = [1000.0]
+    monkeypatch.setattr(buffer.time, "monotonic", lambda: now[0])
+    echo = buffer.EchoFilter(ttl=10)
+    echo.expect("t", b"x")
+    echo.expect("t", b"x")
+    assert echo.consume("t", b"x") and len(echo) == 1
+    now[0] += 5
+    echo.expect("t", b"x")  # a newer one
+    now[0] += 6  # the first remaining is older than 10s now, the newer one is not
+    echo.expect("u", b"y")
+    assert len(echo) == 2
+    assert echo.consume("t", b"x") and not echo.consume("t", b"x")
+    assert echo.suppressed == 2
