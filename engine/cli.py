@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import signal
 import sys
 
@@ -67,6 +68,10 @@ async def _run(settings) -> int:
         await node.start()
     except NodeError as exc:
         print(f"cannot start: {exc}", file=sys.stderr)
+        await node.stop()
+        return EXIT_START
+    except Exception:
+        logging.getLogger("ocppgw").exception("unexpected error while starting")
         await node.stop()
         return EXIT_START
     await stop.wait()

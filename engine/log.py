@@ -52,5 +52,5 @@ def setup_logging(level: str = "info", fmt: str = "text") -> None:
     root.setLevel(LEVELS[level])
     # third-party chatter stays out unless asked for
     quiet = logging.DEBUG if level == "debug" else logging.WARNING
-    for name in ("amqtt", "transitions", "uvicorn.access", "websockets", "asyncio"):
+    for name in ("amqtt", "transitions", "uvicorn", "uvicorn.error", "uvicorn.access", "websockets", "asyncio"):
         logging.getLogger(name).setLevel(max(quiet, LEVELS[level]))

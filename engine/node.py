@@ -16,6 +16,8 @@ from connectors.mqtt import EmbeddedBroker, MqttBridge
 from connectors.mqtt.setup import bridge_options
 from engine.bus import Bus
 from engine.config.schema import Settings
+from engine.ocpp.context import GatewayContext
+from engine.ocpp.listener import ListenerError, OcppListener
 
 log = logging.getLogger("ocppgw.node")
 
@@ -30,6 +32,9 @@ class Node:
         self.bus = Bus()
         self.broker: EmbeddedBroker | None = None
         self.bridge: MqttBridge | None = None
+        self.ocpp: GatewayContext | None = None
+        self.listeners: dict[str, OcppListener] = {}
+        self.authenticator = None
         self._stopped = asyncio.Event()
 
     def mountpoints(self) -> list[str]:
@@ -64,10 +69,60 @@ class Node:
         if self.broker:
             # the broker is ours and up: wait for the bridge so `run` is ready when it says so
             await self.bridge.wait_connected(s.mqtt.embedded.start_timeout)
+        await self._start_ocpp()
         log.info("node %s started", s.node.name)
+
+    async def _start_ocpp(self) -> None:
+        ocpp = self.settings.gateway.ocpp
+        if not ocpp.enable:
+            return
+        self.ocpp = GatewayContext(ocpp, self.bus, self.settings.node.name, self._schema_registry())
+        authenticator = self._authenticator()
+        for kind, listeners in (("ws", ocpp.listeners.ws), ("wss", ocpp.listeners.wss)):
+            for name, listener_settings in listeners.items():
+                if not listener_settings.enable:
+                    continue
+                listener = OcppListener(self.ocpp, name, kind, listener_settings, authenticator)
+                try:
+                    await listener.start()
+                except ListenerError as exc:
+                    raise NodeError(str(exc)) from None
+                self.listeners[listener.app.full_name] = listener
+
+    def _schema_registry(self):
+        ocpp = self.settings.gateway.ocpp
+        if ocpp.message_format_checking == "disable":
+            return None
+        from engine.ocpp.schemas import SchemaError, SchemaRegistry
+
+        try:
+            return SchemaRegistry(ocpp.json_schema_dir or None)
+        except SchemaError as exc:
+            raise NodeError(f"gateway.ocpp.json_schema_dir: {exc}") from None
+
+    def _authenticator(self):
+        auth = self.settings.gateway.ocpp.authentication
+        if not auth.enable:
+            return None
+        from engine.auth import Authenticator, AuthStoreError, UserStore
+
+        try:
+            store = UserStore.in_data_dir(Path(self.settings.node.data_dir), auth.password_hash_algorithm)
+        except AuthStoreError as exc:
+            raise NodeError(str(exc)) from None
+        self.user_store = store
+        self.authenticator = Authenticator(auth, store)
+        return self.authenticator
 
     async def stop(self) -> None:
         log.info("node %s stopping", self.settings.node.name)
+        for listener in self.listeners.values():
+            listener.stop_accepting()
+        for listener in self.listeners.values():
+            await listener.stop()
+        self.listeners.clear()
+        if self.authenticator is not None:
+            self.authenticator.close()
         if self.bridge:
             await self.bridge.stop()
         if self.broker:

@@ -1,0 +1,1 @@
+"""The OCPP side: frames, schemas, sessions, listeners."""

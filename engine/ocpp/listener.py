@@ -1,0 +1,345 @@
+"""OCPP listeners: uvicorn (websockets-sansio) serving the handshake and the session loop.
+
+The handshake decides before the upgrade: path → charge point id, limits,
+subprotocol, TLS client certificate, HTTP Basic login. A refusal is an HTTP
+answer (400/401/403/404/503) and leaves nothing behind. An accepted
+connection gets a `Session`; its frames are fed to it as they arrive.
+
+`OcppProtocol` extends uvicorn's sans-I/O WebSocket protocol with two things
+ASGI does not carry: the TLS peer certificate, and a synchronous send, so a
+bus handler can write a frame in order without a task per message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import logging
+import socket
+import ssl
+import time
+from typing import Any
+
+import uvicorn
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+
+from engine.config.schema import ListenerSettings, WssListenerSettings
+from engine.ocpp.context import GatewayContext
+from engine.ocpp.session import Session
+
+log = logging.getLogger("ocppgw.listener")
+
+# highest first: the gateway picks the highest version both sides speak
+PROTOCOL_PREFERENCE = ("ocpp2.1", "ocpp2.0.1", "ocpp1.6")
+MAX_CID_LENGTH = 256
+_TLS_VERSIONS = {"tlsv1.2": ssl.TLSVersion.TLSv1_2, "tlsv1.3": ssl.TLSVersion.TLSv1_3}
+
+
+class ListenerError(Exception):
+    """A listener that cannot start; the message names the key and the reason."""
+
+
+class OcppProtocol(WebSocketsSansIOProtocol):
+    def handle_connect(self, event: Any) -> None:
+        super().handle_connect(event)
+        scope = getattr(self, "scope", None)
+        if scope is not None:
+            scope["extensions"]["ocppgw"] = {
+                "peercert": self.transport.get_extra_info("peercert"),
+                "transport": self,
+            }
+
+    def send_text(self, text: str) -> None:
+        if self.close_sent or self.transport.is_closing() or not self.handshake_complete:
+            return
+        self.conn.send_text(text.encode())
+        self.transport.write(b"".join(self.conn.data_to_send()))
+
+    def close(self, code: int, reason: str) -> None:
+        if not self.close_sent and not self.transport.is_closing():
+            task = self.loop.create_task(self.send({"type": "websocket.close", "code": code, "reason": reason[:120]}))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+
+
+class Refusal(Exception):
+    def __init__(self, status: int, message: str, reason_code: str | None, headers: list[tuple[bytes, bytes]] | None = None):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.reason_code = reason_code  # for $events/client_connack; None: not an OCPP client at all
+        self.headers = headers or []
+
+
+class RateLimit:
+    """Token bucket: `rate` new connections per second, bursts up to `rate`."""
+
+    def __init__(self, rate: float) -> None:
+        self.rate = rate
+        self.tokens = rate
+        self.stamp = time.monotonic()
+
+    def take(self) -> bool:
+        now = time.monotonic()
+        self.tokens = min(self.rate, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return True
+        return False
+
+
+class OcppApp:
+    """The ASGI application of one listener."""
+
+    def __init__(self, ctx: GatewayContext, name: str, kind: str, settings: ListenerSettings, authenticator: Any) -> None:
+        self.ctx = ctx
+        self.name = name
+        self.kind = kind
+        self.authenticator = authenticator
+        self.connections = 0
+        self.apply(settings)
+
+    def apply(self, settings: ListenerSettings) -> None:
+        self.settings = settings
+        self.rate = RateLimit(settings.max_conn_rate)
+        self.prefix = settings.websocket.path.rstrip("/") + "/"
+
+    @property
+    def mountpoint(self) -> str:
+        m = self.settings.mountpoint
+        return self.ctx.settings.mountpoint if m is None else m
+
+    @property
+    def full_name(self) -> str:
+        return f"ocpp:{self.kind}:{self.name}"
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "websocket":
+            await self.websocket(scope, receive, send)
+        elif scope["type"] == "http":
+            body = b"this is an OCPP-J endpoint: connect with a WebSocket to <path>/<charge point id>\n"
+            await send({"type": "http.response.start", "status": 426,
+                        "headers": [(b"content-type", b"text/plain"), (b"upgrade", b"websocket")]})
+            await send({"type": "http.response.body", "body": body})
+
+    async def websocket(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await receive()  # websocket.connect
+        peer = tuple(scope.get("client") or ("", 0))
+        try:
+            cid, proto, echo, username = await self.handshake(scope)
+        except Refusal as refusal:
+            self.ctx.metrics.refused[refusal.reason_code or "not_found"] += 1
+            if refusal.reason_code:
+                self.ctx.publish_event("client_connack", {
+                    "clientid": scope.get("ocppgw_cid", ""), "username": scope.get("ocppgw_username"),
+                    "peername": f"{peer[0]}:{peer[1]}", "peerhost": peer[0], "proto_name": "OCPP",
+                    "proto_ver": scope.get("ocppgw_proto", ""), "reason_code": refusal.reason_code,
+                    "description": refusal.message,
+                })
+            body = refusal.message.encode() + b"\n"
+            await send({"type": "websocket.http.response.start", "status": refusal.status,
+                        "headers": [(b"content-type", b"text/plain; charset=utf-8")] + refusal.headers})
+            await send({"type": "websocket.http.response.body", "body": body})
+            return
+        transport: OcppProtocol = scope["extensions"]["ocppgw"]["transport"]
+        await send({"type": "websocket.accept", "subprotocol": proto if echo else None})
+        old = self.ctx.sessions.get(cid)
+        if old is not None:
+            log.info("charge point %s connected again: the old connection is taken over", cid)
+            old.close("takenover", 1000)
+        session = Session(
+            self.ctx, transport, cid=cid, proto_ver=proto, username=username, peer=peer,
+            sockname=tuple(scope.get("server") or ("", 0)), mountpoint=self.mountpoint, listener=self.full_name,
+        )
+        self.ctx.sessions[cid] = session
+        self.connections += 1
+        metrics = self.ctx.metrics
+        metrics.connections += 1
+        metrics.connections_total += 1
+        metrics.by_proto[proto] += 1
+        self.ctx.publish_event("client_connack", {
+            "clientid": cid, "username": username, "peername": f"{peer[0]}:{peer[1]}", "peerhost": peer[0],
+            "proto_name": "OCPP", "proto_ver": proto, "reason_code": "success",
+        })
+        session.start()
+        try:
+            while True:
+                message = await receive()
+                kind = message["type"]
+                if kind == "websocket.receive":
+                    text = message.get("text")
+                    if text is not None:
+                        session.on_text(text)
+                    else:
+                        session.on_binary(message.get("bytes") or b"")
+                elif kind == "websocket.disconnect":
+                    session.close(_disconnect_reason(message.get("code", 1000)))
+                    break
+        finally:
+            session.close("normal")
+            self.connections -= 1
+            metrics.connections -= 1
+            metrics.by_proto[proto] -= 1
+
+    async def handshake(self, scope: dict[str, Any]) -> tuple[str, str, bool, str | None]:
+        """(cid, subprotocol, echo the subprotocol?, username) or a `Refusal`."""
+        path: str = scope["path"]
+        if not path.startswith(self.prefix):
+            raise Refusal(404, f"no OCPP endpoint at {path!r}; connect to {self.prefix}<charge point id>", None)
+        cid = path[len(self.prefix):]
+        scope["ocppgw_cid"] = cid
+        if not cid:
+            raise Refusal(400, "the charge point id (the last part of the path) is empty", "client_identifier_not_valid")
+        if any(ch in cid for ch in "/+#") or len(cid) > MAX_CID_LENGTH or not cid.isprintable():
+            raise Refusal(400, f"the charge point id must be printable, at most {MAX_CID_LENGTH} characters, "
+                          "without '/', '+' or '#'", "client_identifier_not_valid")
+        if self.connections >= self.settings.max_connections:
+            raise Refusal(503, "the listener is at max_connections", "server_unavailable")
+        if not self.rate.take():
+            raise Refusal(503, "too many new connections per second (max_conn_rate)", "server_unavailable")
+        proto, echo = self.pick_subprotocol(scope.get("subprotocols") or [])
+        scope["ocppgw_proto"] = proto
+        if isinstance(self.settings, WssListenerSettings) and self.settings.ssl_options.cn_must_match_cid:
+            cn = _common_name(scope["extensions"]["ocppgw"]["peercert"])
+            if cn is None:
+                raise Refusal(403, "a client certificate is required", "not_authorized")
+            if cn != cid:
+                raise Refusal(403, "the client certificate's CN does not match the charge point id", "not_authorized")
+        username, password = _basic_credentials(scope)
+        scope["ocppgw_username"] = username
+        authn = self.ctx_authn_required()
+        if authn:
+            challenge = [(b"www-authenticate", b'Basic realm="ocpp-gateway"')]
+            if username is None:
+                raise Refusal(401, "HTTP Basic credentials are required", "not_authorized", challenge)
+            auth_settings = self.ctx.settings.authentication
+            if username != cid and not auth_settings.allow_username_mismatch:
+                raise Refusal(401, "the username must be the charge point id", "bad_username_or_password", challenge)
+            if not await self.authenticator.authenticate(username, password):
+                raise Refusal(401, "bad username or password", "bad_username_or_password", challenge)
+        return cid, proto, echo, username
+
+    def ctx_authn_required(self) -> bool:
+        return self.ctx.settings.authentication.enable and self.settings.enable_authn and self.authenticator is not None
+
+    def pick_subprotocol(self, offered: list[str]) -> tuple[str, bool]:
+        supported = self.settings.websocket.supported_subprotocols
+        if not offered:
+            if self.settings.websocket.fail_if_no_subprotocol:
+                raise Refusal(400, "no Sec-WebSocket-Protocol offered; supported: " + ", ".join(supported),
+                              "unsupported_protocol_version")
+            return "ocpp1.6", False  # echoing one the client did not offer breaks strict clients
+        for proto in PROTOCOL_PREFERENCE:
+            if proto in supported and proto in offered:
+                return proto, True
+        raise Refusal(400, f"none of the offered subprotocols ({', '.join(offered)[:200]}) is supported; "
+                      "supported: " + ", ".join(supported), "unsupported_protocol_version")
+
+
+def _disconnect_reason(code: int) -> str:
+    if code in (1000, 1001, 1005):
+        return "normal"
+    if code == 1006:
+        return "sock_closed"
+    return "protocol_error"
+
+
+def _basic_credentials(scope: dict[str, Any]) -> tuple[str | None, str | None]:
+    for name, value in scope["headers"]:
+        if name == b"authorization":
+            scheme, _, token = value.partition(b" ")
+            if scheme.lower() != b"basic":
+                return None, None
+            try:
+                decoded = base64.b64decode(token.strip(), validate=True).decode("utf-8")
+            except (binascii.Error, UnicodeDecodeError):
+                return None, None
+            user, sep, password = decoded.partition(":")
+            return (user, password) if sep else (None, None)
+    return None, None
+
+
+def _common_name(peercert: dict[str, Any] | None) -> str | None:
+    if not peercert:
+        return None
+    for rdn in peercert.get("subject", ()):
+        for key, value in rdn:
+            if key == "commonName":
+                return value
+    return None
+
+
+def server_tls_context(settings: WssListenerSettings, key: str) -> ssl.SSLContext:
+    s = settings.ssl_options
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        ctx.load_cert_chain(s.certfile, s.keyfile, s.password or None)
+        if s.cacertfile:
+            ctx.load_verify_locations(s.cacertfile)
+    except (OSError, ssl.SSLError) as exc:
+        raise ListenerError(f"{key}.ssl_options: {exc.strerror if isinstance(exc, OSError) and exc.strerror else exc}") from None
+    if s.verify == "verify_peer":
+        ctx.verify_mode = ssl.CERT_REQUIRED if s.fail_if_no_peer_cert else ssl.CERT_OPTIONAL
+    versions = [_TLS_VERSIONS[v] for v in s.versions]
+    ctx.minimum_version = min(versions)
+    ctx.maximum_version = max(versions)
+    return ctx
+
+
+class OcppListener:
+    """One listener: a bound socket, a uvicorn server on it, the sessions it accepted."""
+
+    def __init__(self, ctx: GatewayContext, name: str, kind: str, settings: ListenerSettings, authenticator: Any) -> None:
+        self.app = OcppApp(ctx, name, kind, settings, authenticator)
+        self.key = f"gateway.ocpp.listeners.{kind}.{name}"
+        self.server: uvicorn.Server | None = None
+        self.sock: socket.socket | None = None
+
+    @property
+    def settings(self) -> ListenerSettings:
+        return self.app.settings
+
+    async def start(self) -> None:
+        s = self.settings
+        bind = s.bind
+        family = socket.AF_INET6 if ":" in bind.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((bind.host, bind.port))
+        except OSError as exc:
+            sock.close()
+            raise ListenerError(f"{self.key}.bind {bind}: {exc.strerror or exc}") from None
+        sock.set_inheritable(True)
+        ping = s.websocket.ping_interval or None
+        config = uvicorn.Config(
+            self.app, ws=OcppProtocol, http="httptools", lifespan="off", log_config=None, access_log=False,
+            ws_max_size=int(s.websocket.max_frame_size), ws_ping_interval=ping, ws_ping_timeout=ping,
+            server_header=False, date_header=False, proxy_headers=False, timeout_graceful_shutdown=5,
+            backlog=4096,
+        )
+        config.load()
+        if isinstance(s, WssListenerSettings):
+            config.ssl = server_tls_context(s, self.key)
+        self.server = uvicorn.Server(config)
+        self.server.lifespan = config.lifespan_class(config)  # serve() would set it; we drive startup ourselves
+        await self.server.startup(sockets=[sock])
+        self.sock = sock
+        log.info("OCPP listener %s on %s://%s%s", self.app.full_name, self.app.kind, bind, s.websocket.path)
+
+    def stop_accepting(self) -> None:
+        if self.server:
+            for server in self.server.servers:
+                server.close()
+
+    async def stop(self) -> None:
+        self.stop_accepting()
+        for session in [x for x in self.app.ctx.sessions.values() if x.listener == self.app.full_name]:
+            session.close("shutdown", 1001)
+        if self.server:
+            await self.server.shutdown()
+        if self.sock:
+            self.sock.close()
+        log.info("OCPP listener %s stopped", self.app.full_name)

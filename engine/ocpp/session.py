@@ -1,0 +1,467 @@
+"""One connected charge point: its frames in, its commands out, its liveness.
+
+The session knows OCPP and the bus, nothing about sockets (it is handed a
+`Transport`) or MQTT. Upstream, each frame becomes one bus message on the
+topic its template names. Downstream, the charge point's topic on the bus
+feeds `on_downstream`; CALLs go out one at a time (the next waits for the
+answer or `awaiting_timeout`), replies go out at once if they answer a CALL
+of this charge point that is still waiting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections import OrderedDict, deque
+from typing import Any, Protocol
+
+import orjson
+
+from engine.bus import Message
+from engine.ocpp import frames
+from engine.ocpp.context import GatewayContext, TopicTemplate
+
+log = logging.getLogger("ocppgw.session")
+
+MAX_PENDING_UPSTREAM = 32  # CALLs of the charge point the backend has not answered yet
+KEEPALIVE_GRACE = 0.1  # a check window is the interval plus 10%, for clock and network jitter
+
+
+class Transport(Protocol):
+    def send_text(self, text: str) -> None: ...
+    def close(self, code: int, reason: str) -> None: ...
+
+
+class _Outgoing:
+    """A downstream CALL waiting for its turn or its answer."""
+
+    __slots__ = ("unique_id", "action", "payload", "message", "timer")
+
+    def __init__(self, unique_id: str, action: str, payload: Any, message: Message) -> None:
+        self.unique_id = unique_id
+        self.action = action
+        self.payload = payload
+        self.message = message
+        self.timer: asyncio.TimerHandle | None = None
+
+
+class Session:
+    def __init__(
+        self,
+        ctx: GatewayContext,
+        transport: Transport,
+        *,
+        cid: str,
+        proto_ver: str,
+        username: str | None,
+        peer: tuple[str, int],
+        sockname: tuple[str, int],
+        mountpoint: str,
+        listener: str,
+    ) -> None:
+        self.ctx = ctx
+        self.transport = transport
+        self.cid = cid
+        self.proto_ver = proto_ver
+        self.username = username
+        self.peer = peer
+        self.sockname = sockname
+        self.mountpoint = mountpoint
+        self.listener = listener
+        self.connected_at = int(time.time() * 1000)
+        self.closed = False
+        self.recv_cnt = 0
+        self.send_cnt = 0
+        self.keepalive = ctx.settings.default_heartbeat_interval
+        self._loop = asyncio.get_running_loop()
+        self._headers = {
+            "clientid": cid,
+            "username": username,
+            "peerhost": peer[0],
+            "proto_ver": proto_ver,
+            "node": ctx.node,
+        }
+        self._topic_cache: dict[tuple[int, str], str] = {}
+        self._generation = ctx.generation
+        self._pending_upstream: OrderedDict[str, str] = OrderedDict()  # UniqueId → Action
+        self._queue: deque[_Outgoing] = deque()
+        self._inflight: _Outgoing | None = None
+        self._subscription = None
+        self._got_frame = False
+        self._last_frame = self._loop.time()
+        self._missed_checks = 0
+        self._idle_timer: asyncio.TimerHandle | None = None
+        self._keepalive_timer: asyncio.TimerHandle | None = None
+
+    # --- lifecycle --------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Subscribe downstream, announce the connection, arm the timers."""
+        topic = self.mountpoint + self.ctx.dnstream_topic.render(self._vars(""))
+        self._subscription = self.ctx.bus.subscribe(topic, self.on_downstream, remote=True, name=f"session:{self.cid}")
+        self.ctx.publish_event("client_connected", self._client_fields(
+            keepalive=int(self.keepalive), clean_start=True, expiry_interval=0, is_bridge=False,
+            connected_at=self.connected_at, conn_props={}, mountpoint=self.mountpoint,
+        ))
+        idle = self.ctx.settings.idle_timeout
+        if idle > 0:
+            self._idle_timer = self._loop.call_later(idle, self._idle_expired)
+        self._arm_keepalive()
+
+    def close(self, reason: str, code: int = 1000) -> None:
+        """End the session (idempotent): unsubscribe, drop what waits, tell the rules why."""
+        if self.closed:
+            return
+        self.closed = True
+        for timer in (self._idle_timer, self._keepalive_timer):
+            if timer:
+                timer.cancel()
+        if self._subscription is not None:
+            self.ctx.bus.unsubscribe(self._subscription)
+        if self.ctx.sessions.get(self.cid) is self:
+            del self.ctx.sessions[self.cid]
+        if self._inflight:
+            self._drop_outgoing(self._inflight, "client_disconnected")
+            self._inflight = None
+        while self._queue:
+            self._drop_outgoing(self._queue.popleft(), "client_disconnected")
+        self.ctx.publish_event("client_disconnected", self._client_fields(
+            reason=reason, disconnected_at=int(time.time() * 1000), connected_at=self.connected_at, disconn_props={},
+        ))
+        if reason not in ("normal", "sock_closed"):
+            self.transport.close(code, reason)
+
+    def _idle_expired(self) -> None:
+        if not self._got_frame and not self.closed:
+            log.info("closing %s: no OCPP frame within idle_timeout", self.cid)
+            self.close("idle_timeout", 1000)
+
+    def _arm_keepalive(self) -> None:
+        if self._keepalive_timer:
+            self._keepalive_timer.cancel()
+        if self.keepalive > 0 and not self.closed:
+            self._keepalive_timer = self._loop.call_later(self.keepalive, self._keepalive_check)
+
+    def _keepalive_check(self) -> None:
+        self._keepalive_timer = None
+        if self.closed:
+            return
+        window = self.keepalive * (1 + KEEPALIVE_GRACE)
+        if self._loop.time() - self._last_frame > window:
+            self._missed_checks += 1
+            if self._missed_checks >= self.ctx.settings.heartbeat_checking_times_backoff:
+                log.info("closing %s: keepalive timeout (%gs)", self.cid, self.keepalive)
+                self.close("keepalive_timeout", 1000)
+                return
+        else:
+            self._missed_checks = 0
+        self._arm_keepalive()
+
+    def set_keepalive(self, interval: float) -> None:
+        self.keepalive = float(interval)
+        self._missed_checks = 0
+        self._arm_keepalive()
+
+    # --- upstream: charge point → bus -----------------------------------------------------
+
+    def on_text(self, text: str) -> None:
+        metrics = self.ctx.metrics
+        metrics.frames_in += 1
+        metrics.bytes_in += len(text)
+        self.recv_cnt += 1
+        self._last_frame = self._loop.time()
+        try:
+            frame = frames.parse(text, self.proto_ver)
+        except frames.FrameError as exc:
+            self._refuse(exc, text)
+            return
+        if not self._got_frame:
+            self._got_frame = True
+            if self._idle_timer:
+                self._idle_timer.cancel()
+                self._idle_timer = None
+        if type(frame) is frames.Call:
+            self._upstream_call(frame)
+        elif type(frame) is frames.CallResult:
+            self._upstream_reply(frame, None)
+        else:
+            self._upstream_reply(frame, frame)
+
+    def on_binary(self, data: bytes) -> None:
+        self.ctx.metrics.frames_in += 1
+        self.ctx.metrics.bytes_in += len(data)
+        self._last_frame = self._loop.time()
+        self._refuse(frames.FrameError(
+            frames.format_violation(self.proto_ver), "OCPP-J frames are text; a binary frame was received"
+        ), data)
+
+    def _refuse(self, exc: frames.FrameError, raw: str | bytes) -> None:
+        """Answer a bad frame with a CALLERROR and tell the rules; publish nothing upstream."""
+        self._send(frames.encode_error(exc.unique_id, exc.code, exc.description))
+        self.ctx.metrics.errors[exc.code] += 1
+        self._dropped_event("invalid_frame", raw if isinstance(raw, str) else raw[:1024].hex(), exc.description)
+
+    def _upstream_call(self, call: frames.Call) -> None:
+        if self.ctx.checks_upstream(self.cid):
+            violation = self._check(call.action, "request", call.payload)
+            if violation is not None:
+                code, description = violation
+                self._send(frames.encode_error(call.unique_id, code, description))
+                self.ctx.metrics.errors[code] += 1
+                self._dropped_event("schema_violation", orjson.dumps([2, call.unique_id, call.action, call.payload]).decode(), description)
+                return
+        pending = self._pending_upstream
+        pending[call.unique_id] = call.action
+        if len(pending) > MAX_PENDING_UPSTREAM:
+            pending.popitem(last=False)
+        body = {"MessageTypeId": frames.CALL, "UniqueId": call.unique_id, "Action": call.action, "Payload": call.payload}
+        template = self.ctx.override_topics.get(call.action, self.ctx.call_topic)
+        self._publish(self._topic(template, call.action, "2", call.unique_id), body)
+
+    def _upstream_reply(self, frame: frames.CallResult | frames.CallError, error: frames.CallError | None) -> None:
+        out = self._inflight
+        action = out.action if out is not None and out.unique_id == frame.unique_id else None
+        if action is not None and error is None and self.ctx.checks_upstream(self.cid):
+            violation = self._check(action, "response", frame.payload)
+            if violation is not None:
+                self._dropped_event("schema_violation", orjson.dumps([3, frame.unique_id, frame.payload]).decode(), violation[1])
+                self._finish_inflight()
+                return
+        if error is None:
+            body: dict[str, Any] = {"MessageTypeId": frames.CALLRESULT, "UniqueId": frame.unique_id}
+            if action is not None:
+                body["Action"] = action
+            body["Payload"] = frame.payload
+            topic = self._topic(self.ctx.reply_topic, action or "", "3", frame.unique_id)
+        else:
+            body = {"MessageTypeId": frames.CALLERROR, "UniqueId": frame.unique_id}
+            if action is not None:
+                body["Action"] = action
+            body.update(ErrorCode=error.code, ErrorDescription=error.description, ErrorDetails=error.details)
+            topic = self._topic(self.ctx.error_topic, action or "", "4", frame.unique_id)
+        self._publish(topic, body)
+        if action is not None:
+            self._finish_inflight()
+
+    def _check(self, action: str, kind: str, payload: Any) -> tuple[str, str] | None:
+        registry = self.ctx.registry
+        assert registry is not None
+        if not registry.has_action(self.proto_ver, action):
+            return "NotImplemented", f"unknown action {action!r} for {self.proto_ver}"
+        violation = registry.check(self.proto_ver, action, kind, payload)
+        return None if violation is None else (violation.code, violation.description)
+
+    def _topic(self, template: TopicTemplate, action: str, type_: str, unique_id: str) -> str:
+        if self._generation != self.ctx.generation:
+            self._topic_cache.clear()
+            self._generation = self.ctx.generation
+        if template.per_message:
+            return self.mountpoint + template.render(self._vars(action, type_, unique_id))
+        key = (id(template), action)
+        topic = self._topic_cache.get(key)
+        if topic is None:
+            topic = self._topic_cache[key] = self.mountpoint + template.render(self._vars(action, type_))
+        return topic
+
+    def _vars(self, action: str, type_: str = "", unique_id: str = "") -> dict[str, str]:
+        return {"cid": self.cid, "action": action, "type": type_, "id": unique_id, "proto_ver": self.proto_ver}
+
+    def _publish(self, topic: str, body: dict[str, Any]) -> None:
+        self.ctx.bus.publish(Message(topic, orjson.dumps(body), origin="ocpp", headers=self._headers, decoded=body))
+
+    # --- downstream: bus → charge point -------------------------------------------------------
+
+    def on_downstream(self, message: Message) -> None:
+        if self.closed:
+            return
+        try:
+            body = message.json()
+        except orjson.JSONDecodeError:
+            self._dropped_event("invalid_payload", _text(message.payload), "not valid JSON", message)
+            return
+        problem = _check_downstream(body)
+        if problem:
+            self._dropped_event("invalid_payload", _text(message.payload), problem, message)
+            return
+        type_id = body["MessageTypeId"]
+        if type_id == frames.CALL:
+            self._downstream_call(body, message)
+        else:
+            self._downstream_reply(body, message)
+
+    def _downstream_call(self, body: dict[str, Any], message: Message) -> None:
+        action = body["Action"]
+        payload = body.get("Payload", {})
+        if self.ctx.checks_dnstream(self.cid):
+            violation = self._check(action, "request", payload)
+            if violation is not None:
+                self._dropped_event("schema_violation", _text(message.payload), violation[1], message)
+                return
+        unique_id = body.get("UniqueId") or uuid.uuid4().hex[:36]
+        out = _Outgoing(unique_id, action, payload, message)
+        if self._inflight is None:
+            self._send_call(out)
+        elif len(self._queue) >= self.ctx.settings.dnstream.max_mqueue_len:
+            self._dropped_event("queue_full", _text(message.payload), "the downstream queue is full", message)
+        else:
+            self._queue.append(out)
+
+    def _send_call(self, out: _Outgoing) -> None:
+        self._inflight = out
+        self._send(frames.encode_call(out.unique_id, out.action, out.payload))
+        self._delivered_event(out.message)
+        out.timer = self._loop.call_later(self.ctx.settings.dnstream.awaiting_timeout, self._call_timed_out, out)
+
+    def _call_timed_out(self, out: _Outgoing) -> None:
+        if self._inflight is out and not self.closed:
+            self._drop_outgoing(out, "timeout")
+            self._inflight = None
+            self._next_call()
+
+    def _finish_inflight(self) -> None:
+        out = self._inflight
+        if out is not None:
+            if out.timer:
+                out.timer.cancel()
+            self._inflight = None
+            self._next_call()
+
+    def _next_call(self) -> None:
+        if self._inflight is None and self._queue and not self.closed:
+            self._send_call(self._queue.popleft())
+
+    def _downstream_reply(self, body: dict[str, Any], message: Message) -> None:
+        unique_id = body["UniqueId"]
+        action = self._pending_upstream.pop(unique_id, None)
+        if action is None:
+            self._dropped_event("unknown_unique_id", _text(message.payload),
+                                f"no CALL {unique_id!r} of this charge point is waiting for an answer", message)
+            return
+        if body["MessageTypeId"] == frames.CALLRESULT:
+            payload = body.get("Payload", {})
+            if self.ctx.checks_dnstream(self.cid):
+                violation = self._check(action, "response", payload)
+                if violation is not None:
+                    self._pending_upstream[unique_id] = action  # still unanswered: a good reply may follow
+                    self._dropped_event("schema_violation", _text(message.payload), violation[1], message)
+                    return
+            self._send(frames.encode_result(unique_id, payload))
+            if action == "BootNotification" and isinstance(payload, dict) and payload.get("status") == "Accepted":
+                interval = payload.get("interval")
+                if isinstance(interval, (int, float)) and not isinstance(interval, bool) and interval > 0:
+                    self.set_keepalive(interval)
+        else:
+            self._send(frames.encode_error(
+                unique_id, body["ErrorCode"], body.get("ErrorDescription", ""), body.get("ErrorDetails") or {}
+            ))
+        self._delivered_event(message)
+
+    # --- output and events ------------------------------------------------------------------
+
+    def _send(self, text: str) -> None:
+        if self.closed:
+            return
+        self.transport.send_text(text)
+        self.send_cnt += 1
+        metrics = self.ctx.metrics
+        metrics.frames_out += 1
+        metrics.bytes_out += len(text)
+
+    def _client_fields(self, **extra: Any) -> dict[str, Any]:
+        fields = {
+            "clientid": self.cid,
+            "username": self.username,
+            "peername": f"{self.peer[0]}:{self.peer[1]}",
+            "peerhost": self.peer[0],
+            "sockname": f"{self.sockname[0]}:{self.sockname[1]}",
+            "proto_name": "OCPP",
+            "proto_ver": self.proto_ver,
+        }
+        fields.update(extra)
+        return fields
+
+    def _message_fields(self, message: Message | None, payload: str) -> dict[str, Any]:
+        return {
+            "id": uuid.uuid4().hex,
+            "clientid": self.cid,
+            "username": self.username,
+            "peerhost": self.peer[0],
+            "proto_ver": self.proto_ver,
+            "topic": message.topic if message else "",
+            "qos": message.qos if message else 0,
+            "flags": {"retain": bool(message and message.retain), "dup": False},
+            "pub_props": {},
+            "payload": payload,
+            "publish_received_at": message.timestamp if message else int(time.time() * 1000),
+        }
+
+    def _delivered_event(self, message: Message) -> None:
+        fields = self._message_fields(message, _text(message.payload))
+        fields["from_clientid"] = message.headers.get("clientid", message.origin)
+        fields["from_username"] = message.headers.get("username")
+        self.ctx.publish_event("message_delivered", fields)
+
+    def _dropped_event(self, reason: str, payload: str, description: str, message: Message | None = None) -> None:
+        self.ctx.metrics.drops[reason] += 1
+        fields = self._message_fields(message, payload)
+        fields["reason"] = reason
+        fields["description"] = description
+        self.ctx.publish_event("message_dropped", fields)
+
+    def _drop_outgoing(self, out: _Outgoing, reason: str) -> None:
+        if out.timer:
+            out.timer.cancel()
+        self._dropped_event(reason, _text(out.message.payload), f"CALL {out.unique_id} {out.action} not answered", out.message)
+
+    def info(self) -> dict[str, Any]:
+        """The charge point as the admin API lists it (EMQX's client fields)."""
+        return {
+            "clientid": self.cid,
+            "username": self.username,
+            "ip_address": self.peer[0],
+            "port": self.peer[1],
+            "proto_name": "OCPP",
+            "proto_ver": self.proto_ver,
+            "listener": self.listener,
+            "mountpoint": self.mountpoint,
+            "connected_at": self.connected_at,
+            "keepalive": self.keepalive,
+            "mqueue_len": len(self._queue),
+            "inflight_cnt": 1 if self._inflight else 0,
+            "recv_cnt": self.recv_cnt,
+            "send_cnt": self.send_cnt,
+        }
+
+
+def _text(payload: bytes) -> str:
+    return payload.decode("utf-8", "replace")
+
+
+def _check_downstream(body: Any) -> str | None:
+    """What is wrong with a downstream message's shape, or None."""
+    if not isinstance(body, dict):
+        return "the payload must be a JSON object"
+    type_id = body.get("MessageTypeId")
+    if type_id not in (frames.CALL, frames.CALLRESULT, frames.CALLERROR) or isinstance(type_id, bool):
+        return "MessageTypeId must be 2, 3 or 4"
+    unique_id = body.get("UniqueId")
+    if unique_id is not None and (not isinstance(unique_id, str) or not 0 < len(unique_id) <= frames.MAX_UNIQUE_ID):
+        return f"UniqueId must be a string of 1 to {frames.MAX_UNIQUE_ID} characters"
+    if "Payload" in body and not isinstance(body["Payload"], dict):
+        return "Payload must be a JSON object"
+    if type_id == frames.CALL:
+        if not isinstance(body.get("Action"), str) or not body["Action"]:
+            return "a CALL needs an Action string"
+        return None
+    if unique_id is None:
+        return "a reply needs the UniqueId of the CALL it answers"
+    if type_id == frames.CALLERROR:
+        if not isinstance(body.get("ErrorCode"), str):
+            return "a CALLERROR needs an ErrorCode string"
+        if not isinstance(body.get("ErrorDescription", ""), str):
+            return "ErrorDescription must be a string"
+        if not isinstance(body.get("ErrorDetails", {}), dict):
+            return "ErrorDetails must be a JSON object"
+    return None
