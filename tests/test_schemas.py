@@ -278,6 +278,9 @@ def test_custom_schema_without_declared_draft(tmp_path: Path) -> None:
     assert registry.check("ocpp2.0.1", "Poke", "request", {"n": 3}) is None
     v = registry.check("ocpp2.0.1", "Poke", "request", {"n": 4})
     assert_violation(v, "PropertyConstraintViolation", "payload.n", "maximum of 3")
+    (tmp_path / "ocpp2.0.1" / "Poke.json").write_text("{}")  # a second request schema for Poke
+    with pytest.raises(SchemaError, match="Poke.json"):
+        SchemaRegistry(tmp_path)
 
 
 def test_missing_schema_dir(tmp_path: Path) -> None:

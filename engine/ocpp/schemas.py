@@ -217,10 +217,9 @@ def _violation(codes: _Codes, error: jsonschema_rs.ValidationError) -> Violation
 def _problem(error: jsonschema_rs.ValidationError) -> str:
     kind = error.kind
     value = error.instance
-    shown = _show(value) if kind.name not in ("required", "additionalProperties") else ""
     match kind:
         case jsonschema_rs.ValidationErrorKind.Type(types=types):
-            return f"{shown} is not of type {' or '.join(types)}"
+            return f"{_show(value)} is not of type {' or '.join(types)}"
         case jsonschema_rs.ValidationErrorKind.Required(property=name):
             return f"required property '{name}' missing"
         case jsonschema_rs.ValidationErrorKind.AdditionalProperties(unexpected=names):
@@ -228,23 +227,23 @@ def _problem(error: jsonschema_rs.ValidationError) -> str:
             noun = "property" if len(names) == 1 else "properties"
             return f"additional {noun} {listed} not allowed"
         case jsonschema_rs.ValidationErrorKind.MaxLength(limit=limit):
-            return f"{shown} is longer than {limit} characters"
+            return f"{_show(value)} is longer than {limit} characters"
         case jsonschema_rs.ValidationErrorKind.MinLength(limit=limit):
-            return f"{shown} is shorter than {limit} characters"
+            return f"{_show(value)} is shorter than {limit} characters"
         case jsonschema_rs.ValidationErrorKind.MinItems(limit=limit):
             return f"has {_count(value)} items, at least {limit} required"
         case jsonschema_rs.ValidationErrorKind.MaxItems(limit=limit):
             return f"has {_count(value)} items, at most {limit} allowed"
         case jsonschema_rs.ValidationErrorKind.Enum(options=options):
-            return f"{shown} is not one of {_options(options)}"
+            return f"{_show(value)} is not one of {_options(options)}"
         case jsonschema_rs.ValidationErrorKind.Minimum(limit=limit):
-            return f"{shown} is less than the minimum of {_number(limit)}"
+            return f"{_show(value)} is less than the minimum of {_number(limit)}"
         case jsonschema_rs.ValidationErrorKind.Maximum(limit=limit):
-            return f"{shown} is greater than the maximum of {_number(limit)}"
+            return f"{_show(value)} is greater than the maximum of {_number(limit)}"
         case jsonschema_rs.ValidationErrorKind.Format(format=fmt):
-            return f"{shown} is not a valid {fmt}"
+            return f"{_show(value)} is not a valid {fmt}"
         case jsonschema_rs.ValidationErrorKind.Pattern(pattern=pattern):
-            return f"{shown} does not match the pattern {_show(pattern)}"
+            return f"{_show(value)} does not match the pattern {_show(pattern)}"
     return error.message.splitlines()[0] if error.message else kind.name
 
 

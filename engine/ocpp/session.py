@@ -22,6 +22,7 @@ import orjson
 from engine.bus import Message
 from engine.ocpp import frames
 from engine.ocpp.context import GatewayContext, TopicTemplate
+from engine.ocpp.schemas import UnknownAction
 
 log = logging.getLogger("ocppgw.session")
 
@@ -248,9 +249,10 @@ class Session:
     def _check(self, action: str, kind: str, payload: Any) -> tuple[str, str] | None:
         registry = self.ctx.registry
         assert registry is not None
-        if not registry.has_action(self.proto_ver, action):
-            return "NotImplemented", f"unknown action {action!r} for {self.proto_ver}"
-        violation = registry.check(self.proto_ver, action, kind, payload)
+        try:
+            violation = registry.check(self.proto_ver, action, kind, payload)
+        except UnknownAction:
+            return "NotImplemented", f"no {kind} schema for action {action!r} in {self.proto_ver}"
         return None if violation is None else (violation.code, violation.description)
 
     def _topic(self, template: TopicTemplate, action: str, type_: str, unique_id: str) -> str:

@@ -1,0 +1,63 @@
+"""The OCPP-J frame codec: what parses, and the CALLERROR each bad frame earns per version."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from engine.ocpp import frames
+from engine.ocpp.frames import Call, CallError, CallResult, FrameError
+
+
+def test_parses_the_three_message_types():
+    assert frames.parse('[2,"1","Heartbeat",{}]', "ocpp1.6") == Call("1", "Heartbeat", {})
+    assert frames.parse('[3,"1",{"a":1}]', "ocpp1.6") == CallResult("1", {"a": 1})
+    assert frames.parse('[4,"1","GenericError","boom",{"x":1}]', "ocpp2.0.1") == CallError("1", "GenericError", "boom", {"x": 1})
+    assert frames.parse(b'[2,"' + b"x" * 36 + b'","A",{}]', "ocpp1.6").unique_id == "x" * 36
+
+
+# (frame, code for 1.6, code for 2.0.1/2.1, UniqueId in the CALLERROR)
+BAD = [
+    ("not json", "FormationViolation", "RpcFrameworkError", "-1"),
+    ("", "FormationViolation", "RpcFrameworkError", "-1"),
+    ('{"a":1}', "FormationViolation", "RpcFrameworkError", "-1"),
+    ("[]", "FormationViolation", "RpcFrameworkError", "-1"),
+    ('"string"', "FormationViolation", "RpcFrameworkError", "-1"),
+    ('[5,"u1","X",{}]', "ProtocolError", "MessageTypeNotSupported", "u1"),
+    ('[0,"u1"]', "ProtocolError", "MessageTypeNotSupported", "u1"),
+    ('["2","u1","Heartbeat",{}]', "FormationViolation", "RpcFrameworkError", "u1"),
+    ('[2.0,"u1","Heartbeat",{}]', "FormationViolation", "RpcFrameworkError", "u1"),
+    ('[true,"u1","Heartbeat",{}]', "FormationViolation", "RpcFrameworkError", "u1"),
+    ('[2,"u1","Heartbeat"]', "FormationViolation", "RpcFrameworkError", "u1"),
+    ('[2,"u1","Heartbeat",{},1]', "FormationViolation", "RpcFrameworkError", "u1"),
+    ('[3,"u1"]', "FormationViolation", "RpcFrameworkError", "u1"),
+    ('[4,"u1","E","d"]', "FormationViolation", "RpcFrameworkError", "u1"),
+    ('[2,17,"Heartbeat",{}]', "FormationViolation", "RpcFrameworkError", "-1"),
+    ('[2,null,"Heartbeat",{}]', "FormationViolation", "RpcFrameworkError", "-1"),
+    ('[2,"","Heartbeat",{}]', "FormationViolation", "RpcFrameworkError", ""),
+    ('[2,"' + "u" * 37 + '","Heartbeat",{}]', "FormationViolation", "RpcFrameworkError", "u" * 37),
+    ('[2,"u1",7,{}]', "FormationViolation", "RpcFrameworkError", "u1"),
+    ('[2,"u1","",{}]', "FormationViolation", "RpcFrameworkError", "u1"),
+    ('[2,"u1","Heartbeat",[]]', "FormationViolation", "FormatViolation", "u1"),
+    ('[2,"u1","Heartbeat",null]', "FormationViolation", "FormatViolation", "u1"),
+    ('[3,"u1","ok"]', "FormationViolation", "FormatViolation", "u1"),
+    ('[4,"u1",1,"d",{}]', "FormationViolation", "RpcFrameworkError", "u1"),
+    ('[4,"u1","E","d",[]]', "FormationViolation", "RpcFrameworkError", "u1"),
+]
+
+
+@pytest.mark.parametrize("text,code16,code2,uid", BAD)
+def test_bad_frames(text, code16, code2, uid):
+    for proto, code in (("ocpp1.6", code16), ("ocpp2.0.1", code2), ("ocpp2.1", code2)):
+        with pytest.raises(FrameError) as info:
+            frames.parse(text, proto)
+        assert (info.value.code, info.value.unique_id) == (code, uid), proto
+        assert info.value.description
+
+
+def test_encoders_round_trip():
+    assert orjson.loads(frames.encode_call("a", "Reset", {"type": "Soft"})) == [2, "a", "Reset", {"type": "Soft"}]
+    assert orjson.loads(frames.encode_result("a", {})) == [3, "a", {}]
+    assert orjson.loads(frames.encode_error("a", "GenericError", "x")) == [4, "a", "GenericError", "x", {}]
+    text = frames.encode_call("u", "DataTransfer", {"data": "ünïcode ✓"})
+    assert frames.parse(text, "ocpp1.6") == Call("u", "DataTransfer", {"data": "ünïcode ✓"})
