@@ -32,7 +32,7 @@ def _write(directory: Path, name: str, cert: x509.Certificate, key: ec.EllipticC
     return CertFiles(cert_path, key_path)
 
 
-class TestCA:
+class CertAuthority:
     """A CA that signs server and client certificates into `directory`."""
 
     def __init__(self, directory: Path, name: str = "ocpp-gateway test CA") -> None:

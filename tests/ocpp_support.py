@@ -137,9 +137,13 @@ async def running_gateway(tmp_path: Path, mqtt_port: int, conf: str = "") -> Asy
     )
     node = Node(load_settings(path, {}))
     events = EventLog(node)
-    await node.start()
-    assert node.bridge and await node.bridge.wait_connected(5)
     try:
+        await node.start()
+    except BaseException:
+        await node.stop()
+        raise
+    try:
+        assert node.bridge and await node.bridge.wait_connected(5)
         yield Gateway(node, ocpp_port, events)
     finally:
         await node.stop()

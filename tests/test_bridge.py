@@ -208,10 +208,10 @@ async def test_mqtts_with_credentials(tmp_path):
     """mqtts:// with a CA file, and username/password: wrong ones are retried, never crash."""
     from connectors.mqtt.setup import bridge_options
     from engine.config.loader import load_settings
-    from tests.certs import TestCA
+    from tests.certs import CertAuthority
     from tests.servers import Mosquitto
 
-    ca = TestCA(tmp_path)
+    ca = CertAuthority(tmp_path)
     server = ca.server()
     broker = Mosquitto(users={"gw": "s3cret"}, tls=(ca.cert_path, server.cert, server.key))
     broker.start()
@@ -239,7 +239,7 @@ async def test_mqtts_with_credentials(tmp_path):
 
         # a server certificate from a CA we do not trust is refused
         (tmp_path / "other").mkdir()
-        other = TestCA(tmp_path / "other")
+        other = CertAuthority(tmp_path / "other")
         conf.write_text(f'mqtt {{ server = "mqtts://localhost:{broker.port}", username = gw, password = s3cret, '
                         f'ssl.cacertfile = "{other.cert_path}" }}\n')
         untrusted = MqttBridge(bridge_options(load_settings(conf, {}).mqtt, "n1", ["ocpp/"]), bus.publish)

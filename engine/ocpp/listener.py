@@ -57,10 +57,18 @@ class OcppProtocol(WebSocketsSansIOProtocol):
         self.transport.write(b"".join(self.conn.data_to_send()))
 
     def close(self, code: int, reason: str) -> None:
-        if not self.close_sent and not self.transport.is_closing():
-            task = self.loop.create_task(self.send({"type": "websocket.close", "code": code, "reason": reason[:120]}))
-            self.tasks.add(task)
-            task.add_done_callback(self.tasks.discard)
+        """Send the close frame now (what uvicorn does for an ASGI websocket.close), so that a
+        shutdown right after still sends our code and not its own 1012."""
+        if self.close_sent or self.transport.is_closing() or not self.handshake_complete:
+            return
+        self.queue.put_nowait({"type": "websocket.disconnect", "code": code, "reason": reason})
+        self.conn.send_close(code, reason[:120])
+        self.transport.write(b"".join(self.conn.data_to_send()))
+        self.close_sent = True
+        if self.read_paused:
+            self.read_paused = False
+            self.transport.resume_reading()
+        self.close_timer = self.loop.call_later(self.close_timeout, self.transport.close)
 
 
 class Refusal(Exception):
