@@ -4,13 +4,20 @@ as_root() {
   if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
 }
 
-# ensure_debian_packages PKG...: install what is missing (plus python3-venv
-# when this Python cannot make a venv).
+# ensure_debian_packages PKG[:COMMAND]...: install each package whose command
+# (default: the package name) is not found, plus python3-venv when this Python
+# cannot make a venv.
 ensure_debian_packages() {
   local missing=()
-  local pkg
-  for pkg in "$@"; do
-    dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+  local item pkg cmd
+  for item in "$@"; do
+    pkg=${item%%:*}
+    cmd=${item#*:}
+    if [ "$cmd" = "$item" ]; then
+      dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+    else
+      command -v "$cmd" >/dev/null 2>&1 || missing+=("$pkg")
+    fi
   done
   python3 -c 'import ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
   if [ ${#missing[@]} -gt 0 ]; then
