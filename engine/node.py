@@ -18,6 +18,7 @@ from engine.bus import Bus
 from engine.config.schema import Settings
 from engine.ocpp.context import GatewayContext
 from engine.ocpp.listener import ListenerError, OcppListener
+from engine.ocpp.takeover import TakeoverNotices, notice_filter
 
 log = logging.getLogger("ocppgw.node")
 
@@ -35,6 +36,7 @@ class Node:
         self.ocpp: GatewayContext | None = None
         self.listeners: dict[str, OcppListener] = {}
         self.authenticator = None
+        self.takeover: TakeoverNotices | None = None
         self._stopped = asyncio.Event()
 
     def mountpoints(self) -> list[str]:
@@ -61,6 +63,11 @@ class Node:
                 self.broker = None
                 raise NodeError(str(exc)) from None
         options = bridge_options(s.mqtt, s.node.name, self.mountpoints())
+        takeover = s.gateway.ocpp.takeover_topic
+        if s.gateway.ocpp.enable and takeover:
+            # nodes sharing the broker hear of each other's new connections
+            options.forward_topics.append(notice_filter(takeover))
+            options.subscriptions.append(notice_filter(takeover))
         self.bridge = MqttBridge(options, self.bus.publish)
         self.bus.watch_remote(self.bridge)
         for topic in ["#"] + [t for t in options.forward_topics if t.startswith("$")]:
@@ -77,6 +84,8 @@ class Node:
         if not ocpp.enable:
             return
         self.ocpp = GatewayContext(ocpp, self.bus, self.settings.node.name, self._schema_registry())
+        if ocpp.takeover_topic:
+            self.takeover = TakeoverNotices(self.ocpp, ocpp.takeover_topic)
         authenticator = self._authenticator()
         for kind, listeners in (("ws", ocpp.listeners.ws), ("wss", ocpp.listeners.wss)):
             for name, listener_settings in listeners.items():
@@ -91,7 +100,10 @@ class Node:
 
     def _schema_registry(self):
         ocpp = self.settings.gateway.ocpp
-        if ocpp.message_format_checking == "disable":
+        modes = {ocpp.message_format_checking}
+        for listeners in (ocpp.listeners.ws, ocpp.listeners.wss):
+            modes.update(listener.message_format_checking for listener in listeners.values())
+        if not modes - {"disable", None}:
             return None
         from engine.ocpp.schemas import SchemaError, SchemaRegistry
 
@@ -121,6 +133,8 @@ class Node:
         for listener in self.listeners.values():
             await listener.stop()
         self.listeners.clear()
+        if self.takeover is not None:
+            self.takeover.close()
         if self.authenticator is not None:
             self.authenticator.close()
         if self.bridge:

@@ -14,7 +14,6 @@ import paho.mqtt.client as paho
 import pytest
 
 from tests.gateway import BIN, GatewayProcess, pid_alive, wait_dead
-from tests.servers import free_port
 
 pytestmark = pytest.mark.timeout(90)
 

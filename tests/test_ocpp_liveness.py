@@ -120,3 +120,41 @@ async def test_shutdown_closes_charge_points_with_going_away(tmp_path, mosquitto
         assert event["reason"] == "shutdown"
         with pytest.raises(OSError):
             await websockets.connect(gw.url("LATE"), subprotocols=["ocpp1.6"], open_timeout=2)
+
+
+async def test_server_pings_detect_a_charge_point_that_stopped_answering(tmp_path, mosquitto):
+    conf = "gateway.ocpp.listeners.ws.default.websocket.ping_interval = 300ms\n"
+    async with running_gateway(tmp_path, mosquitto.port, conf) as gw:
+        async with websockets.connect(gw.url("PING"), subprotocols=["ocpp1.6"], ping_interval=None) as ws:
+            await ws.send('[2,"1","Heartbeat",{}]')
+            await asyncio.sleep(1.0)  # pings answered (by the client library): still connected
+            assert "PING" in gw.ctx.sessions
+            ws.transport.pause_reading()  # a half-open connection: no more pongs
+            event = await gw.events.wait("client_disconnected", lambda e: e["clientid"] == "PING")
+            assert event["reason"] == "keepalive_timeout"
+
+
+async def test_dropped_tcp_connection_is_sock_closed(tmp_path, mosquitto):
+    async with running_gateway(tmp_path, mosquitto.port) as gw:
+        ws = await websockets.connect(gw.url("DROP"), subprotocols=["ocpp1.6"])
+        await ws.send('[2,"1","Heartbeat",{}]')
+        await eventually(lambda: "DROP" in gw.ctx.sessions)
+        ws.transport.abort()  # no close frame, just gone
+        event = await gw.events.wait("client_disconnected", lambda e: e["clientid"] == "DROP")
+        assert event["reason"] == "sock_closed"
+
+
+async def test_oversized_frame_closes_only_that_connection(tmp_path, mosquitto):
+    conf = 'gateway.ocpp.listeners.ws.default.websocket.max_frame_size = "4KB"\n'
+    async with running_gateway(tmp_path, mosquitto.port, conf) as gw:
+        backend = Backend(mosquitto.port)
+        async with websockets.connect(gw.url("OTHER"), subprotocols=["ocpp1.6"]) as other:
+            await subscribed(gw, "OTHER")
+            async with websockets.connect(gw.url("BIG"), subprotocols=["ocpp1.6"]) as big:
+                await big.send('[2,"1","DataTransfer",{"vendorId":"v","data":"' + "x" * 8000 + '"}]')
+                await closed_with(big, 1009)
+            event = await gw.events.wait("client_disconnected", lambda e: e["clientid"] == "BIG")
+            assert event["reason"] == "protocol_error"
+            await other.send('[2,"o1","Heartbeat",{}]')
+            assert (await backend.next())[1]["UniqueId"] == "o1"
+        backend.close()

@@ -6,7 +6,6 @@ import hashlib
 import importlib.metadata
 import json
 import shutil
-import timeit
 from pathlib import Path
 
 import pytest
@@ -305,18 +304,3 @@ def test_broken_schema_file_is_named(tmp_path: Path, content: str) -> None:
     with pytest.raises(SchemaError) as info:
         SchemaRegistry(tmp_path)
     assert str(broken) in str(info.value)
-
-
-# --- speed (reported, not asserted) ----------------------------------------------------
-
-
-def test_check_speed(registry: SchemaRegistry, capsys: pytest.CaptureFixture[str]) -> None:
-    bad = meter_values_16(*SV[:3], {**SV[3], "unit": "volts"})
-    timings = {}
-    for name, payload, n in (("valid", METER_VALUES_16, 100_000), ("invalid", bad, 20_000)):
-        seconds = timeit.timeit(
-            lambda p=payload: registry.check("ocpp1.6", "MeterValues", "request", p), number=n
-        )
-        timings[name] = f"{seconds / n * 1e6:.2f} µs"
-    with capsys.disabled():
-        print(f"\ncheck() of a 1.6 MeterValues with 4 sampled values: {timings}")

@@ -69,6 +69,12 @@ def _check_ocpp(settings: Settings, fail: Fail) -> None:
             fail(base + ("upstream", key), "", "a topic template cannot be empty")
     if not ocpp.dnstream.topic:
         fail(base + ("dnstream", "topic"), "", "a topic template cannot be empty")
+    takeover = ocpp.takeover_topic
+    if takeover:
+        if "${cid}" not in takeover and "${clientid}" not in takeover:
+            fail(base + ("takeover_topic",), takeover, "the template must contain ${cid}")
+        else:
+            _check_filter(base + ("takeover_topic",), takeover.replace("${clientid}", "+").replace("${cid}", "+"), takeover, fail)
     binds: dict[object, str] = {}
     for kind in ("ws", "wss"):
         for name, listener in getattr(ocpp.listeners, kind).items():

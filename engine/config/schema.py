@@ -176,6 +176,8 @@ class ListenerSettings:
     max_connections: Positive = 1_024_000
     max_conn_rate: Positive = 1000
     enable_authn: bool = True
+    # None: gateway.ocpp.message_format_checking
+    message_format_checking: Literal["all", "upstream_only", "dnstream_only", "disable"] | None = None
     websocket: WebsocketSettings = field(default_factory=WebsocketSettings)
 
 
@@ -202,6 +204,9 @@ class OcppSettings:
     json_schema_id_prefix: str = "urn:OCPP:1.6:2019:12:"
     idle_timeout: Duration = Duration(30)
     lenient_clients: list[str] = field(default_factory=list)
+    # Broker topic on which nodes sharing a broker announce each new connection, so a
+    # charge point reconnecting to another node takes over from the old one. "": off.
+    takeover_topic: str = "$ocppgw/takeover/${cid}"
     upstream: UpstreamSettings = field(default_factory=UpstreamSettings)
     dnstream: DnstreamSettings = field(default_factory=DnstreamSettings)
     authentication: AuthenticationSettings = field(default_factory=AuthenticationSettings)

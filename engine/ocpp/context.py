@@ -84,12 +84,12 @@ class GatewayContext:
         self.dnstream_topic = TopicTemplate(settings.dnstream.topic)
         self.generation = getattr(self, "generation", 0) + 1  # sessions re-derive cached topics on change
 
-    def checks_upstream(self, cid: str) -> bool:
-        mode = self.settings.message_format_checking
+    def checks_upstream(self, cid: str, listener_mode: str | None = None) -> bool:
+        mode = listener_mode or self.settings.message_format_checking
         return self.registry is not None and mode in ("all", "upstream_only") and cid not in self.lenient
 
-    def checks_dnstream(self, cid: str) -> bool:
-        mode = self.settings.message_format_checking
+    def checks_dnstream(self, cid: str, listener_mode: str | None = None) -> bool:
+        mode = listener_mode or self.settings.message_format_checking
         return self.registry is not None and mode in ("all", "dnstream_only") and cid not in self.lenient
 
     def publish_event(self, name: str, fields: dict[str, Any]) -> None:

@@ -12,7 +12,6 @@ bus handler can write a frame in order without a task per message.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import logging
@@ -41,6 +40,22 @@ class ListenerError(Exception):
 
 
 class OcppProtocol(WebSocketsSansIOProtocol):
+    ping_timed_out = False
+
+    def keepalive_timeout(self) -> None:
+        self.ping_timed_out = True
+        super().keepalive_timeout()
+
+    def disconnect_reason(self, code: int) -> str:
+        """Why the connection ended, as $events/client_disconnected says it."""
+        if self.ping_timed_out:
+            return "keepalive_timeout"
+        if self.conn.close_rcvd is None and not self.close_sent:
+            return "sock_closed"  # no close frame either way: the TCP connection just went
+        if code in (1000, 1001, 1005):
+            return "normal"
+        return "protocol_error"
+
     def handle_connect(self, event: Any) -> None:
         super().handle_connect(event)
         scope = getattr(self, "scope", None)
@@ -123,6 +138,10 @@ class OcppApp:
     def full_name(self) -> str:
         return f"ocpp:{self.kind}:{self.name}"
 
+    @property
+    def checking(self) -> str | None:
+        return self.settings.message_format_checking
+
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "websocket":
             await self.websocket(scope, receive, send)
@@ -159,7 +178,7 @@ class OcppApp:
             old.close("takenover", 1000)
         session = Session(
             self.ctx, transport, cid=cid, proto_ver=proto, username=username, peer=peer,
-            sockname=tuple(scope.get("server") or ("", 0)), mountpoint=self.mountpoint, listener=self.full_name,
+            sockname=tuple(scope.get("server") or ("", 0)), mountpoint=self.mountpoint, listener=self,
         )
         self.ctx.sessions[cid] = session
         self.connections += 1
@@ -183,7 +202,7 @@ class OcppApp:
                     else:
                         session.on_binary(message.get("bytes") or b"")
                 elif kind == "websocket.disconnect":
-                    session.close(_disconnect_reason(message.get("code", 1000)))
+                    session.close(transport.disconnect_reason(message.get("code", 1005)))
                     break
         finally:
             session.close("normal")
@@ -244,14 +263,6 @@ class OcppApp:
                 return proto, True
         raise Refusal(400, f"none of the offered subprotocols ({', '.join(offered)[:200]}) is supported; "
                       "supported: " + ", ".join(supported), "unsupported_protocol_version")
-
-
-def _disconnect_reason(code: int) -> str:
-    if code in (1000, 1001, 1005):
-        return "normal"
-    if code == 1006:
-        return "sock_closed"
-    return "protocol_error"
 
 
 def _basic_credentials(scope: dict[str, Any]) -> tuple[str | None, str | None]:

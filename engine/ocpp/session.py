@@ -35,6 +35,15 @@ class Transport(Protocol):
     def close(self, code: int, reason: str) -> None: ...
 
 
+class ListenerView(Protocol):
+    """What a session reads of the listener that accepted it (live, so reloads apply)."""
+
+    full_name: str
+
+    @property
+    def checking(self) -> str | None: ...
+
+
 class _Outgoing:
     """A downstream CALL waiting for its turn or its answer."""
 
@@ -60,7 +69,7 @@ class Session:
         peer: tuple[str, int],
         sockname: tuple[str, int],
         mountpoint: str,
-        listener: str,
+        listener: ListenerView,
     ) -> None:
         self.ctx = ctx
         self.transport = transport
@@ -70,7 +79,8 @@ class Session:
         self.peer = peer
         self.sockname = sockname
         self.mountpoint = mountpoint
-        self.listener = listener
+        self._listener = listener
+        self.listener = listener.full_name
         self.connected_at = int(time.time() * 1000)
         self.closed = False
         self.recv_cnt = 0
@@ -205,7 +215,7 @@ class Session:
         self._dropped_event("invalid_frame", raw if isinstance(raw, str) else raw[:1024].hex(), exc.description)
 
     def _upstream_call(self, call: frames.Call) -> None:
-        if self.ctx.checks_upstream(self.cid):
+        if self.ctx.checks_upstream(self.cid, self._listener.checking):
             violation = self._check(call.action, "request", call.payload)
             if violation is not None:
                 code, description = violation
@@ -224,7 +234,7 @@ class Session:
     def _upstream_reply(self, frame: frames.CallResult | frames.CallError, error: frames.CallError | None) -> None:
         out = self._inflight
         action = out.action if out is not None and out.unique_id == frame.unique_id else None
-        if action is not None and error is None and self.ctx.checks_upstream(self.cid):
+        if action is not None and error is None and self.ctx.checks_upstream(self.cid, self._listener.checking):
             violation = self._check(action, "response", frame.payload)
             if violation is not None:
                 self._dropped_event("schema_violation", orjson.dumps([3, frame.unique_id, frame.payload]).decode(), violation[1])
@@ -296,7 +306,7 @@ class Session:
     def _downstream_call(self, body: dict[str, Any], message: Message) -> None:
         action = body["Action"]
         payload = body.get("Payload", {})
-        if self.ctx.checks_dnstream(self.cid):
+        if self.ctx.checks_dnstream(self.cid, self._listener.checking):
             violation = self._check(action, "request", payload)
             if violation is not None:
                 self._dropped_event("schema_violation", _text(message.payload), violation[1], message)
@@ -343,7 +353,7 @@ class Session:
             return
         if body["MessageTypeId"] == frames.CALLRESULT:
             payload = body.get("Payload", {})
-            if self.ctx.checks_dnstream(self.cid):
+            if self.ctx.checks_dnstream(self.cid, self._listener.checking):
                 violation = self._check(action, "response", payload)
                 if violation is not None:
                     self._pending_upstream[unique_id] = action  # still unanswered: a good reply may follow
