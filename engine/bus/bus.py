@@ -52,11 +52,13 @@ class Bus:
         self._watchers: list[RemoteWatcher] = []
         self.published = 0
         self.handler_errors = 0
+        self.version = 0  # changes with every subscribe/unsubscribe, for callers that cache matches
 
     def subscribe(self, topic_filter: str, handler: Handler, *, remote: bool = False, name: str = "") -> Subscription:
         validate_filter(topic_filter)
         sub = Subscription(topic_filter, handler, remote, name)
         self._trie.add(topic_filter, sub)
+        self.version += 1
         if remote:
             self._remote[topic_filter] += 1
             if self._remote[topic_filter] == 1:
@@ -67,6 +69,7 @@ class Bus:
     def unsubscribe(self, sub: Subscription) -> None:
         if not self._trie.remove(sub.topic_filter, sub):
             return
+        self.version += 1
         if sub.remote:
             self._remote[sub.topic_filter] -= 1
             if self._remote[sub.topic_filter] <= 0:
@@ -87,6 +90,9 @@ class Bus:
                 self.handler_errors += 1
                 log.exception("bus handler %r failed on %s", sub, message.topic)
         return delivered
+
+    def has_subscribers(self, topic: str) -> bool:
+        return bool(self._trie.match(topic))
 
     def watch_remote(self, watcher: RemoteWatcher) -> None:
         self._watchers.append(watcher)

@@ -70,6 +70,7 @@ class GatewayContext:
         self.node = node
         self.sessions: dict[str, Session] = {}
         self.metrics = GatewayMetrics()
+        self._wanted: dict[str, tuple[int, bool]] = {}
         self.apply(settings, registry)
 
     def apply(self, settings: OcppSettings, registry: SchemaRegistry | None) -> None:
@@ -91,6 +92,13 @@ class GatewayContext:
     def checks_dnstream(self, cid: str, listener_mode: str | None = None) -> bool:
         mode = listener_mode or self.settings.message_format_checking
         return self.registry is not None and mode in ("all", "dnstream_only") and cid not in self.lenient
+
+    def wants_event(self, name: str) -> bool:
+        """Whether anything subscribes to `$events/<name>`: events nobody reads are not built."""
+        cached = self._wanted.get(name)
+        if cached is None or cached[0] != self.bus.version:
+            cached = self._wanted[name] = (self.bus.version, self.bus.has_subscribers(f"$events/{name}"))
+        return cached[1]
 
     def publish_event(self, name: str, fields: dict[str, Any]) -> None:
         now = time.time_ns() // 1_000_000

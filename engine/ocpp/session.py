@@ -410,6 +410,8 @@ class Session:
         }
 
     def _delivered_event(self, message: Message) -> None:
+        if not self.ctx.wants_event("message_delivered"):
+            return
         fields = self._message_fields(message, _text(message.payload))
         fields["from_clientid"] = message.headers.get("clientid", message.origin)
         fields["from_username"] = message.headers.get("username")
@@ -417,6 +419,8 @@ class Session:
 
     def _dropped_event(self, reason: str, payload: str, description: str, message: Message | None = None) -> None:
         self.ctx.metrics.drops[reason] += 1
+        if not self.ctx.wants_event("message_dropped"):
+            return
         fields = self._message_fields(message, payload)
         fields["reason"] = reason
         fields["description"] = description
