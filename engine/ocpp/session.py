@@ -178,6 +178,8 @@ class Session:
     # --- upstream: charge point → bus -----------------------------------------------------
 
     def on_text(self, text: str) -> None:
+        if self.closed:
+            return  # a frame that raced our close (takeover, timeout): nobody is listening any more
         metrics = self.ctx.metrics
         metrics.frames_in += 1
         metrics.bytes_in += len(text)
@@ -201,6 +203,8 @@ class Session:
             self._upstream_reply(frame, frame)
 
     def on_binary(self, data: bytes) -> None:
+        if self.closed:
+            return
         self.ctx.metrics.frames_in += 1
         self.ctx.metrics.bytes_in += len(data)
         self._last_frame = self._loop.time()
