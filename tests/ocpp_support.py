@@ -158,6 +158,32 @@ async def eventually(predicate: Callable[[], bool], timeout: float = 10.0) -> No
         await asyncio.sleep(0.02)
 
 
+async def recv_json(ws: Any, timeout: float = 5.0) -> Any:
+    """The next frame a charge point receives, decoded."""
+    return orjson.loads(await asyncio.wait_for(ws.recv(), timeout))
+
+
+async def nothing_sent(ws: Any, wait: float = 0.4) -> None:
+    """The charge point receives nothing within `wait` seconds."""
+    try:
+        got = await asyncio.wait_for(ws.recv(), wait)
+    except asyncio.TimeoutError:
+        return
+    raise AssertionError(f"the charge point received {got!r}")
+
+
+async def closed_with(ws: Any, code: int, timeout: float = 5.0) -> None:
+    """The gateway closes the charge point's connection with `code`."""
+    import websockets
+
+    try:
+        await asyncio.wait_for(ws.recv(), timeout)
+    except websockets.ConnectionClosed:
+        assert ws.close_code == code, ws.close_code
+        return
+    raise AssertionError("the connection is still open")
+
+
 async def subscribed(gw: Gateway, cid: str) -> None:
     """Wait until the node has the charge point's downstream topic on the broker."""
     assert gw.node.bridge

@@ -10,7 +10,14 @@ from pathlib import Path
 import pytest
 
 import engine.auth as auth
-from engine.auth import AuthStoreError, Authenticator, UserExists, UserInfo, UserNotFound, UserStore
+from engine.auth import (
+    Authenticator,
+    AuthStoreError,
+    UserExists,
+    UserInfo,
+    UserNotFound,
+    UserStore,
+)
 from engine.config.schema import AuthenticationSettings, PasswordHashSettings
 
 # Cheap parameters: the tests check behaviour, not strength.

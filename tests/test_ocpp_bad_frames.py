@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import orjson
 import pytest
 import websockets
 
-from tests.ocpp_support import Backend, running_gateway, subscribed
+from tests.ocpp_support import Backend, recv_json, running_gateway, subscribed
 
 pytestmark = pytest.mark.timeout(90)
 
 
-async def recv_json(ws, timeout: float = 5.0):
-    return orjson.loads(await asyncio.wait_for(ws.recv(), timeout))
 
 
 FRAME_CASES = [

@@ -2,27 +2,24 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import orjson
 import pytest
 import websockets
 
-from tests.ocpp_support import Backend, eventually, running_gateway, subscribed
+from tests.ocpp_support import (
+    Backend,
+    eventually,
+    nothing_sent,
+    recv_json,
+    running_gateway,
+    subscribed,
+)
 
 pytestmark = pytest.mark.timeout(60)
 
 
-async def recv_json(ws, timeout: float = 5.0):
-    return orjson.loads(await asyncio.wait_for(ws.recv(), timeout))
 
 
-async def nothing_sent(ws, wait: float = 0.4) -> None:
-    try:
-        got = await asyncio.wait_for(ws.recv(), wait)
-    except asyncio.TimeoutError:
-        return
-    raise AssertionError(f"the charge point received {got!r}")
 
 
 def call(uid: str, action: str = "Reset", payload=None) -> dict:

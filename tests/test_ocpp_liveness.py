@@ -8,15 +8,17 @@ import orjson
 import pytest
 import websockets
 
-from tests.ocpp_support import Backend, eventually, running_gateway, subscribed
+from tests.ocpp_support import (
+    Backend,
+    closed_with,
+    eventually,
+    running_gateway,
+    subscribed,
+)
 
 pytestmark = pytest.mark.timeout(60)
 
 
-async def closed_with(ws, code: int, timeout: float = 5.0) -> None:
-    with pytest.raises(websockets.ConnectionClosed):
-        await asyncio.wait_for(ws.recv(), timeout)
-    assert ws.close_code == code, ws.close_code
 
 
 async def test_idle_timeout_closes_a_silent_new_connection(tmp_path, mosquitto):
