@@ -38,6 +38,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_config_arg(check)
     check.add_argument("--show-secrets", action="store_true", help="print passwords instead of ******")
+    tester = commands.add_parser(
+        "rule-test", help="run rule SQL against a context, without actions",
+        description="Run rule SQL against a test context (EMQX's rule tester) and print the output as JSON. "
+        "Exit 0 with the output, 1 if the rule selects nothing, 2 if the SQL or context is wrong.",
+    )
+    tester.add_argument("sql", help='the rule SQL, e.g. "SELECT payload.x AS x FROM \\"t/#\\""')
+    tester.add_argument("--context", default="{}", metavar="JSON",
+                        help='the input: message fields (topic, payload, clientid, ...) or an event with "event_type"')
     return parser
 
 
@@ -51,8 +59,44 @@ def _load(path: str | None):
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
+    from engine.bus import Bus
+    from rules.runtime import RuleEngine, RuleLoadError
+
     settings = _load(args.config)
+    try:
+        RuleEngine(Bus()).compile(settings.rule_engine.rules)
+    except RuleLoadError as exc:
+        for line in exc.errors:
+            print(f"config error: {line}", file=sys.stderr)
+        return EXIT_CONFIG
     sys.stdout.write(dump_hocon(settings, show_secrets=args.show_secrets))
+    return 0
+
+
+def cmd_rule_test(args: argparse.Namespace) -> int:
+    import orjson
+
+    from rules.sql import RuleSyntaxError
+    from rules.tester import NoMatch, run_rule_test
+    from rules.values import RuleError
+
+    try:
+        context = orjson.loads(args.context)
+    except orjson.JSONDecodeError as exc:
+        print(f"--context is not JSON: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    if not isinstance(context, dict):
+        print("--context must be a JSON object", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        output = run_rule_test(args.sql, context)
+    except NoMatch as exc:
+        print(f"NOT_MATCH: {exc}", file=sys.stderr)
+        return 1
+    except (RuleSyntaxError, RuleError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    print(orjson.dumps(output, option=orjson.OPT_INDENT_2, default=str).decode())
     return 0
 
 
@@ -97,7 +141,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> None:
     parser = build_parser()
     args = parser.parse_args(argv)
-    handlers = {"run": cmd_run, "check-config": cmd_check_config}
+    handlers = {"run": cmd_run, "check-config": cmd_check_config, "rule-test": cmd_rule_test}
     if args.command not in handlers:
         parser.print_help()
         sys.exit(EXIT_CONFIG)

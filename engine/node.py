@@ -16,6 +16,7 @@ from connectors.mqtt import EmbeddedBroker, MqttBridge
 from connectors.mqtt.setup import bridge_options
 from engine.bus import Bus
 from engine.config.schema import Settings
+from rules.runtime import RuleEngine, RuleLoadError
 from engine.ocpp.context import GatewayContext
 from engine.ocpp.listener import ListenerError, OcppListener
 from engine.ocpp.takeover import TakeoverNotices, notice_filter
@@ -37,6 +38,7 @@ class Node:
         self.listeners: dict[str, OcppListener] = {}
         self.authenticator = None
         self.takeover: TakeoverNotices | None = None
+        self.rules: RuleEngine | None = None
         self._stopped = asyncio.Event()
 
     def mountpoints(self) -> list[str]:
@@ -50,6 +52,12 @@ class Node:
 
     async def start(self) -> None:
         s = self.settings
+        self.rules = RuleEngine(self.bus)
+        try:
+            # compiled first: a rule that does not compile stops the start before anything runs
+            compiled = self.rules.compile(s.rule_engine.rules)
+        except RuleLoadError as exc:
+            raise NodeError("rules do not load:\n  " + "\n  ".join(exc.errors)) from None
         try:
             Path(s.node.data_dir).mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -73,6 +81,7 @@ class Node:
         for topic in ["#"] + [t for t in options.forward_topics if t.startswith("$")]:
             self.bus.subscribe(topic, self.bridge.forward, name="mqtt-bridge")
         await self.bridge.start()
+        self.rules.install(compiled)
         if self.broker:
             # the broker is ours and up: wait for the bridge so `run` is ready when it says so
             await self.bridge.wait_connected(s.mqtt.embedded.start_timeout)
@@ -133,6 +142,8 @@ class Node:
         for listener in self.listeners.values():
             await listener.stop()
         self.listeners.clear()
+        if self.rules is not None:
+            self.rules.stop()
         if self.takeover is not None:
             self.takeover.close()
         if self.authenticator is not None:

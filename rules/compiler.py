@@ -1,0 +1,408 @@
+"""Rule SQL trees → Python closures, once per rule.
+
+Each sqlglot node kind has one small function that returns a closure
+`f(env) -> value`; per message only the closures run. Semantics are EMQX's:
+fields left to right, each alias visible to the fields after it and to WHERE,
+`undefined` for what is missing, loose comparisons (rules.values), FOREACH
+producing one output per item.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlglot import exp
+
+from engine.bus.topic import matches as topic_matches
+from rules import functions
+from rules.env import Env, put_path
+from rules.sql import ParsedRule, RuleSyntaxError, parse_rule
+from rules.values import UNDEFINED, RuleError, compare, equal
+
+Closure = Callable[[Env], Any]
+
+
+@dataclass
+class Field:
+    path: list[str] | None  # where the value goes; None for `*`
+    fn: Closure | None
+
+
+@dataclass
+class CompiledRule:
+    id: str
+    sql: str
+    topics: list[str]
+    foreach: bool
+    fields: list[Field]
+    where: Closure | None
+    where_first: bool  # WHERE reads no alias: test it before computing the fields
+    do_fields: list[Field] = field(default_factory=list)
+    incase: Closure | None = None
+    collection_key: str = "item"
+
+    def apply(self, env: Env) -> list[dict[str, Any]]:
+        """The rule's outputs for one input (empty: no result); raises `RuleError`."""
+        if self.foreach:
+            return self._foreach(env)
+        where = self.where
+        if self.where_first and where is not None and where(env) is not True:
+            return []
+        out: dict[str, Any] = {}
+        _select(self.fields, env, out)
+        if not self.where_first and where is not None and where(env) is not True:
+            return []
+        return [out]
+
+    def _foreach(self, env: Env) -> list[dict[str, Any]]:
+        *head, last = self.fields
+        selected: dict[str, Any] = {}
+        _select(head, env, selected)
+        collection = last.fn(env) if last.fn else UNDEFINED
+        put_path(env, last.path or [self.collection_key], collection)
+        if self.where is not None and self.where(env) is not True:
+            return []
+        if type(collection) is not list:
+            return []
+        outputs = []
+        for item in collection:
+            item_env = env.child({self.collection_key: item})
+            if self.incase is not None and self.incase(item_env) is not True:
+                continue
+            if self.do_fields:
+                out: dict[str, Any] = {}
+                _select(self.do_fields, item_env, out)
+                outputs.append(out)
+            else:
+                outputs.append(item_env.materialize())
+        return outputs
+
+
+def _select(fields: list[Field], env: Env, out: dict[str, Any]) -> None:
+    for f in fields:
+        if f.fn is None:
+            out.update(env.materialize())
+            continue
+        value = f.fn(env)
+        put_path(env, f.path, value)
+        put_path(out, f.path, value)
+
+
+def compile_sql(sql: str, rule_id: str = "") -> CompiledRule:
+    """Parse and compile; raise `RuleSyntaxError` naming the rule and position."""
+    parsed = parse_rule(sql, rule_id)
+    try:
+        return _Compiler(parsed, rule_id).rule()
+    except RuleSyntaxError as exc:
+        exc.rule_id = rule_id
+        raise
+
+
+class _Compiler:
+    def __init__(self, parsed: ParsedRule, rule_id: str) -> None:
+        self.parsed = parsed
+        self.rule_id = rule_id
+        self.aliases: set[str] = set()
+
+    def fail(self, message: str, node: exp.Expression | None = None) -> RuleSyntaxError:
+        line, col = self._locate(node)
+        return RuleSyntaxError(message, line, col, self.rule_id)
+
+    def _locate(self, node: exp.Expression | None) -> tuple[int, int]:
+        """Best position for a node: its own token meta, else the first place its name appears."""
+        if node is None:
+            return 0, 0
+        for sub in node.walk():
+            meta = getattr(sub, "meta", None) or {}
+            if "line" in meta and "col" in meta:
+                start = meta.get("start")
+                if start is not None:
+                    sql = self.parsed.sql
+                    return sql.count("\n", 0, start) + 1, start - (sql.rfind("\n", 0, start) + 1) + 1
+                return meta["line"], meta["col"]
+        name = node.name if isinstance(node, exp.Anonymous) else None
+        if name:
+            found = re.search(rf"\b{re.escape(name)}\s*\(", self.parsed.sql)
+            if found:
+                sql = self.parsed.sql
+                return sql.count("\n", 0, found.start()) + 1, found.start() - (sql.rfind("\n", 0, found.start()) + 1) + 1
+        return 0, 0
+
+    def rule(self) -> CompiledRule:
+        p = self.parsed
+        fields = [self.field(node) for node in p.fields]
+        collection_key = "item"
+        if p.foreach:
+            last = fields[-1]
+            if last.fn is None:
+                raise self.fail("FOREACH needs an expression, not *")
+            alias = p.fields[-1]
+            collection_key = fields[-1].path[0] if isinstance(alias, exp.Alias) else "item"
+            if not isinstance(alias, exp.Alias):
+                fields[-1] = Field(["item"], last.fn)
+        where = self.expr(p.where) if p.where is not None else None
+        where_names = _first_names(p.where) if p.where is not None else set()
+        # the collection key is visible to DO and INCASE
+        self.aliases.add(collection_key)
+        do_fields = [self.field(node) for node in p.do_fields]
+        incase = self.expr(p.incase) if p.incase is not None else None
+        defined = {f.path[0] for f in fields if f.path}
+        return CompiledRule(
+            id=self.rule_id, sql=p.sql, topics=p.topics, foreach=p.foreach, fields=fields, where=where,
+            where_first=not p.foreach and not (where_names & defined) and all(f.fn for f in fields),
+            do_fields=do_fields, incase=incase, collection_key=collection_key,
+        )
+
+    # --- fields --------------------------------------------------------------------------
+
+    def field(self, node: exp.Expression) -> Field:
+        if isinstance(node, exp.Star):
+            return Field(None, None)
+        if isinstance(node, exp.Alias):
+            name = node.alias
+            path = self.parsed.path_aliases.get(name, [name])
+            self.aliases.add(path[0])
+            return Field(path, self.expr(node.this))
+        fn = self.expr(node)
+        path = _path_of(node)
+        if path is None or any(not isinstance(step, str) for step in path):
+            if isinstance(node, exp.Literal) and node.is_string:
+                path = [node.this]  # EMQX names a selected string constant by its value
+            else:
+                path = [node.sql(dialect="mysql")]
+        return Field(path, fn)
+
+    # --- expressions ------------------------------------------------------------------------
+
+    def expr(self, node: exp.Expression) -> Closure:
+        handler = _HANDLERS.get(type(node))
+        if handler is None:
+            raise self.fail(f"{node.sql()!r} is not supported in rule SQL", node)
+        return handler(self, node)
+
+    def path(self, node: exp.Expression) -> Closure:
+        steps = _path_of(node, dynamic=True)
+        if steps is None:
+            raise self.fail(f"cannot read {node.sql()!r} as a path", node)
+        compiled = [self.expr(s) if isinstance(s, exp.Expression) else s for s in steps]
+        return _path_getter(compiled)
+
+    def literal(self, node: exp.Literal) -> Closure:
+        if node.is_string:
+            value: Any = node.this
+        else:
+            text = node.this
+            value = float(text) if any(ch in text for ch in ".eE") else int(text)
+        return lambda env: value
+
+    def constant(self, value: Any) -> Closure:
+        return lambda env: value
+
+    def binary(self, node: exp.Binary, op: str) -> Closure:
+        left, right = self.expr(node.this), self.expr(node.expression)
+        fn = functions.OPERATORS[op]
+        return lambda env: fn(left(env), right(env))
+
+    def comparison(self, node: exp.Binary, op: str) -> Closure:
+        left, right = self.expr(node.this), self.expr(node.expression)
+        return lambda env: compare(op, left(env), right(env))
+
+    def topic_match(self, node: exp.RegexpLike) -> Closure:
+        left, right = self.expr(node.this), self.expr(node.expression)
+
+        def match(env: Env) -> Any:
+            topic, topic_filter = left(env), right(env)
+            if topic is UNDEFINED or topic_filter is UNDEFINED:
+                return False
+            if type(topic) is not str or type(topic_filter) is not str:
+                raise RuleError(f"=~ compares a topic with a topic filter, got {topic!r} and {topic_filter!r}")
+            return topic_matches(topic_filter, topic)
+
+        return match
+
+    def logical_and(self, node: exp.And) -> Closure:
+        left, right = self.expr(node.this), self.expr(node.expression)
+        return lambda env: left(env) is True and right(env) is True
+
+    def logical_or(self, node: exp.Or) -> Closure:
+        left, right = self.expr(node.this), self.expr(node.expression)
+        return lambda env: left(env) is True or right(env) is True
+
+    def logical_not(self, node: exp.Not) -> Closure:
+        inner = self.expr(node.this)
+
+        def negate(env: Env) -> Any:
+            value = inner(env)
+            return (not value) if type(value) is bool else False
+
+        return negate
+
+    def membership(self, node: exp.In) -> Closure:
+        if node.args.get("query") is not None or node.args.get("unnest") is not None:
+            raise self.fail("IN takes a list of values", node)
+        value = self.expr(node.this)
+        options = [self.expr(o) for o in node.expressions]
+
+        def member(env: Env) -> bool:
+            v = value(env)
+            return any(equal(v, o(env)) for o in options)
+
+        return member
+
+    def is_null(self, node: exp.Is) -> Closure:
+        if not isinstance(node.expression, exp.Null):
+            raise self.fail("IS is only supported as IS NULL / IS NOT NULL", node)
+        inner = self.expr(node.this)
+        return lambda env: inner(env) in (None, UNDEFINED)
+
+    def negative(self, node: exp.Neg) -> Closure:
+        inner = self.expr(node.this)
+        return lambda env: functions.negate(inner(env))
+
+    def case(self, node: exp.Case) -> Closure:
+        on = self.expr(node.this) if node.this is not None else None
+        branches = [(self.expr(b.this), self.expr(b.args["true"])) for b in node.args.get("ifs") or []]
+        default = self.expr(node.args["default"]) if node.args.get("default") is not None else None
+
+        def searched(env: Env) -> Any:
+            for cond, value in branches:
+                if cond(env) is True:
+                    return value(env)
+            return default(env) if default else UNDEFINED
+
+        def switch(env: Env) -> Any:
+            subject = on(env)
+            for cond, value in branches:
+                if equal(subject, cond(env)):
+                    return value(env)
+            return default(env) if default else UNDEFINED
+
+        return searched if on is None else switch
+
+    def array(self, node: exp.Array) -> Closure:
+        items = [self.expr(i) for i in node.expressions]
+        return lambda env: [i(env) for i in items]
+
+    def call(self, node: exp.Anonymous) -> Closure:
+        name = str(node.this).lower()
+        spec = functions.lookup(name)
+        if spec is None:
+            raise self.fail(f"unknown function {node.this}()", node)
+        args = [self.expr(a) for a in node.expressions]
+        n = len(args)
+        if n < spec.min_args or (spec.max_args is not None and n > spec.max_args):
+            expected = str(spec.min_args) if spec.max_args == spec.min_args else (
+                f"at least {spec.min_args}" if spec.max_args is None else f"{spec.min_args} to {spec.max_args}")
+            raise self.fail(f"{name}() takes {expected} argument{'s' if expected != '1' else ''}, not {n}", node)
+        impl = spec.impl
+        if spec.needs_input:
+            return lambda env: impl(env, *[a(env) for a in args])
+        if n == 0:
+            return lambda env: impl()
+        if n == 1:
+            a0 = args[0]
+            return lambda env: impl(a0(env))
+        if n == 2:
+            a0, a1 = args
+            return lambda env: impl(a0(env), a1(env))
+        return lambda env: impl(*[a(env) for a in args])
+
+
+def _path_of(node: exp.Expression, dynamic: bool = False) -> list[Any] | None:
+    """Column / Dot / Bracket chains → path steps: str keys, int (1-based) indexes, or
+    (with dynamic) expressions computed per message."""
+    if isinstance(node, exp.Column):
+        return [part.name for part in node.parts]
+    if isinstance(node, exp.Dot):
+        base = _path_of(node.this, dynamic)
+        if base is None or not isinstance(node.expression, exp.Identifier):
+            return None
+        return base + [node.expression.name]
+    if isinstance(node, exp.Bracket):
+        base = _path_of(node.this, dynamic)
+        if base is None or len(node.expressions) != 1:
+            return None
+        index = node.expressions[0]
+        if isinstance(index, exp.Literal):
+            return base + [index.this if index.is_string else int(index.this)]
+        if isinstance(index, exp.Neg) and isinstance(index.this, exp.Literal) and not index.this.is_string:
+            return base + [-int(index.this.this)]
+        return base + [index] if dynamic else None
+    return None
+
+
+def _first_names(node: exp.Expression) -> set[str]:
+    return {col.parts[0].name for col in node.find_all(exp.Column)}
+
+
+def _step(value: Any, step: Any) -> Any:
+    if type(step) is str:
+        return value.get(step, UNDEFINED) if type(value) is dict else UNDEFINED
+    if type(step) is int and type(value) is list:
+        n = len(value)
+        if 1 <= step <= n:
+            return value[step - 1]
+        if -n <= step <= -1:
+            return value[step]
+    return UNDEFINED
+
+
+def _path_getter(steps: list[Any]) -> Closure:
+    first, rest = steps[0], steps[1:]
+    if first == "payload" and rest:
+        def get_payload(env: Env) -> Any:
+            value = env.payload_value()
+            for step in rest:
+                value = _step(value, step(env) if callable(step) else step)
+            return value
+
+        return get_payload
+    if not rest:
+        return lambda env: env[first]
+    if len(rest) == 1 and not callable(rest[0]):
+        only = rest[0]
+        return lambda env: _step(env[first], only)
+
+    def get(env: Env) -> Any:
+        value = env[first]
+        for step in rest:
+            value = _step(value, step(env) if callable(step) else step)
+        return value
+
+    return get
+
+
+_HANDLERS: dict[type, Callable[[_Compiler, Any], Closure]] = {
+    exp.Column: _Compiler.path,
+    exp.Dot: _Compiler.path,
+    exp.Bracket: _Compiler.path,
+    exp.Literal: _Compiler.literal,
+    exp.Boolean: lambda c, n: c.constant(bool(n.this)),
+    exp.Null: lambda c, n: c.constant(None),
+    exp.Paren: lambda c, n: c.expr(n.this),
+    exp.Neg: _Compiler.negative,
+    exp.Add: lambda c, n: c.binary(n, "+"),
+    exp.Sub: lambda c, n: c.binary(n, "-"),
+    exp.Mul: lambda c, n: c.binary(n, "*"),
+    exp.Div: lambda c, n: c.binary(n, "/"),
+    exp.IntDiv: lambda c, n: c.binary(n, "div"),
+    exp.Mod: lambda c, n: c.binary(n, "mod"),
+    exp.EQ: lambda c, n: c.comparison(n, "="),
+    exp.NEQ: lambda c, n: c.comparison(n, "!="),
+    exp.GT: lambda c, n: c.comparison(n, ">"),
+    exp.GTE: lambda c, n: c.comparison(n, ">="),
+    exp.LT: lambda c, n: c.comparison(n, "<"),
+    exp.LTE: lambda c, n: c.comparison(n, "<="),
+    exp.RegexpLike: _Compiler.topic_match,
+    exp.And: _Compiler.logical_and,
+    exp.Or: _Compiler.logical_or,
+    exp.Not: _Compiler.logical_not,
+    exp.In: _Compiler.membership,
+    exp.Is: _Compiler.is_null,
+    exp.Case: _Compiler.case,
+    exp.Array: _Compiler.array,
+    exp.Anonymous: _Compiler.call,
+}

@@ -1,0 +1,169 @@
+"""Running rules: each compiled rule subscribed to the bus by its FROM filters, its actions in order.
+
+A message a rule republished is not fed back to that rule (loop guard). An
+error in one message's evaluation, or in one action, is counted and logged
+(at most once per rule per `LOG_EVERY` seconds, with how many were
+suppressed) and never stops anything else.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from engine.bus import Bus, Message, Subscription
+from engine.config.schema import RuleSettings
+from rules.actions import Action, ActionConfigError, ExternalResolver, build_actions
+from rules.compiler import CompiledRule, compile_sql
+from rules.env import Env
+from rules.sql import RuleSyntaxError
+
+log = logging.getLogger("ocppgw.rule")
+
+LOG_EVERY = 10.0
+
+
+class RuleLoadError(Exception):
+    """Rules that cannot be loaded; `errors` has one line per problem, each naming its rule."""
+
+    def __init__(self, errors: list[str]) -> None:
+        super().__init__("\n".join(errors))
+        self.errors = errors
+
+
+@dataclass
+class RuleMetrics:
+    matched: int = 0
+    passed: int = 0
+    failed: int = 0
+    failed_exception: int = 0
+    failed_no_result: int = 0
+    actions_total: int = 0
+    actions_success: int = 0
+    actions_failed: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {
+            "matched": self.matched, "passed": self.passed, "failed": self.failed,
+            "failed.exception": self.failed_exception, "failed.no_result": self.failed_no_result,
+            "actions.total": self.actions_total, "actions.success": self.actions_success,
+            "actions.failed": self.actions_failed,
+        }
+
+
+@dataclass
+class _Throttle:
+    last: float = 0.0
+    suppressed: int = 0
+
+    def log(self, logger: logging.Logger, message: str, *args: Any) -> None:
+        now = time.monotonic()
+        if now - self.last < LOG_EVERY:
+            self.suppressed += 1
+            return
+        if self.suppressed:
+            message += f" (and {self.suppressed} more since the last report)"
+        self.last, self.suppressed = now, 0
+        logger.warning(message, *args)
+
+
+@dataclass
+class RunningRule:
+    rule: CompiledRule
+    actions: list[Action]
+    settings: RuleSettings
+    metrics: RuleMetrics = field(default_factory=RuleMetrics)
+    subscriptions: list[Subscription] = field(default_factory=list)
+    _throttle: _Throttle = field(default_factory=_Throttle)
+
+    @property
+    def id(self) -> str:
+        return self.rule.id
+
+    def on_message(self, message: Message) -> None:
+        if message.origin == self._origin:
+            return  # our own republish
+        metrics = self.metrics
+        metrics.matched += 1
+        env = Env.for_event(message) if message.topic.startswith("$events/") else Env.for_message(message)
+        try:
+            outputs = self.rule.apply(env)
+        except Exception as exc:
+            metrics.failed += 1
+            metrics.failed_exception += 1
+            self._throttle.log(log, "rule %s failed on %s: %s", self.id, message.topic, _describe(exc))
+            return
+        if not outputs:
+            metrics.failed += 1
+            metrics.failed_no_result += 1
+            return
+        metrics.passed += 1
+        for output in outputs:
+            for action in self.actions:
+                metrics.actions_total += 1
+                try:
+                    action.run(output, env)
+                    metrics.actions_success += 1
+                except Exception as exc:
+                    metrics.actions_failed += 1
+                    self._throttle.log(log, "rule %s action %s failed: %s", self.id, action.name, _describe(exc))
+
+    @property
+    def _origin(self) -> str:
+        return f"rule:{self.rule.id}"
+
+
+def _describe(exc: Exception) -> str:
+    return str(exc) if exc.args else type(exc).__name__
+
+
+class RuleEngine:
+    def __init__(self, bus: Bus, external: ExternalResolver | None = None) -> None:
+        self.bus = bus
+        self.external = external
+        self.rules: dict[str, RunningRule] = {}
+
+    def compile(self, rules: dict[str, RuleSettings]) -> dict[str, RunningRule]:
+        """Compile every rule and build its actions; raise `RuleLoadError` listing every problem."""
+        built: dict[str, RunningRule] = {}
+        errors: list[str] = []
+        for rule_id, settings in rules.items():
+            try:
+                rule = compile_sql(settings.sql, rule_id)
+                actions = build_actions(settings.actions, self.bus, rule_id, self.external)
+            except RuleSyntaxError as exc:
+                errors.append(str(exc))
+                continue
+            except ActionConfigError as exc:
+                errors.append(f"rule {rule_id}: {exc}")
+                continue
+            built[rule_id] = RunningRule(rule, actions, settings)
+        if errors:
+            raise RuleLoadError(errors)
+        return built
+
+    def load(self, rules: dict[str, RuleSettings]) -> None:
+        """Swap in a new rule set, all or nothing: a set with errors leaves the running rules as they are."""
+        self.install(self.compile(rules))
+
+    def install(self, built: dict[str, RunningRule]) -> None:
+        """Subscribe a compiled rule set in place of the running one."""
+        self.stop()
+        for rule_id, running in built.items():
+            old = self.rules.get(rule_id)
+            if old is not None and old.rule.sql == running.rule.sql:
+                running.metrics = old.metrics  # same rule: its counters carry on
+            if running.settings.enable:
+                for topic in running.rule.topics:
+                    running.subscriptions.append(self.bus.subscribe(topic, running.on_message, name=f"rule:{rule_id}"))
+        self.rules = built
+        if built:
+            log.info("rules loaded: %s", ", ".join(built))
+
+    def stop(self) -> None:
+        for running in self.rules.values():
+            for sub in running.subscriptions:
+                self.bus.unsubscribe(sub)
+            running.subscriptions.clear()

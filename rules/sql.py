@@ -1,0 +1,260 @@
+"""The EMQX rule SQL dialect, parsed with sqlglot.
+
+EMQX's SQL is not standard SQL: FROM takes quoted MQTT topic filters, FOREACH
+/ DO / INCASE replace SELECT for arrays, `=~` matches topics, `div` and `mod`
+are operators, aliases may be paths (`AS a.b`). We keep sqlglot's parser for
+every expression and handle the statement shape around it: the statement is
+tokenized with sqlglot, its top-level clauses found, and each expression part
+handed to sqlglot in a text of the same length as the original with the
+other parts blanked out, so every position sqlglot reports is the operator's
+own line and column.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import sqlglot
+from sqlglot import Dialect, exp, parser, tokens
+from sqlglot.errors import ParseError, TokenError
+from sqlglot.tokens import Token, TokenType
+
+from engine.bus.topic import TopicError, validate_filter
+
+
+class EmqxDialect(Dialect):
+    class Tokenizer(tokens.Tokenizer):
+        KEYWORDS = {
+            **tokens.Tokenizer.KEYWORDS,
+            "=~": TokenType.RLIKE,
+            "DIV": TokenType.DIV,
+            "MOD": TokenType.MOD,
+        }
+
+    class Parser(parser.Parser):
+        # every call stays a plain named call (exp.Anonymous): the function
+        # library, not sqlglot, decides what upper() or concat() mean
+        FUNCTIONS: dict = {}
+        FUNCTION_PARSERS: dict = {}
+        NO_PAREN_FUNCTIONS: dict = {}
+        FACTOR = {**parser.Parser.FACTOR, TokenType.DIV: exp.IntDiv}
+
+
+class RuleSyntaxError(Exception):
+    """SQL that cannot be a rule; the message names the rule, line, column and what was expected."""
+
+    def __init__(self, message: str, line: int = 0, col: int = 0, rule_id: str = "") -> None:
+        self.message = message
+        self.line = line
+        self.col = col
+        self.rule_id = rule_id
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        where = f"line {self.line}, column {self.col}: " if self.line else ""
+        rule = f"rule {self.rule_id}: " if self.rule_id else ""
+        return f"{rule}{where}{self.message}"
+
+
+@dataclass
+class ParsedRule:
+    sql: str
+    foreach: bool
+    fields: list[exp.Expression]  # SELECT list, or the FOREACH expressions (the last is the collection)
+    topics: list[str]
+    where: exp.Expression | None = None
+    do_fields: list[exp.Expression] = field(default_factory=list)
+    incase: exp.Expression | None = None
+    path_aliases: dict[str, list[str]] = field(default_factory=dict)  # placeholder alias → path
+
+
+def parse_rule(sql: str, rule_id: str = "") -> ParsedRule:
+    try:
+        return _Parser(sql).parse()
+    except RuleSyntaxError as exc:
+        exc.rule_id = rule_id
+        raise
+
+
+def _position(sql: str, offset: int) -> tuple[int, int]:
+    line = sql.count("\n", 0, offset) + 1
+    col = offset - (sql.rfind("\n", 0, offset) + 1) + 1
+    return line, col
+
+
+class _Parser:
+    def __init__(self, sql: str) -> None:
+        self.sql = sql
+        try:
+            self.tokens: list[Token] = EmqxDialect().tokenize(sql)
+        except TokenError as exc:
+            raise RuleSyntaxError(f"cannot read the SQL: {exc}") from None
+
+    def fail(self, message: str, token: Token | None = None, offset: int | None = None) -> RuleSyntaxError:
+        if token is not None:
+            offset = token.start
+        if offset is None:
+            return RuleSyntaxError(message)
+        return RuleSyntaxError(message, *_position(self.sql, offset))
+
+    # --- statement shape ----------------------------------------------------------------
+
+    def parse(self) -> ParsedRule:
+        if not self.tokens:
+            raise self.fail("the SQL is empty; expected SELECT ... FROM \"topic\"")
+        first = self.tokens[0]
+        word = first.text.upper()
+        if word not in ("SELECT", "FOREACH"):
+            raise self.fail(f"expected SELECT or FOREACH, found {first.text!r}", first)
+        foreach = word == "FOREACH"
+        clauses = self._clauses(foreach)
+        if "FROM" not in clauses:
+            raise self.fail("FROM is missing: a rule needs FROM \"topic/filter\"", offset=len(self.sql.rstrip()))
+        topics = self._topics(clauses)
+        rule = ParsedRule(self.sql, foreach, [], topics)
+        main, aliases = self._text_with(clauses, keep={word, "FROM", "WHERE"})
+        rule.path_aliases.update(aliases)
+        select = self._sqlglot(main)
+        rule.fields = list(select.expressions)
+        where = select.args.get("where")
+        rule.where = where.this if where is not None else None
+        if "DO" in clauses:
+            text, aliases = self._text_with(clauses, keep={"DO"})
+            rule.path_aliases.update(aliases)
+            rule.do_fields = list(self._sqlglot(text).expressions)
+        if "INCASE" in clauses:
+            text, _ = self._text_with(clauses, keep={"INCASE"})
+            incase = self._sqlglot(text).expressions
+            if len(incase) != 1 or isinstance(incase[0], exp.Alias):
+                raise self.fail("INCASE takes one condition", self.tokens[clauses["INCASE"][0]])
+            rule.incase = incase[0]
+        return rule
+
+    def _clauses(self, foreach: bool) -> dict[str, tuple[int, int]]:
+        """Top-level clause keyword → (index of its keyword token, index after its last token)."""
+        allowed = ["FOREACH", "DO", "INCASE", "FROM", "WHERE"] if foreach else ["SELECT", "FROM", "WHERE"]
+        found: list[tuple[str, int]] = []
+        opened: list[Token] = []
+        closing = {TokenType.R_PAREN: TokenType.L_PAREN, TokenType.R_BRACKET: TokenType.L_BRACKET}
+        for i, token in enumerate(self.tokens):
+            kind = token.token_type
+            if kind in (TokenType.L_PAREN, TokenType.L_BRACKET):
+                opened.append(token)
+            elif kind in closing:
+                if not opened or opened[-1].token_type != closing[kind]:
+                    raise self.fail(f"unbalanced {token.text!r}", token)
+                opened.pop()
+            if opened:
+                continue
+            word = token.text.upper() if kind not in (TokenType.STRING, TokenType.IDENTIFIER) else ""
+            if word in allowed and (i == 0 or word != allowed[0]):
+                if word in dict(found):
+                    raise self.fail(f"{word} appears twice", token)
+                found.append((word, i))
+            elif word in ("SELECT", "FOREACH", "DO", "INCASE", "GROUP", "ORDER", "LIMIT", "JOIN", "HAVING", "UNION") and i:
+                raise self.fail(f"{word} is not allowed here", token)
+        if opened:
+            raise self.fail(f"{opened[-1].text!r} is never closed", opened[-1])
+        order = [word for word, _ in found]
+        if order != sorted(order, key=allowed.index):
+            raise self.fail("clauses are out of order; expected " + " ... ".join(allowed))
+        clauses = {}
+        for n, (word, start) in enumerate(found):
+            end = found[n + 1][1] if n + 1 < len(found) else len(self.tokens)
+            if end == start + 1:
+                raise self.fail(f"{word} needs something after it", self.tokens[start])
+            clauses[word] = (start, end)
+        return clauses
+
+    def _topics(self, clauses: dict[str, tuple[int, int]]) -> list[str]:
+        start, end = clauses["FROM"]
+        topics = []
+        expect_topic = True
+        for token in self.tokens[start + 1 : end]:
+            if expect_topic:
+                if token.token_type not in (TokenType.STRING, TokenType.IDENTIFIER) or not self._quoted(token):
+                    raise self.fail(f"expected a quoted topic filter after FROM, found {token.text!r}", token)
+                try:
+                    validate_filter(token.text)
+                except TopicError as exc:
+                    raise self.fail(f"bad topic filter {token.text!r}: {exc}", token) from None
+                topics.append(token.text)
+            elif token.token_type != TokenType.COMMA:
+                raise self.fail(f"expected ',' or WHERE after the topic, found {token.text!r}", token)
+            expect_topic = not expect_topic
+        if expect_topic:
+            raise self.fail("expected a topic filter after ','", self.tokens[end - 1])
+        return topics
+
+    def _quoted(self, token: Token) -> bool:
+        return self.sql[token.start] in "'\""
+
+    # --- handing parts to sqlglot ---------------------------------------------------------
+
+    def _text_with(self, clauses: dict[str, tuple[int, int]], keep: set[str]) -> tuple[str, dict[str, list[str]]]:
+        """The SQL with every clause not in `keep` blanked, FROM's topics replaced by a table
+        name, and the first kept keyword turned into SELECT: same length, same lines."""
+        chars = [ch if ch == "\n" else " " for ch in self.sql]
+        first = True
+        aliases: dict[str, list[str]] = {}
+        for word, (start, end) in clauses.items():
+            if word not in keep:
+                continue
+            lo = self.tokens[start].start
+            hi = self.tokens[end - 1].end + 1
+            chars[lo:hi] = self.sql[lo:hi]
+            keyword = self.tokens[start]
+            if first:
+                # FOREACH/DO/INCASE become SELECT; the keyword's own room (or, for DO and
+                # INCASE, the blanked text before it) holds the six letters
+                at = keyword.start if word in ("SELECT", "FOREACH") else 0
+                chars[keyword.start : keyword.end + 1] = " " * (keyword.end + 1 - keyword.start)
+                chars[at : at + 6] = "SELECT"
+                first = False
+            if word == "FROM":
+                topics_start = self.tokens[start + 1].start
+                chars[topics_start:hi] = [ch if ch == "\n" else " " for ch in self.sql[topics_start:hi]]
+                chars[topics_start] = "t"
+            else:
+                self._placeholder_path_aliases(start, end, chars, aliases)
+        return "".join(chars), aliases
+
+    def _placeholder_path_aliases(self, start: int, end: int, chars: list[str], aliases: dict[str, list[str]]) -> None:
+        """`AS a.b.c` is not SQL: give sqlglot a one-word alias of the same length instead."""
+        toks = self.tokens
+        i = start
+        while i < end:
+            if toks[i].token_type == TokenType.ALIAS and i + 3 < end and toks[i + 2].token_type == TokenType.DOT:
+                j = i + 1
+                parts = [toks[j].text]
+                while j + 2 < end and toks[j + 1].token_type == TokenType.DOT and toks[j + 1].end + 1 == toks[j + 2].start:
+                    parts.append(toks[j + 2].text)
+                    j += 2
+                lo, hi = toks[i + 1].start, toks[j].end + 1
+                name = f"ǂ{len(aliases)}".ljust(hi - lo, "_")
+                if len(name) > hi - lo:
+                    raise self.fail("too many path aliases in one rule", toks[i + 1])
+                chars[lo:hi] = name
+                aliases[name] = parts
+                i = j
+            i += 1
+
+    def _sqlglot(self, text: str) -> exp.Select:
+        try:
+            tree = sqlglot.parse_one(text, dialect=EmqxDialect)
+        except ParseError as exc:
+            info = exc.errors[0] if exc.errors else {}
+            message = info.get("description") or str(exc)
+            if message.startswith("Required keyword"):
+                message = "incomplete expression"  # sqlglot names its node class here
+            near = (info.get("highlight") or "").strip()
+            col = info.get("col", 0)
+            if near:
+                message += f" near {near!r}"
+                col = max(1, col - len(near) + 1)  # sqlglot points at the end of the token
+            raise RuleSyntaxError(message, info.get("line", 0), col) from None
+        except TokenError as exc:
+            raise RuleSyntaxError(f"cannot read the SQL: {exc}") from None
+        if not isinstance(tree, exp.Select):
+            raise self.fail("expected SELECT ... FROM \"topic\"")
+        return tree

@@ -1,0 +1,86 @@
+"""`${var}` templates for actions: compiled once, rendered per output.
+
+`${clientid}`, `${payload.Payload.status}` (a path; a JSON string on the way
+is decoded, as EMQX does for a raw `payload`), `${.}` (the whole output).
+Rendered into text, strings go in as they are, anything else as JSON;
+`render_value` gives the value itself when the template is one variable
+(for `qos`, `retain` and SQL parameters).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import orjson
+
+from rules.values import UNDEFINED
+
+_VAR = re.compile(r"\$\{([^{}]*)\}")
+
+
+class TemplateError(ValueError):
+    pass
+
+
+def lookup(data: Any, path: tuple[str, ...]) -> Any:
+    value = data
+    for key in path:
+        if type(value) is str:
+            try:
+                value = orjson.loads(value)
+            except orjson.JSONDecodeError:
+                return UNDEFINED
+        if type(value) is dict:
+            value = value.get(key, UNDEFINED)
+        elif type(value) is list and key.isdigit() and 1 <= int(key) <= len(value):
+            value = value[int(key) - 1]
+        else:
+            return UNDEFINED
+    return value
+
+
+def to_text(value: Any) -> str:
+    if type(value) is str:
+        return value
+    if value is UNDEFINED:
+        return "undefined"
+    return orjson.dumps(value).decode()
+
+
+class Template:
+    __slots__ = ("text", "parts", "single")
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.parts: list[str | tuple[str, ...]] = []
+        pos = 0
+        for m in _VAR.finditer(text):
+            if m.start() > pos:
+                self.parts.append(text[pos : m.start()])
+            name = m.group(1).strip()
+            if not name:
+                raise TemplateError(f"empty placeholder ${{}} in {text!r}")
+            self.parts.append(() if name == "." else tuple(name.split(".")))
+            pos = m.end()
+        if pos < len(text):
+            self.parts.append(text[pos:])
+        if "${" in "".join(p for p in self.parts if isinstance(p, str)):
+            raise TemplateError(f"unclosed placeholder in {text!r}")
+        self.single = len(self.parts) == 1 and isinstance(self.parts[0], tuple)
+
+    @property
+    def variables(self) -> list[str]:
+        return [".".join(p) or "." for p in self.parts if isinstance(p, tuple)]
+
+    def render(self, data: Any) -> str:
+        return "".join(p if isinstance(p, str) else to_text(lookup(data, p)) for p in self.parts)
+
+    def render_value(self, data: Any) -> Any:
+        """The variable's value itself when the template is exactly one placeholder."""
+        if self.single:
+            return lookup(data, self.parts[0])  # type: ignore[arg-type]
+        return self.render(data)
+
+    def __repr__(self) -> str:
+        return f"Template({self.text!r})"

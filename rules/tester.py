@@ -1,0 +1,63 @@
+"""The rule tester: run SQL against a context, without actions (EMQX's `POST /rule_test`).
+
+`run_rule_test` returns the output (a dict; a list for FOREACH), raises
+`NoMatch` when the rule selects nothing (412 NOT_MATCH), and raises
+`RuleSyntaxError` or `RuleError` for SQL that does not compile or fails on
+this context (400 BAD_REQUEST).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import orjson
+
+from engine.bus.topic import matches
+from rules.compiler import compile_sql
+from rules.env import Env
+from rules.values import RuleError
+
+# EMQX's defaults for a tested message_publish
+_PUBLISH_DEFAULTS: dict[str, Any] = {
+    "clientid": "c_emqx",
+    "username": "u_emqx",
+    "payload": '{"msg": "hello"}',
+    "topic": "t/a",
+    "qos": 1,
+    "flags": {"retain": False, "dup": False},
+    "peerhost": "127.0.0.1",
+    "proto_ver": "ocpp1.6",
+    "node": "ocppgw@127.0.0.1",
+}
+
+
+class NoMatch(Exception):
+    """The rule selected nothing for this context."""
+
+
+def run_rule_test(sql: str, context: dict[str, Any] | None = None) -> Any:
+    context = dict(context or {})
+    event_type = context.pop("event_type", "message_publish")
+    if not isinstance(event_type, str):
+        raise RuleError("context.event_type must be a string")
+    rule = compile_sql(sql, "rule_test")
+    now = int(time.time() * 1000)
+    if event_type == "message_publish":
+        columns = {**_PUBLISH_DEFAULTS, "timestamp": now, "publish_received_at": now, **context}
+        columns.setdefault("event", "message.publish")
+        if not isinstance(columns["topic"], str):
+            raise RuleError("context.topic must be a string")
+        topic = columns["topic"]
+        if isinstance(columns["payload"], (dict, list)):
+            columns["payload"] = orjson.dumps(columns["payload"]).decode()
+    else:
+        columns = {"timestamp": now, "node": _PUBLISH_DEFAULTS["node"], **context}
+        columns.setdefault("event", event_type.replace("_", ".", 1))
+        topic = f"$events/{event_type}"
+    if not any(matches(f, topic) for f in rule.topics):
+        raise NoMatch(f"{topic} does not match FROM {', '.join(rule.topics)}")
+    outputs = rule.apply(Env(columns))
+    if not outputs:
+        raise NoMatch("the rule selected nothing (WHERE is false)")
+    return outputs if rule.foreach else outputs[0]

@@ -1,0 +1,118 @@
+"""The values rules compute with, and EMQX's rules for comparing and converting them.
+
+A value is what JSON gives (dict, list, str, int, float, bool, None for
+null) plus `UNDEFINED`: a field that is not there. EMQX compares loosely: a
+number against a string converts the string to a number; true/false/null
+against a string compare as the strings "true"/"false"/"null"; `undefined`
+equals only `undefined`, and any other comparison with it is false. Values
+of different kinds order as Erlang terms do (numbers < atoms < maps < lists
+< strings), so `>` never raises on mixed kinds.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class _Undefined:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "undefined"
+
+    def __bool__(self) -> bool:
+        return False
+
+    def __reduce__(self) -> str:
+        return "UNDEFINED"
+
+
+UNDEFINED: Any = _Undefined()
+
+
+class RuleError(Exception):
+    """An error while evaluating a rule for one message: counted, logged, never fatal."""
+
+
+def is_number(value: Any) -> bool:
+    return type(value) is int or type(value) is float
+
+
+def to_number(text: str) -> int | float:
+    """EMQX's string → number for comparisons and arithmetic: an integer, else a float."""
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        return float(text)
+    except ValueError:
+        raise RuleError(f"cannot convert {text!r} to a number") from None
+
+
+def atom_text(value: Any) -> str | None:
+    """true/false/null as EMQX turns them into text for comparisons, else None."""
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if value is None:
+        return "null"
+    return None
+
+
+_RANK = {int: 0, float: 0, bool: 1, type(None): 1, _Undefined: 1, dict: 2, list: 3, str: 4}
+_ATOM_ORDER = {False: 0, None: 1, True: 2}  # false < null < true < undefined, as atom names sort
+
+
+def _order_key(value: Any) -> tuple[int, Any]:
+    rank = _RANK.get(type(value), 5)
+    if rank == 1:
+        return rank, 3 if value is UNDEFINED else _ATOM_ORDER[value]
+    return rank, value
+
+
+def compare(op: str, left: Any, right: Any) -> bool:
+    """`=`, `!=`/`<>`, `<`, `<=`, `>`, `>=` with EMQX's coercions."""
+    if left is UNDEFINED or right is UNDEFINED:
+        if not (left is UNDEFINED and right is UNDEFINED):
+            return False
+        return op in ("=", "<=", ">=")
+    if is_number(left) and type(right) is str:
+        right = to_number(right)
+    elif type(left) is str and is_number(right):
+        left = to_number(left)
+    elif type(right) is str and atom_text(left) is not None:
+        left = atom_text(left)
+    elif type(left) is str and atom_text(right) is not None:
+        right = atom_text(right)
+    if op == "=":
+        return equal(left, right)
+    if op in ("!=", "<>"):
+        return not equal(left, right)
+    if _RANK.get(type(left)) != _RANK.get(type(right)) or _RANK.get(type(left)) == 1:
+        left, right = _order_key(left), _order_key(right)
+    try:
+        if op == "<":
+            return left < right
+        if op == "<=":
+            return left <= right
+        if op == ">":
+            return left > right
+        if op == ">=":
+            return left >= right
+    except TypeError:
+        raise RuleError(f"cannot order {left!r} and {right!r}") from None
+    raise RuleError(f"unknown comparison {op}")
+
+
+def equal(left: Any, right: Any) -> bool:
+    """Erlang's `==`: 1 == 1.0, but true is not 1 (Python says it is)."""
+    if type(left) is bool or type(right) is bool:
+        return left is right
+    return left == right
+
+
+def truthy_condition(value: Any) -> bool:
+    """A WHERE/INCASE/WHEN result: only `true` passes."""
+    return value is True
