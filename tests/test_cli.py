@@ -165,3 +165,17 @@ def test_json_log_format(tmp_path):
     entries = [json.loads(line) for line in gw.lines]
     assert {"time", "level", "logger", "msg"} <= set(entries[0])
     assert any(e["msg"].startswith("node ") and e["msg"].endswith(" stopped") for e in entries)
+
+
+def test_bad_rules_through_the_cli(tmp_path):
+    conf = tmp_path / "gw.conf"
+    conf.write_text('rule_engine.rules.r1 { sql = "SELECT upper() FROM \\"t/#\\"" }\n')
+    out = cli("check-config", "-c", str(conf))
+    assert out.returncode == 2
+    assert out.stderr.strip() == "config error: rule r1: line 1, column 8: upper() takes 1 argument, not 0"
+    gw = GatewayProcess(tmp_path, config=conf.read_text())
+    gw.start(wait_for=None)
+    assert gw.wait() == 3
+    gw.wait_log(r"cannot start: rules do not load:")
+    gw.wait_log(r"rule r1: line 1, column 8: upper\(\) takes 1 argument, not 0")
+    assert "Traceback" not in gw.log and "embedded MQTT broker" not in gw.log  # refused before starting anything

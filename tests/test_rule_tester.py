@@ -1,0 +1,69 @@
+"""The rule tester, as a function and through `ocpp-gateway rule-test`."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+
+from rules.sql import RuleSyntaxError
+from rules.tester import NoMatch, run_rule_test
+from rules.values import RuleError
+from tests.gateway import BIN
+
+
+def test_defaults_and_context():
+    assert run_rule_test('SELECT clientid, payload.msg AS m FROM "t/#"') == {"clientid": "c_emqx", "m": "hello"}
+    out = run_rule_test('SELECT * FROM "ocpp/cp/+"', {"topic": "ocpp/cp/CP1", "payload": {"a": 1}})
+    assert out["topic"] == "ocpp/cp/CP1" and out["payload"] == '{"a":1}'
+
+
+def test_topic_must_match_from():
+    with pytest.raises(NoMatch, match="does not match FROM"):
+        run_rule_test('SELECT 1 AS x FROM "a/b"', {"topic": "c/d"})
+
+
+def test_where_false_is_no_match():
+    with pytest.raises(NoMatch, match="WHERE is false"):
+        run_rule_test('SELECT 1 AS x FROM "t/#" WHERE payload.msg = \'bye\'')
+
+
+def test_events():
+    out = run_rule_test('SELECT clientid, reason FROM "$events/client_disconnected"',
+                        {"event_type": "client_disconnected", "clientid": "CP1", "reason": "takenover"})
+    assert out == {"clientid": "CP1", "reason": "takenover"}
+    with pytest.raises(NoMatch):
+        run_rule_test('SELECT * FROM "t/#"', {"event_type": "client_connected"})
+
+
+def test_foreach_gives_a_list():
+    out = run_rule_test('FOREACH payload.xs AS x DO x.v AS v FROM "t/#"', {"payload": '{"xs": [{"v": 1}, {"v": 2}]}'})
+    assert out == [{"v": 1}, {"v": 2}]
+
+
+def test_errors():
+    with pytest.raises(RuleSyntaxError, match="rule rule_test: line 1, column 8: unknown function nope"):
+        run_rule_test('SELECT nope() FROM "t/#"')
+    with pytest.raises(RuleError, match="not JSON"):
+        run_rule_test('SELECT payload.x FROM "t/#"', {"payload": "{broken"})
+    with pytest.raises(RuleError, match="event_type must be a string"):
+        run_rule_test('SELECT 1 AS x FROM "t/#"', {"event_type": 5})
+    with pytest.raises(RuleError, match="topic must be a string"):
+        run_rule_test('SELECT 1 AS x FROM "t/#"', {"topic": ["t"]})
+
+
+def cli(*args):
+    return subprocess.run([BIN, "rule-test", *args], capture_output=True, text=True, timeout=60)
+
+
+def test_cli():
+    out = cli('SELECT payload.a AS a FROM "t/#"', "--context", '{"payload": "{\\"a\\": [1, 2]}"}')
+    assert out.returncode == 0 and json.loads(out.stdout) == {"a": [1, 2]}
+    out = cli('SELECT 1 AS x FROM "x/#"')
+    assert out.returncode == 1 and out.stderr.startswith("NOT_MATCH:")
+    out = cli('SELECT a b c FROM "t"')
+    assert out.returncode == 2 and out.stderr.strip() == "error: rule rule_test: line 1, column 12: Invalid expression / Unexpected token near 'c'"
+    for bad in ("{not json", "[1]"):
+        out = cli('SELECT 1 AS x FROM "t/#"', "--context", bad)
+        assert out.returncode == 2 and "--context" in out.stderr and "Traceback" not in out.stderr
