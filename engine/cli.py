@@ -46,6 +46,12 @@ def build_parser() -> argparse.ArgumentParser:
     tester.add_argument("sql", help='the rule SQL, e.g. "SELECT payload.x AS x FROM \\"t/#\\""')
     tester.add_argument("--context", default="{}", metavar="JSON",
                         help='the input: message fields (topic, payload, clientid, ...) or an event with "event_type"')
+    bench = commands.add_parser(
+        "bench", help="run the performance scenarios",
+        description="Run performance scenarios of shared/spec/performance.md; one JSON line each.",
+    )
+    bench.add_argument("--scenario", default="B5", choices=["B5"], help="which scenario (default B5)")
+    bench.add_argument("--messages", type=int, default=100_000, help="B5: messages per round")
     return parser
 
 
@@ -138,10 +144,22 @@ def cmd_run(args: argparse.Namespace) -> int:
         return runner.run(_run(settings))
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    import orjson
+
+    from engine.bench import rules_b5
+
+    if args.messages < 1:
+        print("--messages must be at least 1", file=sys.stderr)
+        return EXIT_CONFIG
+    print(orjson.dumps(rules_b5.run(args.messages)).decode())
+    return 0
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = build_parser()
     args = parser.parse_args(argv)
-    handlers = {"run": cmd_run, "check-config": cmd_check_config, "rule-test": cmd_rule_test}
+    handlers = {"run": cmd_run, "check-config": cmd_check_config, "rule-test": cmd_rule_test, "bench": cmd_bench}
     if args.command not in handlers:
         parser.print_help()
         sys.exit(EXIT_CONFIG)

@@ -1,0 +1,1 @@
+"""`ocpp-gateway bench`: the performance scenarios of shared/spec/performance.md."""
