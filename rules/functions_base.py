@@ -30,6 +30,10 @@ class Function:
     needs_input: bool = False  # if True: impl(columns: dict, *args)
 
 
+# An optional argument the SQL call did not give (None would be a JSON null given).
+ABSENT: Any = object()
+
+
 class ArgError(RuleError):
     """A bad argument; `guard` prefixes the SQL function's name."""
 
@@ -53,7 +57,9 @@ def guard(name: str, impl: Callable[..., Any]) -> Callable[..., Any]:
     return call
 
 
-def func(name: str, impl: Callable[..., Any], min_args: int, max_args: int | None = -1, *, needs_input: bool = False) -> Function:
+def func(
+    name: str, impl: Callable[..., Any], min_args: int, max_args: int | None = -1, *, needs_input: bool = False
+) -> Function:
     """A registry entry; max_args defaults to min_args, None means variadic."""
     return Function(name, guard(name, impl), min_args, min_args if max_args == -1 else max_args, needs_input)
 
@@ -117,6 +123,16 @@ def array(value: Any, what: str = "an array") -> list:
     if type(value) is list:
         return value
     raise ArgError(f"expected {what}, got {describe(value)}")
+
+
+MAX_LENGTH = 1_000_000  # pad/sprintf widths: a typo must not allocate gigabytes
+
+
+def length_arg(value: Any, what: str = "a length") -> int:
+    n = integer(value, what)
+    if n > MAX_LENGTH:
+        raise ArgError(f"{what} of {n} is over the limit of {MAX_LENGTH}")
+    return n
 
 
 def option(value: Any, choices: tuple[str, ...]) -> str:

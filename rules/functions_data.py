@@ -22,6 +22,7 @@ import jmespath.exceptions
 
 from engine.bus.topic import matches as topic_matches
 from rules.functions_base import (
+    ABSENT,
     ArgError,
     Function,
     array,
@@ -37,7 +38,7 @@ from rules.functions_base import (
     text,
     text_or_atom,
 )
-from rules.values import UNDEFINED
+from rules.values import UNDEFINED, RuleError
 
 try:  # the jq binding is optional: jq() is registered only when it imports
     import jq as _jq
@@ -112,9 +113,9 @@ def _length(items: Any) -> int:
     return len(array(items))
 
 
-def _sublist(a: Any, b: Any, c: Any = None) -> list:
+def _sublist(a: Any, b: Any, c: Any = ABSENT) -> list:
     """sublist(len, array) or sublist(start, len, array), start counting from 1."""
-    start, length, items = (1, a, b) if c is None else (a, b, c)
+    start, length, items = (1, a, b) if c is ABSENT else (a, b, c)
     start, length, items = integer(start, "a start position"), integer(length, "a length"), array(items)
     if length < 0:
         raise ArgError(f"the length cannot be negative, got {length}")
@@ -185,7 +186,7 @@ def _base64_decode(data: Any) -> str:
     compact = re.sub(r"\s+", "", text(data))
     try:
         return _utf8(base64.b64decode(compact, validate=True))
-    except binascii.Error as e:
+    except (binascii.Error, ValueError) as e:  # ValueError: characters outside ASCII
         raise ArgError(f"invalid base64: {e}") from None
 
 
@@ -222,10 +223,10 @@ def _jq_program(program: str) -> Any:
         raise ArgError(f"invalid jq program: {e}") from None
 
 
-def _jq_run(program: Any, value: Any, timeout_ms: Any = None) -> list:
+def _jq_run(program: Any, value: Any, timeout_ms: Any = ABSENT) -> list:
     """All outputs of the jq program as an array; a string value is JSON text."""
     compiled = _jq_program(text(program, "a jq program"))
-    if timeout_ms is not None and (integer(timeout_ms, "a timeout in milliseconds") < 0):
+    if timeout_ms is not ABSENT and integer(timeout_ms, "a timeout in milliseconds") < 0:
         raise ArgError(f"the timeout cannot be negative, got {timeout_ms}")
     if type(value) is str:
         json_decode(value)  # one valid JSON document, or a clear error; jq gets the text as is
@@ -287,17 +288,26 @@ def _uuid_v4_no_hyphen() -> str:
 # --- the message being processed (needs_input: impl(columns, *args)) ------------------------
 
 
+def column(columns: dict, name: str) -> Any:
+    """A column, or UNDEFINED. Indexing, not .get(): the rule engine's Env computes
+    lazy columns (payload, id, flags) in __missing__, which .get() would skip."""
+    try:
+        return columns[name]
+    except KeyError:
+        return UNDEFINED
+
+
 def _column(name: str):
     def get(columns: dict) -> Any:
-        return columns.get(name, UNDEFINED)
+        return column(columns, name)
 
     return get
 
 
-def _topic(columns: dict, level: Any = None) -> Any:
+def _topic(columns: dict, level: Any = ABSENT) -> Any:
     """topic() or topic(N): the Nth level, counting from 1."""
-    topic = columns.get("topic", UNDEFINED)
-    if level is None or topic is UNDEFINED:
+    topic = column(columns, "topic")
+    if level is ABSENT or topic is UNDEFINED:
         return topic
     n, levels = integer(level, "a level number"), text(topic).split("/")
     if not 1 <= n <= len(levels):
@@ -306,18 +316,30 @@ def _topic(columns: dict, level: Any = None) -> Any:
 
 
 def _flags(columns: dict) -> Any:
-    return columns.get("flags", {})
+    flags = column(columns, "flags")
+    return {} if flags is UNDEFINED else flags
 
 
 def _flag(columns: dict, name: Any) -> Any:
-    flags = columns.get("flags")
+    flags = column(columns, "flags")
     return flags.get(text(name, "a flag name"), UNDEFINED) if type(flags) is dict else UNDEFINED
 
 
-def _payload(columns: dict, path: Any = None) -> Any:
+def _decoded_payload(columns: dict) -> Any:
+    decoded = getattr(columns, "payload_value", None)  # the Env's decode-once cache
+    if decoded is None:
+        return column(columns, "payload")  # a JSON string is decoded by nested_get
+    try:
+        return decoded()
+    except RuleError:
+        return UNDEFINED  # not JSON: no path in it
+
+
+def _payload(columns: dict, path: Any = ABSENT) -> Any:
     """payload() is the raw payload; payload("a.b") decodes it as JSON and reads the path."""
-    payload = columns.get("payload", UNDEFINED)
-    return payload if path is None else nested_get(key_path(text(path, "a path")), payload)
+    if path is ABSENT:
+        return column(columns, "payload")
+    return nested_get(key_path(text(path, "a path")), _decoded_payload(columns))
 
 
 def _filter_entries(filters: Any) -> list[tuple[str, dict]]:
@@ -333,24 +355,21 @@ def _filter_entries(filters: Any) -> list[tuple[str, dict]]:
     return entries
 
 
-_ANY_QOS = object()
-
-
 def _find_filter(filters: Any, topic: Any, qos: Any, match: Any) -> bool:
     topic = text(topic, "a topic")
     for entry_topic, entry in _filter_entries(filters):
         if match(entry_topic, topic):
             # the first matching subscription decides, as in EMQX
-            return qos is _ANY_QOS or erl_equal(entry.get("qos"), qos, exact=True)
+            return qos is ABSENT or erl_equal(entry.get("qos"), qos, exact=True)
     return False
 
 
-def _contains_topic(filters: Any, topic: Any, qos: Any = _ANY_QOS) -> bool:
+def _contains_topic(filters: Any, topic: Any, qos: Any = ABSENT) -> bool:
     """Whether one of the subscriptions is exactly this topic (and has this QoS)."""
     return _find_filter(filters, topic, qos, lambda entry, t: entry == t)
 
 
-def _contains_topic_match(filters: Any, topic: Any, qos: Any = _ANY_QOS) -> bool:
+def _contains_topic_match(filters: Any, topic: Any, qos: Any = ABSENT) -> bool:
     """Whether one of the subscriptions matches the given filter (and has this QoS)."""
     return _find_filter(filters, topic, qos, lambda entry, t: topic_matches(t, entry))
 

@@ -22,7 +22,17 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from rules.functions_base import ArgError, Function, describe, func, integer, is_int, is_num, text
+from rules.functions_base import (
+    ArgError,
+    Function,
+    describe,
+    func,
+    integer,
+    is_int,
+    is_num,
+    length_arg,
+    text,
+)
 from rules.values import UNDEFINED
 
 # --- Erlang terms as text ------------------------------------------------------------------
@@ -33,7 +43,7 @@ def erl_float(value: float) -> str:
     scientific notation, whichever is shorter (always scientific from 2^53 up)."""
     if value == 0:
         return "-0.0" if str(value).startswith("-") else "0.0"
-    sign, digit_tuple, place = Decimal(repr(abs(value))).as_tuple()
+    _sign, digit_tuple, place = Decimal(repr(abs(value))).as_tuple()
     digits = "".join(map(str, digit_tuple)).rstrip("0")
     place += len(digit_tuple) - len(digits)  # value = digits * 10**place
     n = len(digits)
@@ -209,11 +219,12 @@ def _directive(c: str, width: int | None, left: bool, prec: int | None, pad: str
 def _number_spec(fmt: str, i: int, args: _Args) -> tuple[int | None, int]:
     """An optional count at fmt[i]: digits, or * for one taken from the arguments."""
     if i < len(fmt) and fmt[i] == "*":
-        return integer(args.take("*"), "a field width for *"), i + 1
+        n = integer(args.take("*"), "a field width for *")
+        return (-length_arg(-n, "a field width") if n < 0 else length_arg(n, "a field width")), i + 1
     j = i
-    while j < len(fmt) and fmt[j].isdigit():
+    while j < len(fmt) and "0" <= fmt[j] <= "9":
         j += 1
-    return (int(fmt[i:j]) if j > i else None), j
+    return (length_arg(int(fmt[i:j]), "a field width") if j > i else None), j
 
 
 def sprintf(fmt: Any, *values: Any) -> str:
@@ -237,6 +248,8 @@ def sprintf(fmt: Any, *values: Any) -> str:
         prec, pad = None, " "
         if i < n and fmt[i] == ".":
             prec, i = _number_spec(fmt, i + 1, args)
+            if prec is not None and prec < 0:
+                raise ArgError(f"a precision cannot be negative, got {prec}")
             if i < n and fmt[i] == ".":
                 if i + 1 >= n:
                     raise ArgError("the format ends inside a control sequence")

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from rules.functions_base import (
+    ABSENT,
     ArgError,
     Function,
     describe,
@@ -274,14 +275,14 @@ def _int(v: Any) -> int:
     raise ArgError(f"cannot convert {describe(v)} to an integer")
 
 
-def _float(v: Any, decimals: Any = None) -> float:
+def _float(v: Any, decimals: Any = ABSENT) -> float:
     """float(v) and float(v, decimals): decimals > 0 rounds, as EMQX does through text."""
     if type(v) is str:
         v = _parse_number(v)
     if not is_num(v):
         raise ArgError(f"cannot convert {describe(v)} to a float")
     result = float(v)
-    if decimals is None:
+    if decimals is ABSENT:
         return result
     if not is_int(decimals) or not 0 < decimals <= 253:
         raise ArgError(f"decimals must be an integer from 1 to 253, got {describe(decimals)}")
@@ -313,6 +314,7 @@ def _str(v: Any) -> str:
 
 def _random() -> float:
     return random.random()  # EMQX's rand:uniform(): not for secrets
+
 
 FUNCS: list[Function] = [
     func("abs", _abs, 1),

@@ -14,12 +14,14 @@ from functools import lru_cache
 from typing import Any
 
 from rules.functions_base import (
+    ABSENT,
     ArgError,
     Function,
     array,
     describe,
     func,
     integer,
+    length_arg,
     option,
     text,
     text_or_atom,
@@ -62,12 +64,12 @@ def _bytesize(s: Any) -> int:
     return len(text(s).encode())
 
 
-def _substr(s: Any, start: Any, length: Any = None) -> str:
+def _substr(s: Any, start: Any, length: Any = ABSENT) -> str:
     """substr(s, start[, length]): start counts from 0 (string:slice)."""
     s, start = text_or_atom(s), integer(start, "a start position")
     if start < 0:
         raise ArgError(f"the start position cannot be negative, got {start}")
-    if length is None:
+    if length is ABSENT:
         return s[start:]
     length = integer(length, "a length")
     if length < 0:
@@ -92,18 +94,18 @@ _SPLIT_MODES = {
 }
 
 
-def _split(s: Any, sep: Any, mode: Any = None) -> list[str]:
+def _split(s: Any, sep: Any, mode: Any = ABSENT) -> list[str]:
     """split(s, sep[, mode]): by default at every sep, empty parts dropped."""
     s, sep = text_or_atom(s), text(sep, "a separator string")
-    where, trim = ("all", True) if mode is None else _SPLIT_MODES[option(mode, tuple(_SPLIT_MODES))]
+    where, trim = ("all", True) if mode is ABSENT else _SPLIT_MODES[option(mode, tuple(_SPLIT_MODES))]
     parts = _split_once(s, sep, where)
     return [p for p in parts if p] if trim else parts
 
 
-def _tokens(s: Any, separators: Any, nocrlf: Any = None) -> list[str]:
+def _tokens(s: Any, separators: Any, nocrlf: Any = ABSENT) -> list[str]:
     """tokens(s, chars[, 'nocrlf']): split at any of the characters, empty tokens dropped."""
     s, chars = text_or_atom(s), text(separators, "a string of separator characters")
-    if nocrlf is not None:
+    if nocrlf is not ABSENT:
         option(nocrlf, ("nocrlf",))
         chars += "\r\n"
     if not chars:
@@ -120,7 +122,7 @@ def _concat(*args: Any) -> str:
 
 def _pad(s: Any, length: Any, where: Any = "trailing", char: Any = " ") -> str:
     """pad(s, len[, trailing|leading|both[, char]]): pad up to len characters."""
-    s, length = text_or_atom(s), integer(length, "a length")
+    s, length = text_or_atom(s), length_arg(length)
     where = option(where, ("trailing", "leading", "both"))
     char = text(char, "a padding string")
     n = max(0, length - len(s))
@@ -213,9 +215,9 @@ def _find(s: Any, sub: Any, where: Any = "leading") -> str:
     return "" if at < 0 else s[at:]
 
 
-def _join_to_string(sep_or_list: Any, items: Any = None) -> str:
+def _join_to_string(sep_or_list: Any, items: Any = ABSENT) -> str:
     """join_to_string([sep,] array): elements converted as str() does; sep defaults to ", "."""
-    if items is None:
+    if items is ABSENT:
         sep, items = ", ", sep_or_list
     else:
         sep = text(sep_or_list, "a separator string")

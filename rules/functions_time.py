@@ -15,7 +15,15 @@ import re
 import time
 from typing import Any
 
-from rules.functions_base import ArgError, Function, describe, func, integer, text
+from rules.functions_base import (
+    ABSENT,
+    ArgError,
+    Function,
+    describe,
+    func,
+    integer,
+    text,
+)
 from rules.values import UNDEFINED
 
 _UNITS = {"second": 1, "millisecond": 1_000, "microsecond": 1_000_000, "nanosecond": 1_000_000_000}
@@ -104,7 +112,7 @@ def offset_seconds(offset: Any) -> int:
             h, mi, s = (int(x or 0) for x in (m[2] or m[5], m[3] or m[6], m[4]))
             if h <= 23 and mi <= 59 and s <= 59:
                 return (-1 if m[1] == "-" else 1) * (h * 3600 + mi * 60 + s)
-    raise ArgError(f"expected a time offset such as \"+08:00\", \"Z\" or \"local\", got {describe(offset)}")
+    raise ArgError(f'expected a time offset such as "+08:00", "Z" or "local", got {describe(offset)}')
 
 
 def _offset_text(offset: int, style: str) -> str:
@@ -190,12 +198,12 @@ def _formatter(fmt: str) -> list[tuple[str, int] | str]:
     return out
 
 
-def _format_date(unit: Any, offset: Any, fmt: Any, epoch: Any = None) -> str:
+def _format_date(unit: Any, offset: Any, fmt: Any, epoch: Any = ABSENT) -> str:
     """format_date(unit, offset, format[, timestamp]): the timestamp (default now) as text."""
     factor = unit_factor(unit)
     offset = offset_seconds(offset)
     parts = _formatter(text(fmt, "a format string"))
-    epoch = now_in(factor) if epoch is None else integer(epoch, "an integer timestamp")
+    epoch = now_in(factor) if epoch is ABSENT else integer(epoch, "an integer timestamp")
     y, mo, d, h, mi, s = _split_seconds((epoch + offset * factor) // factor)
     values = {"year": y, "month": mo, "day": d, "hour": h, "minute": mi, "second": s}
     out = []
@@ -213,9 +221,9 @@ def _format_date(unit: Any, offset: Any, fmt: Any, epoch: Any = None) -> str:
     return "".join(out)
 
 
-def _date_to_unix_ts(unit: Any, a: Any, b: Any, c: Any = None) -> int:
+def _date_to_unix_ts(unit: Any, a: Any, b: Any, c: Any = ABSENT) -> int:
     """date_to_unix_ts(unit, [offset,] format, date): the date read with the format."""
-    offset, fmt, date = (0, a, b) if c is None else (offset_seconds(a), b, c)
+    offset, fmt, date = (0, a, b) if c is ABSENT else (offset_seconds(a), b, c)
     factor = unit_factor(unit)
     fmt, date = text(fmt, "a format string"), text(date, "a date string")
     found: dict[str, int] = {}
