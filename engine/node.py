@@ -14,6 +14,7 @@ from pathlib import Path
 
 from connectors.mqtt import EmbeddedBroker, MqttBridge
 from connectors.mqtt.setup import bridge_options
+from connectors.registry import ResourceConfigError, Resources
 from engine.bus import Bus
 from engine.config.schema import Settings
 from rules.runtime import RuleEngine, RuleLoadError
@@ -39,6 +40,7 @@ class Node:
         self.authenticator = None
         self.takeover: TakeoverNotices | None = None
         self.rules: RuleEngine | None = None
+        self.resources: Resources | None = None
         self._stopped = asyncio.Event()
 
     def mountpoints(self) -> list[str]:
@@ -52,7 +54,11 @@ class Node:
 
     async def start(self) -> None:
         s = self.settings
-        self.rules = RuleEngine(self.bus)
+        try:
+            self.resources = Resources(s)
+        except ResourceConfigError as exc:
+            raise NodeError("connectors and actions do not load:\n  " + "\n  ".join(exc.errors)) from None
+        self.rules = RuleEngine(self.bus, self.resources.resolve)
         try:
             # compiled first: a rule that does not compile stops the start before anything runs
             compiled = self.rules.compile(s.rule_engine.rules)
@@ -81,6 +87,7 @@ class Node:
         for topic in ["#"] + [t for t in options.forward_topics if t.startswith("$")]:
             self.bus.subscribe(topic, self.bridge.forward, name="mqtt-bridge")
         await self.bridge.start()
+        await self.resources.start()
         self.rules.install(compiled)
         if self.broker:
             # the broker is ours and up: wait for the bridge so `run` is ready when it says so
@@ -144,6 +151,8 @@ class Node:
         self.listeners.clear()
         if self.rules is not None:
             self.rules.stop()
+        if self.resources is not None:
+            await self.resources.stop()  # after the rules: what they queued is flushed
         if self.takeover is not None:
             self.takeover.close()
         if self.authenticator is not None:

@@ -236,7 +236,99 @@ class RuleEngineSettings:
     rules: dict[str, RuleSettings] = field(default_factory=dict)
 
 
-ConnectorType = Literal["http", "sqlite", "pgsql"]
+# --- connectors and actions (HTTP, SQLite, PostgreSQL) ------------------------------
+
+
+@dataclass(frozen=True)
+class ResourceOpts:
+    """Buffering and delivery of one action (EMQX's resource_opts)."""
+
+    max_buffer_messages: Positive = 10_000  # beyond this the oldest waiting message is dropped
+    inflight_window: Positive = 1  # requests in flight at once; 1 keeps the order of delivery
+    request_ttl: Duration = Duration(45)  # a message not delivered within this is dropped (expired)
+    batch_size: Positive = 1
+    batch_time: Duration = Duration(0)  # how long to wait for a batch to fill
+    max_retries: NonNegative = 0  # 0: retry until request_ttl
+    retry_interval: Duration = Duration(1)  # first backoff; doubles up to 30s
+    health_check_interval: Duration = Duration(15)
+
+
+@dataclass(frozen=True)
+class ClientTlsSettings:
+    enable: bool = False
+    verify: Literal["verify_peer", "verify_none"] = "verify_peer"
+    cacertfile: str = ""
+    certfile: str = ""
+    keyfile: str = ""
+
+
+@dataclass(frozen=True)
+class HttpConnectorSettings:
+    enable: bool = True
+    url: str = REQUIRED  # base URL; an action's path is joined to it
+    headers: dict[str, str] = field(default_factory=dict)
+    connect_timeout: Duration = Duration(15)
+    pool_size: Positive = 8
+    ssl: ClientTlsSettings = field(default_factory=ClientTlsSettings)
+
+
+@dataclass(frozen=True)
+class HttpParameters:
+    method: Literal["post", "put", "get", "delete", "patch"] = "post"
+    path: str = ""  # template, joined to the connector's url
+    headers: dict[str, str] = field(default_factory=dict)  # templates
+    body: str = ""  # template; empty: the whole rule output as JSON
+    request_timeout: Duration = Duration(15)
+
+
+@dataclass(frozen=True)
+class HttpActionSettings:
+    enable: bool = True
+    connector: str = REQUIRED
+    parameters: HttpParameters = field(default_factory=HttpParameters)
+    resource_opts: ResourceOpts = field(default_factory=ResourceOpts)
+
+
+@dataclass(frozen=True)
+class SqliteConnectorSettings:
+    enable: bool = True
+    path: str = "gateway.db"  # relative paths are under node.data_dir
+    busy_timeout: Duration = Duration(5)
+
+
+@dataclass(frozen=True)
+class PgsqlConnectorSettings:
+    enable: bool = True
+    server: str = "127.0.0.1:5432"
+    database: str = REQUIRED
+    username: str = "postgres"
+    password: str = ""
+    pool_size: Positive = 8
+    connect_timeout: Duration = Duration(15)
+    ssl: ClientTlsSettings = field(default_factory=ClientTlsSettings)
+
+
+@dataclass(frozen=True)
+class SqlActionSettings:
+    enable: bool = True
+    connector: str = REQUIRED
+    sql: str = REQUIRED  # INSERT with ${var} placeholders, sent as bound parameters
+    resource_opts: ResourceOpts = field(default_factory=ResourceOpts)
+
+
+@dataclass(frozen=True)
+class ConnectorsSettings:
+    http: dict[str, HttpConnectorSettings] = field(default_factory=dict)
+    sqlite: dict[str, SqliteConnectorSettings] = field(default_factory=dict)
+    pgsql: dict[str, PgsqlConnectorSettings] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ActionsSettings:
+    http: dict[str, HttpActionSettings] = field(default_factory=dict)
+    sqlite: dict[str, SqlActionSettings] = field(default_factory=dict)
+    pgsql: dict[str, SqlActionSettings] = field(default_factory=dict)
+
 
 
 @dataclass(frozen=True)
@@ -264,7 +356,6 @@ class Settings:
     mqtt: MqttSettings = field(default_factory=MqttSettings)
     gateway: GatewaySettings = field(default_factory=GatewaySettings)
     rule_engine: RuleEngineSettings = field(default_factory=RuleEngineSettings)
-    # Bodies of connectors and actions are checked by their own types when built.
-    connectors: dict[ConnectorType, dict[str, dict[str, Any]]] = field(default_factory=dict)
-    actions: dict[ConnectorType, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    connectors: ConnectorsSettings = field(default_factory=ConnectorsSettings)
+    actions: ActionsSettings = field(default_factory=ActionsSettings)
     dashboard: DashboardSettings = field(default_factory=DashboardSettings)

@@ -1,0 +1,114 @@
+"""HTTP webhooks: a pooled httpx client per connector, one request per rule output."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import ssl
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+import orjson
+
+from connectors.resource import BufferedAction, Connector, SendError
+from engine.config.schema import ClientTlsSettings, HttpActionSettings, HttpConnectorSettings
+from rules.template import Template
+
+RETRIABLE_STATUS = frozenset({429, 502, 503, 504})
+
+
+def client_tls(settings: ClientTlsSettings) -> ssl.SSLContext | bool:
+    if not settings.enable:
+        return True
+    ctx = ssl.create_default_context(cafile=settings.cacertfile or None)
+    if settings.verify == "verify_none":
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    if settings.certfile:
+        ctx.load_cert_chain(settings.certfile, settings.keyfile or None)
+    return ctx
+
+
+def check_url(url: str) -> str | None:
+    """What is wrong with a connector URL, or None."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return 'expected an http:// or https:// URL with a host, e.g. "http://127.0.0.1:8080/hooks"'
+    try:
+        parts.port
+    except ValueError:
+        return "the port is not a number in 1..65535"
+    return None
+
+
+class HttpConnector(Connector):
+    type = "http"
+
+    def __init__(self, name: str, settings: HttpConnectorSettings, health_check_interval: float = 15.0) -> None:
+        super().__init__(name, health_check_interval)
+        self.settings = settings
+        parts = urlsplit(settings.url)
+        self.host = parts.hostname or ""
+        self.port = parts.port or (443 if parts.scheme == "https" else 80)
+        self.client: httpx.AsyncClient | None = None
+
+    async def connect(self) -> None:
+        s = self.settings
+        self.client = httpx.AsyncClient(
+            base_url=s.url,
+            headers=s.headers,
+            timeout=httpx.Timeout(None, connect=s.connect_timeout),
+            limits=httpx.Limits(max_connections=s.pool_size, max_keepalive_connections=s.pool_size),
+            verify=client_tls(s.ssl),
+        )
+
+    async def check(self) -> None:
+        # EMQX's health check for HTTP: can we open a TCP connection to the server
+        _, writer = await asyncio.wait_for(asyncio.open_connection(self.host, self.port), self.settings.connect_timeout)
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+
+    async def disconnect(self) -> None:
+        if self.client is not None:
+            client, self.client = self.client, None
+            await client.aclose()
+
+
+def http_action(name: str, settings: HttpActionSettings, connector: HttpConnector) -> BufferedAction:
+    p = settings.parameters
+    method = p.method.upper()
+    path = Template(p.path)
+    headers = {key: Template(value) for key, value in p.headers.items()}
+    body = Template(p.body) if p.body else None
+    default_headers = {} if body else {"content-type": "application/json"}
+
+    def render(output: dict[str, Any]) -> tuple[str, dict[str, str], bytes]:
+        rendered = {key: t.render(output) for key, t in headers.items()}
+        content = body.render(output).encode() if body else orjson.dumps(output, default=str)
+        return path.render(output), {**default_headers, **rendered}, content
+
+    async def send(batch: list[tuple[str, dict[str, str], bytes]]) -> None:
+        client = connector.client
+        if client is None:
+            raise SendError("not connected", retriable=True, connection=True)
+        for url, request_headers, content in batch:
+            try:
+                response = await client.request(method, url, headers=request_headers, content=content,
+                                                 timeout=httpx.Timeout(p.request_timeout, connect=connector.settings.connect_timeout))
+            except httpx.TimeoutException as exc:
+                raise SendError(f"timed out: {type(exc).__name__}", retriable=True) from None
+            except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
+                raise SendError(f"connection failed: {exc}", retriable=True, connection=True) from None
+            except httpx.HTTPError as exc:
+                raise SendError(f"request failed: {exc}", retriable=False) from None
+            status = response.status_code
+            if 200 <= status < 300:
+                continue
+            raise SendError(f"HTTP {status} from {response.request.url}", retriable=status in RETRIABLE_STATUS)
+
+    # one request per message: a batch of HTTP requests would succeed or fail in part
+    opts = dataclasses.replace(settings.resource_opts, batch_size=1)
+    return BufferedAction("http", name, connector, opts, render, send)

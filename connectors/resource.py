@@ -1,0 +1,335 @@
+"""The resource model, written once: connectors with health, actions with buffers.
+
+A `Connector` owns a connection (or pool) to one system and knows whether
+it is up: `connecting`, `connected`, `disconnected`. It reconnects by itself
+and checks its health every `health_check_interval`.
+
+A `BufferedAction` is what a rule calls: `run(output, env)` renders the
+request at once (so a template error fails that output, counted, right away)
+and queues it. A worker delivers the queue through the connector, in batches,
+with `inflight_window` requests at a time. While the connector is down,
+requests wait; a request not delivered within `request_ttl` is dropped as
+expired; a full queue drops its oldest. Retriable failures (the target is
+down, busy, or timed out) are retried with backoff; others fail. Nothing is
+dropped without being counted:
+
+    matched = success + failed + dropped + inflight + queuing
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from engine.config.schema import ResourceOpts
+
+log = logging.getLogger("ocppgw.connector")
+
+MAX_BACKOFF = 30.0
+
+
+class SendError(Exception):
+    """A delivery that did not succeed; `retriable` says whether trying again may help."""
+
+    def __init__(self, message: str, retriable: bool, connection: bool = False) -> None:
+        super().__init__(message)
+        self.retriable = retriable
+        self.connection = connection  # the connector itself is down: check its health
+
+
+class Connector:
+    """Base of every connector: status, reconnect and health-check loop."""
+
+    type = "?"
+
+    def __init__(self, name: str, health_check_interval: float = 15.0) -> None:
+        self.name = name
+        self.status = "connecting"
+        self.last_error = ""
+        self.health_check_interval = health_check_interval
+        self._up = asyncio.Event()
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def id(self) -> str:
+        return f"{self.type}:{self.name}"
+
+    async def connect(self) -> None:
+        """Open the connection or pool; raise on failure."""
+
+    async def disconnect(self) -> None:
+        """Close what connect opened."""
+
+    async def check(self) -> None:
+        """Raise if the target does not answer."""
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._supervise(), name=f"connector {self.id}")
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        with contextlib.suppress(Exception):
+            await self.disconnect()
+        self.status = "disconnected"
+        self._up.clear()
+
+    async def wait_up(self) -> None:
+        await self._up.wait()
+
+    def report_down(self, error: str) -> None:
+        """A delivery found the target gone: mark it down and let the supervisor reconnect."""
+        if self.status == "connected":
+            log.warning("connector %s is down: %s", self.id, error)
+        self.status, self.last_error = "disconnected", error
+        self._up.clear()
+        self._wake.set()
+
+    async def _supervise(self) -> None:
+        delay = 0.5
+        while True:
+            if self.status != "connected":
+                try:
+                    with contextlib.suppress(Exception):
+                        await self.disconnect()
+                    await self.connect()
+                    await self.check()
+                except Exception as exc:
+                    if self.status != "disconnected" or self.last_error != str(exc):
+                        log.warning("connector %s cannot connect: %s", self.id, exc)
+                    self.status, self.last_error = "disconnected", str(exc) or type(exc).__name__
+                    await self._sleep(delay)
+                    delay = min(delay * 2, MAX_BACKOFF)
+                    continue
+                delay = 0.5
+                if self.last_error:
+                    log.info("connector %s is connected again", self.id)
+                self.status, self.last_error = "connected", ""
+                self._up.set()
+            await self._sleep(self.health_check_interval)
+            if self.status == "connected":
+                try:
+                    await self.check()
+                except Exception as exc:
+                    self.report_down(str(exc) or type(exc).__name__)
+
+    async def _sleep(self, seconds: float) -> None:
+        self._wake.clear()
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), seconds)
+
+
+@dataclass
+class ActionMetrics:
+    matched: int = 0
+    success: int = 0
+    failed: int = 0
+    dropped_queue_full: int = 0
+    dropped_expired: int = 0
+    dropped_other: int = 0
+    retried: int = 0
+    inflight: int = 0
+    queuing: int = 0
+
+    @property
+    def dropped(self) -> int:
+        return self.dropped_queue_full + self.dropped_expired + self.dropped_other
+
+    def as_dict(self) -> dict[str, int]:
+        return {
+            "matched": self.matched, "success": self.success, "failed": self.failed, "dropped": self.dropped,
+            "dropped.queue_full": self.dropped_queue_full, "dropped.expired": self.dropped_expired,
+            "dropped.other": self.dropped_other, "retried": self.retried, "inflight": self.inflight,
+            "queuing": self.queuing,
+        }
+
+
+@dataclass(slots=True)
+class _Request:
+    data: Any
+    deadline: float
+
+
+Render = Callable[[dict[str, Any]], Any]
+Send = Callable[[list[Any]], Awaitable[None]]
+
+
+class BufferedAction:
+    def __init__(self, kind: str, name: str, connector: Connector, opts: ResourceOpts, render: Render, send: Send) -> None:
+        self.kind = kind
+        self.name = name
+        self.connector = connector
+        self.opts = opts
+        self._render = render
+        self._send = send
+        self.metrics = ActionMetrics()
+        self._queue: deque[_Request] = deque()
+        self._ready = asyncio.Event()
+        self._worker: asyncio.Task[None] | None = None
+        self._deliveries: set[asyncio.Task[None]] = set()
+        self._window = asyncio.Semaphore(opts.inflight_window)
+
+    @property
+    def id(self) -> str:
+        return f"{self.kind}:{self.name}"
+
+    # --- rule side ------------------------------------------------------------------------
+
+    def run(self, output: dict[str, Any], env: Any) -> None:
+        self.metrics.matched += 1
+        try:
+            data = self._render(output)
+        except Exception:
+            self.metrics.failed += 1  # the rule counts and logs it as a failed action too
+            raise
+        if len(self._queue) >= self.opts.max_buffer_messages:
+            self._queue.popleft()
+            self.metrics.dropped_queue_full += 1
+            self.metrics.queuing -= 1
+        self._queue.append(_Request(data, time.monotonic() + self.opts.request_ttl))
+        self.metrics.queuing += 1
+        self._ready.set()
+
+    # --- delivery ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._worker = asyncio.create_task(self._work(), name=f"action {self.id}")
+
+    async def stop(self, flush_timeout: float = 5.0) -> None:
+        """Deliver what is queued if the target is up (up to `flush_timeout`), then stop."""
+        deadline = time.monotonic() + flush_timeout
+        while (self._queue or self._deliveries) and self.connector.status == "connected" and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        if self._worker:
+            self._worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._worker
+        for task in list(self._deliveries):
+            task.cancel()
+        await asyncio.gather(*self._deliveries, return_exceptions=True)
+        if self._queue:
+            log.warning("action %s stopped with %d messages not delivered", self.id, len(self._queue))
+
+    def take_queue(self) -> list[_Request]:
+        """Hand the waiting requests to a successor action (on reload)."""
+        taken = list(self._queue)
+        self._queue.clear()
+        self.metrics.queuing -= len(taken)
+        return taken
+
+    def give_queue(self, requests: list[_Request]) -> None:
+        self._queue.extendleft(reversed(requests))
+        self.metrics.matched += len(requests)
+        self.metrics.queuing += len(requests)
+        self._ready.set()
+
+    async def _work(self) -> None:
+        while True:
+            if not self._queue:
+                self._ready.clear()
+                await self._ready.wait()
+                continue
+            self._expire()
+            if not self._queue:
+                continue
+            if self.connector.status != "connected":
+                await self._wait_up_or_expiry()
+                continue
+            await self._window.acquire()
+            batch = await self._take_batch()
+            if not batch:
+                self._window.release()
+                continue
+            task = asyncio.create_task(self._deliver(batch))
+            self._deliveries.add(task)
+            task.add_done_callback(self._deliveries.discard)
+
+    def _expire(self) -> None:
+        now = time.monotonic()
+        while self._queue and self._queue[0].deadline <= now:
+            self._queue.popleft()
+            self.metrics.queuing -= 1
+            self.metrics.dropped_expired += 1
+
+    async def _wait_up_or_expiry(self) -> None:
+        timeout = max(0.0, self._queue[0].deadline - time.monotonic())
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self.connector.wait_up(), timeout)
+
+    async def _take_batch(self) -> list[_Request]:
+        size = self.opts.batch_size
+        if size > 1 and len(self._queue) < size and self.opts.batch_time > 0:
+            # give the batch a moment to fill
+            deadline = time.monotonic() + self.opts.batch_time
+            while len(self._queue) < size and time.monotonic() < deadline:
+                self._ready.clear()
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._ready.wait(), deadline - time.monotonic())
+        self._expire()
+        batch = [self._queue.popleft() for _ in range(min(size, len(self._queue)))]
+        self.metrics.queuing -= len(batch)
+        self.metrics.inflight += len(batch)
+        return batch
+
+    async def _deliver(self, batch: list[_Request]) -> None:
+        metrics = self.metrics
+        attempts = 0
+        delay = self.opts.retry_interval
+        try:
+            while True:
+                live = [r for r in batch if r.deadline > time.monotonic()]
+                if len(live) < len(batch):
+                    expired = len(batch) - len(live)
+                    metrics.dropped_expired += expired
+                    metrics.inflight -= expired
+                    batch = live
+                if not batch:
+                    return
+                try:
+                    await self._send([r.data for r in batch])
+                except SendError as exc:
+                    if exc.connection:
+                        self.connector.report_down(str(exc))
+                    attempts += 1
+                    limit = self.opts.max_retries
+                    if exc.retriable and (limit == 0 or attempts <= limit):
+                        metrics.retried += 1
+                        wait = min(delay, max(0.0, min(r.deadline for r in batch) - time.monotonic()))
+                        await asyncio.sleep(wait)
+                        delay = min(delay * 2, MAX_BACKOFF)
+                        if exc.connection:
+                            await self._wait_up_or_batch_expiry(batch)
+                        continue
+                    metrics.failed += len(batch)
+                    metrics.inflight -= len(batch)
+                    log.warning("action %s: %d message(s) failed: %s", self.id, len(batch), exc)
+                    return
+                except Exception as exc:  # a bug in a connector must not kill the worker
+                    metrics.dropped_other += len(batch)
+                    metrics.inflight -= len(batch)
+                    log.exception("action %s: unexpected error, %d message(s) dropped: %s", self.id, len(batch), exc)
+                    return
+                metrics.success += len(batch)
+                metrics.inflight -= len(batch)
+                return
+        except asyncio.CancelledError:
+            # stopped with this batch in flight: it is not delivered, and counted so
+            metrics.dropped_other += len(batch)
+            metrics.inflight -= len(batch)
+            raise
+        finally:
+            self._window.release()
+
+    async def _wait_up_or_batch_expiry(self, batch: list[_Request]) -> None:
+        timeout = max(0.0, min(r.deadline for r in batch) - time.monotonic())
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self.connector.wait_up(), timeout)
