@@ -14,13 +14,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 from sqlglot import exp
+from sqlglot.errors import ErrorLevel
 
 from engine.bus.topic import matches as topic_matches
 from rules import functions
 from rules.env import Env, put_path
 from rules.sql import ParsedRule, RuleSyntaxError, parse_rule
-from rules.values import UNDEFINED, RuleError, compare, equal
+from rules.values import UNDEFINED, RuleError, compare, same
 
 Closure = Callable[[Env], Any]
 
@@ -62,9 +64,12 @@ class CompiledRule:
         selected: dict[str, Any] = {}
         _select(head, env, selected)
         collection = last.fn(env) if last.fn else UNDEFINED
-        put_path(env, last.path or [self.collection_key], collection)
+        if last.path is not None:
+            put_path(env, last.path, collection)
         if self.where is not None and self.where(env) is not True:
             return []
+        if type(collection) is str:
+            collection = _json_or_undefined(collection)  # `FOREACH payload` iterates a JSON array text
         if type(collection) is not list:
             return []
         outputs = []
@@ -112,17 +117,13 @@ class _Compiler:
         return RuleSyntaxError(message, line, col, self.rule_id)
 
     def _locate(self, node: exp.Expression | None) -> tuple[int, int]:
-        """Best position for a node: its own token meta, else the first place its name appears."""
+        """Best position for a node: where its first token starts, else where its name appears."""
         if node is None:
             return 0, 0
-        for sub in node.walk():
-            meta = getattr(sub, "meta", None) or {}
-            if "line" in meta and "col" in meta:
-                start = meta.get("start")
-                if start is not None:
-                    sql = self.parsed.sql
-                    return sql.count("\n", 0, start) + 1, start - (sql.rfind("\n", 0, start) + 1) + 1
-                return meta["line"], meta["col"]
+        starts = [sub.meta["start"] for sub in node.walk() if "start" in (getattr(sub, "meta", None) or {})]
+        if starts:
+            sql, start = self.parsed.sql, min(starts)
+            return sql.count("\n", 0, start) + 1, start - (sql.rfind("\n", 0, start) + 1) + 1
         name = node.name if isinstance(node, exp.Anonymous) else None
         if name:
             found = re.search(rf"\b{re.escape(name)}\s*\(", self.parsed.sql)
@@ -138,11 +139,13 @@ class _Compiler:
         if p.foreach:
             last = fields[-1]
             if last.fn is None:
-                raise self.fail("FOREACH needs an expression, not *")
+                raise self.fail("FOREACH needs an expression for its list, not *")  # (sql.py says where)
             alias = p.fields[-1]
             collection_key = fields[-1].path[0] if isinstance(alias, exp.Alias) else "item"
-            if not isinstance(alias, exp.Alias):
-                fields[-1] = Field(["item"], last.fn)
+            if not isinstance(alias, exp.Alias) and _path_of(alias) is None:
+                # `FOREACH payload.xs` keeps the list at its path (EMQX's outputs show it there);
+                # `FOREACH json_decode(payload)` has no name to keep it under
+                fields[-1] = Field(None, last.fn)
         where = self.expr(p.where) if p.where is not None else None
         where_names = _first_names(p.where) if p.where is not None else set()
         # the collection key is visible to DO and INCASE
@@ -167,12 +170,12 @@ class _Compiler:
             self.aliases.add(path[0])
             return Field(path, self.expr(node.this))
         fn = self.expr(node)
-        path = _path_of(node)
-        if path is None or any(not isinstance(step, str) for step in path):
+        path = _path_of(node)  # `SELECT payload.x[2]` puts the value at that path, as EMQX
+        if path is None:
             if isinstance(node, exp.Literal) and node.is_string:
                 path = [node.this]  # EMQX names a selected string constant by its value
             else:
-                path = [node.sql(dialect="mysql")]
+                path = [node.sql(dialect="mysql", unsupported_level=ErrorLevel.IGNORE)]
         return Field(path, fn)
 
     # --- expressions ------------------------------------------------------------------------
@@ -202,9 +205,7 @@ class _Compiler:
         return lambda env: value
 
     def binary(self, node: exp.Binary, op: str) -> Closure:
-        left, right = self.expr(node.this), self.expr(node.expression)
-        fn = functions.OPERATORS[op]
-        return lambda env: fn(left(env), right(env))
+        return _operator(op, self.expr(node.this), self.expr(node.expression))
 
     def comparison(self, node: exp.Binary, op: str) -> Closure:
         left, right = self.expr(node.this), self.expr(node.expression)
@@ -248,7 +249,7 @@ class _Compiler:
 
         def member(env: Env) -> bool:
             v = value(env)
-            return any(equal(v, o(env)) for o in options)
+            return any(same(v, o(env)) for o in options)  # lists:member: 1 is not in (1.0)
 
         return member
 
@@ -276,7 +277,7 @@ class _Compiler:
         def switch(env: Env) -> Any:
             subject = on(env)
             for cond, value in branches:
-                if equal(subject, cond(env)):
+                if same(subject, cond(env)):  # a pattern match in EMQX: 1.0 does not match WHEN 1
                     return value(env)
             return default(env) if default else UNDEFINED
 
@@ -288,6 +289,11 @@ class _Compiler:
 
     def call(self, node: exp.Anonymous) -> Closure:
         name = str(node.this).lower()
+        if name in ("div", "mod"):
+            # EMQX's operators are functions too: mod(3, 2) is 3 mod 2
+            if len(node.expressions) != 2:
+                raise self.fail(f"{name}() takes 2 arguments, not {len(node.expressions)}", node)
+            return _operator(name, *[self.expr(a) for a in node.expressions])
         spec = functions.lookup(name)
         if spec is None:
             raise self.fail(f"unknown function {node.this}()", node)
@@ -334,11 +340,25 @@ def _path_of(node: exp.Expression, dynamic: bool = False) -> list[Any] | None:
     return None
 
 
+def _operator(op: str, left: Closure, right: Closure) -> Closure:
+    fn = functions.OPERATORS[op]
+    return lambda env: fn(left(env), right(env))
+
+
 def _first_names(node: exp.Expression) -> set[str]:
     return {col.parts[0].name for col in node.find_all(exp.Column)}
 
 
+def _json_or_undefined(text: str) -> Any:
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return UNDEFINED
+
+
 def _step(value: Any, step: Any) -> Any:
+    if type(value) is str:
+        value = _json_or_undefined(value)  # emqx_rule_maps: a path goes on into a JSON text
     if type(step) is str:
         return value.get(step, UNDEFINED) if type(value) is dict else UNDEFINED
     if type(step) is int and type(value) is list:

@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 
 from engine.bus.message import Message
-from rules.values import UNDEFINED, RuleError
+from rules.values import HEAD, TAIL, UNDEFINED, RuleError
 
 _DECODED_UNSET: Any = object()
 
@@ -103,8 +103,13 @@ def _decode(raw: str) -> Any:
         raise RuleError(f"the payload is not JSON: {raw[:80]!r}") from None
 
 
-def put_path(target: dict[str, Any], path: list[str], value: Any) -> None:
-    """target[a][b]... = value, copying the dicts on the way so shared values never change."""
+def put_path(target: dict[str, Any], path: list[Any], value: Any) -> None:
+    """target[a][b]... = value, copying the dicts and lists on the way so shared values never change.
+
+    As emqx_rule_maps:nested_put: the first step is a name; the others are keys, 1-based
+    indexes (negative from the end; one out of range puts nothing) or HEAD/TAIL; a step into
+    something of the wrong kind replaces it (a list with just the new item, a map with one key).
+    """
     key = path[0]
     if len(path) == 1:
         target[key] = value
@@ -113,6 +118,28 @@ def put_path(target: dict[str, Any], path: list[str], value: Any) -> None:
         current = target.payload_value()
     else:
         current = target.get(key)
-    child = dict(current) if type(current) is dict else {}
-    put_path(child, path[1:], value)
-    target[key] = child
+        if key == "payload" and type(current) is str:
+            current = _decode(current)  # EMQX decodes a selected payload before putting into it
+    target[key] = _put(current, path, 1, value)
+
+
+def _put(container: Any, path: list[Any], i: int, value: Any) -> Any:
+    """A copy of `container` with path[i:] set to value."""
+    step = path[i]
+    last = i == len(path) - 1
+    if type(step) is str:
+        result = dict(container) if type(container) is dict else {}
+        result[step] = value if last else _put(result.get(step), path, i + 1, value)
+        return result
+    if type(container) is not list:
+        return [value if last else _put(None, path, i + 1, value)]
+    if step is HEAD or step is TAIL:
+        item = value if last else _put(None, path, i + 1, value)
+        return [item, *container] if step is HEAD else [*container, item]
+    n = len(container)
+    at = step - 1 if step > 0 else n + step
+    if step == 0 or not 0 <= at < n:
+        return container
+    result = list(container)
+    result[at] = value if last else _put(container[at], path, i + 1, value)
+    return result

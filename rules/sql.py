@@ -2,7 +2,8 @@
 
 EMQX's SQL is not standard SQL: FROM takes quoted MQTT topic filters, FOREACH
 / DO / INCASE replace SELECT for arrays, `=~` matches topics, `div` and `mod`
-are operators, aliases may be paths (`AS a.b`). We keep sqlglot's parser for
+are operators (and functions), aliases may be paths (`AS a.b[1].c`; `AS a[0]`
+prepends to a list, `AS a[-0]` appends). We keep sqlglot's parser for
 every expression and handle the statement shape around it: the statement is
 tokenized with sqlglot, its top-level clauses found, and each expression part
 handed to sqlglot in a text of the same length as the original with the
@@ -12,7 +13,9 @@ own line and column.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
+from typing import Any
 
 import sqlglot
 from sqlglot import Dialect, exp, parser, tokens
@@ -20,6 +23,13 @@ from sqlglot.errors import ParseError, TokenError
 from sqlglot.tokens import Token, TokenType
 
 from engine.bus.topic import TopicError, validate_filter
+from rules.values import HEAD, TAIL
+
+# tokens that can end an operand: after one, `mod` / `div` is the infix operator
+_OPERAND_END = {
+    TokenType.NUMBER, TokenType.STRING, TokenType.VAR, TokenType.IDENTIFIER, TokenType.R_PAREN,
+    TokenType.R_BRACKET, TokenType.TRUE, TokenType.FALSE, TokenType.NULL,
+}
 
 
 class EmqxDialect(Dialect):
@@ -30,6 +40,19 @@ class EmqxDialect(Dialect):
             "DIV": TokenType.DIV,
             "MOD": TokenType.MOD,
         }
+
+        def tokenize(self, sql: str) -> list[Token]:
+            found = super().tokenize(sql)
+            # `mod(3, 2)` and `div(7, 2)` are EMQX calls and `x.mod` a key: only between two
+            # operands are they operators
+            for i, token in enumerate(found):
+                if token.token_type not in (TokenType.DIV, TokenType.MOD) or not i:
+                    continue
+                before = found[i - 1].token_type
+                call = i + 1 < len(found) and found[i + 1].token_type == TokenType.L_PAREN
+                if before == TokenType.DOT or (call and before not in _OPERAND_END):
+                    token.token_type = TokenType.VAR
+            return found
 
     class Parser(parser.Parser):
         # every call stays a plain named call (exp.Anonymous): the function
@@ -65,7 +88,7 @@ class ParsedRule:
     where: exp.Expression | None = None
     do_fields: list[exp.Expression] = field(default_factory=list)
     incase: exp.Expression | None = None
-    path_aliases: dict[str, list[str]] = field(default_factory=dict)  # placeholder alias → path
+    path_aliases: dict[str, list[Any]] = field(default_factory=dict)  # placeholder alias → path
 
 
 def parse_rule(sql: str, rule_id: str = "") -> ParsedRule:
@@ -88,7 +111,30 @@ class _Parser:
         try:
             self.tokens: list[Token] = EmqxDialect().tokenize(sql)
         except TokenError as exc:
-            raise RuleSyntaxError(f"cannot read the SQL: {exc}") from None
+            raise self._unreadable(exc) from None
+
+    def _unreadable(self, exc: TokenError) -> RuleSyntaxError:
+        """sqlglot does not say where it stopped: find the quote or comment that never ends."""
+        sql, i = self.sql, 0
+        while i < len(sql):
+            if sql[i] in "'\"":
+                end = i + 1
+                while (end := sql.find(sql[i], end)) >= 0 and sql[end + 1 : end + 2] == sql[i]:
+                    end += 2  # a doubled quote is the quote itself
+                if end < 0:
+                    return self.fail(f"the string starting with {sql[i]} is never closed", offset=i)
+                i = end + 1
+            elif sql.startswith("--", i):
+                end = sql.find("\n", i)
+                i = len(sql) if end < 0 else end + 1
+            elif sql.startswith("/*", i):
+                end = sql.find("*/", i + 2)
+                if end < 0:
+                    return self.fail("the comment starting with /* is never closed", offset=i)
+                i = end + 2
+            else:
+                i += 1
+        return RuleSyntaxError(f"cannot read the SQL: {exc}")
 
     def fail(self, message: str, token: Token | None = None, offset: int | None = None) -> RuleSyntaxError:
         if token is not None:
@@ -101,7 +147,7 @@ class _Parser:
 
     def parse(self) -> ParsedRule:
         if not self.tokens:
-            raise self.fail("the SQL is empty; expected SELECT ... FROM \"topic\"")
+            raise self.fail("the SQL is empty; expected SELECT ... FROM \"topic\"", offset=0)
         first = self.tokens[0]
         word = first.text.upper()
         if word not in ("SELECT", "FOREACH"):
@@ -116,6 +162,10 @@ class _Parser:
         rule.path_aliases.update(aliases)
         select = self._sqlglot(main)
         rule.fields = list(select.expressions)
+        if foreach and isinstance(rule.fields[-1], exp.Star):
+            start, end = clauses["FOREACH"]
+            star = next(t for t in reversed(self.tokens[start:end]) if t.token_type == TokenType.STAR)
+            raise self.fail("FOREACH needs an expression for its list, not *", star)
         where = select.args.get("where")
         rule.where = where.this if where is not None else None
         if "DO" in clauses:
@@ -125,8 +175,12 @@ class _Parser:
         if "INCASE" in clauses:
             text, _ = self._text_with(clauses, keep={"INCASE"})
             incase = self._sqlglot(text).expressions
-            if len(incase) != 1 or isinstance(incase[0], exp.Alias):
-                raise self.fail("INCASE takes one condition", self.tokens[clauses["INCASE"][0]])
+            start, end = clauses["INCASE"]
+            if len(incase) != 1:
+                raise self.fail("INCASE takes one condition", self.tokens[start])
+            if isinstance(incase[0], exp.Alias):
+                alias = next((t for t in self.tokens[start:end] if t.token_type == TokenType.ALIAS), None)
+                raise self.fail("INCASE takes a condition, not a field with an alias", alias or self.tokens[start])
             rule.incase = incase[0]
         return rule
 
@@ -155,14 +209,18 @@ class _Parser:
                 raise self.fail(f"{word} is not allowed here", token)
         if opened:
             raise self.fail(f"{opened[-1].text!r} is never closed", opened[-1])
-        order = [word for word, _ in found]
-        if order != sorted(order, key=allowed.index):
-            raise self.fail("clauses are out of order; expected " + " ... ".join(allowed))
+        for (before, _), (word, i) in itertools.pairwise(found):
+            if allowed.index(word) < allowed.index(before):
+                raise self.fail(f"{word} must come before {before}: " + " ... ".join(allowed), self.tokens[i])
         clauses = {}
         for n, (word, start) in enumerate(found):
             end = found[n + 1][1] if n + 1 < len(found) else len(self.tokens)
             if end == start + 1:
                 raise self.fail(f"{word} needs something after it", self.tokens[start])
+            last = self.tokens[end - 1]
+            if word != "FROM" and last.token_type in (TokenType.COMMA, TokenType.ALIAS):
+                # sqlglot takes `SELECT a, FROM`; EMQX does not
+                raise self.fail(f"{last.text!r} needs something after it", last)
             clauses[word] = (start, end)
         return clauses
 
@@ -191,12 +249,12 @@ class _Parser:
 
     # --- handing parts to sqlglot ---------------------------------------------------------
 
-    def _text_with(self, clauses: dict[str, tuple[int, int]], keep: set[str]) -> tuple[str, dict[str, list[str]]]:
+    def _text_with(self, clauses: dict[str, tuple[int, int]], keep: set[str]) -> tuple[str, dict[str, list[Any]]]:
         """The SQL with every clause not in `keep` blanked, FROM's topics replaced by a table
         name, and the first kept keyword turned into SELECT: same length, same lines."""
         chars = [ch if ch == "\n" else " " for ch in self.sql]
         first = True
-        aliases: dict[str, list[str]] = {}
+        aliases: dict[str, list[Any]] = {}
         for word, (start, end) in clauses.items():
             if word not in keep:
                 continue
@@ -219,25 +277,46 @@ class _Parser:
                 self._placeholder_path_aliases(start, end, chars, aliases)
         return "".join(chars), aliases
 
-    def _placeholder_path_aliases(self, start: int, end: int, chars: list[str], aliases: dict[str, list[str]]) -> None:
-        """`AS a.b.c` is not SQL: give sqlglot a one-word alias of the same length instead."""
+    def _placeholder_path_aliases(self, start: int, end: int, chars: list[str], aliases: dict[str, list[Any]]) -> None:
+        """`AS a.b[1].c` is not SQL: give sqlglot a one-word alias of the same length instead."""
         toks = self.tokens
         i = start
         while i < end:
-            if toks[i].token_type == TokenType.ALIAS and i + 3 < end and toks[i + 2].token_type == TokenType.DOT:
-                j = i + 1
-                parts = [toks[j].text]
-                while j + 2 < end and toks[j + 1].token_type == TokenType.DOT and toks[j + 1].end + 1 == toks[j + 2].start:
-                    parts.append(toks[j + 2].text)
-                    j += 2
-                lo, hi = toks[i + 1].start, toks[j].end + 1
-                name = f"ǂ{len(aliases)}".ljust(hi - lo, "_")
-                if len(name) > hi - lo:
-                    raise self.fail("too many path aliases in one rule", toks[i + 1])
-                chars[lo:hi] = name
-                aliases[name] = parts
-                i = j
+            if toks[i].token_type == TokenType.ALIAS and i + 2 < end:
+                parts, after = self._alias_path(i + 1, end)
+                if len(parts) > 1:
+                    lo, hi = toks[i + 1].start, toks[after - 1].end + 1
+                    name = f"ǂ{len(aliases)}".ljust(hi - lo, "_")
+                    if len(name) > hi - lo:
+                        raise self.fail("too many path aliases in one rule", toks[i + 1])
+                    chars[lo:hi] = name
+                    aliases[name] = parts
+                    i = after
+                    continue
             i += 1
+
+    def _alias_path(self, i: int, end: int) -> tuple[list[Any], int]:
+        """The steps of the alias starting at token i (names, 1-based indexes, HEAD for `[0]`,
+        TAIL for `[-0]`) and the index of the token after it."""
+        toks = self.tokens
+        parts: list[Any] = [toks[i].text]
+        i += 1
+        while i < end:
+            kind = toks[i].token_type
+            if kind == TokenType.DOT and i + 1 < end and toks[i].end + 1 == toks[i + 1].start:
+                parts.append(toks[i + 1].text)
+                i += 2
+            elif kind == TokenType.L_BRACKET:
+                at = i + 1 + (i + 1 < end and toks[i + 1].token_type == TokenType.DASH)
+                if not (at + 1 < end and toks[at].text.isdigit() and toks[at + 1].token_type == TokenType.R_BRACKET):
+                    raise self.fail("an index in an alias is a whole number: a[1], a[-1], a[0], a[-0]", toks[i])
+                n = int(toks[at].text)
+                negative = at > i + 1
+                parts.append((TAIL if negative else HEAD) if n == 0 else (-n if negative else n))
+                i = at + 2
+            else:
+                break
+        return parts, i
 
     def _sqlglot(self, text: str) -> exp.Select:
         try:

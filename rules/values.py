@@ -11,6 +11,7 @@ of different kinds order as Erlang terms do (numbers < atoms < maps < lists
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 
@@ -30,6 +31,21 @@ class _Undefined:
 UNDEFINED: Any = _Undefined()
 
 
+class _End:
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+# `AS c[0]` and `AS c[-0]`: EMQX's prepend to / append to the list at c (a path step, not an index)
+HEAD: Any = _End("head")
+TAIL: Any = _End("tail")
+
+
 class RuleError(Exception):
     """An error while evaluating a rule for one message: counted, logged, never fatal."""
 
@@ -38,16 +54,22 @@ def is_number(value: Any) -> bool:
     return type(value) is int or type(value) is float
 
 
+# what Erlang's binary_to_integer / binary_to_float accept: Python's int() and float() also
+# take " 1", "1_000", "1e5", ".5", "nan" and "inf", which EMQX rejects
+_INTEGER = re.compile(r"[+-]?[0-9]+")
+_FLOAT = re.compile(r"[+-]?[0-9]+\.[0-9]+(?:[eE][+-]?[0-9]+)?")
+_INF = float("inf")
+
+
 def to_number(text: str) -> int | float:
     """EMQX's string → number for comparisons and arithmetic: an integer, else a float."""
-    try:
+    if _INTEGER.fullmatch(text):
         return int(text)
-    except ValueError:
-        pass
-    try:
-        return float(text)
-    except ValueError:
-        raise RuleError(f"cannot convert {text!r} to a number") from None
+    if _FLOAT.fullmatch(text):
+        value = float(text)
+        if value not in (_INF, -_INF):  # "1.0e999": Erlang has no infinity
+            return value
+    raise RuleError(f"cannot convert {text!r} to a number")
 
 
 def atom_text(value: Any) -> str | None:
@@ -110,6 +132,18 @@ def equal(left: Any, right: Any) -> bool:
     """Erlang's `==`: 1 == 1.0, but true is not 1 (Python says it is)."""
     if type(left) is bool or type(right) is bool:
         return left is right
+    return left == right
+
+
+def same(left: Any, right: Any) -> bool:
+    """Erlang's `=:=`, what EMQX's IN (lists:member) and CASE x WHEN (a pattern match) use:
+    equal and of the same type, so 1 is not 1.0 there, though 1 = 1.0."""
+    if type(left) is not type(right):
+        return False
+    if type(left) is list:
+        return len(left) == len(right) and all(same(a, b) for a, b in zip(left, right, strict=True))
+    if type(left) is dict:
+        return left.keys() == right.keys() and all(same(v, right[k]) for k, v in left.items())
     return left == right
 
 
