@@ -13,8 +13,12 @@ import httpx
 import orjson
 
 from connectors.resource import BufferedAction, Connector, SendError
-from engine.config.schema import ClientTlsSettings, HttpActionSettings, HttpConnectorSettings
-from rules.template import Template
+from engine.config.schema import (
+    ClientTlsSettings,
+    HttpActionSettings,
+    HttpConnectorSettings,
+)
+from engine.template import Template
 
 RETRIABLE_STATUS = frozenset({429, 502, 503, 504})
 

@@ -8,7 +8,7 @@ from typing import Any
 from connectors.http import HttpConnector, check_url, http_action
 from connectors.resource import BufferedAction, Connector
 from engine.config.schema import Settings
-from rules.template import TemplateError
+from engine.template import TemplateError
 
 log = logging.getLogger("ocppgw.connector")
 

@@ -16,7 +16,7 @@ import orjson
 
 from engine.bus import Bus, Message, TopicError, validate_name
 from rules.env import Env
-from rules.template import Template, TemplateError
+from engine.template import Template, TemplateError
 from rules.values import UNDEFINED, RuleError
 
 log = logging.getLogger("ocppgw.rule")

@@ -27,6 +27,9 @@ from rules.values import UNDEFINED, RuleError, compare, same
 Closure = Callable[[Env], Any]
 
 
+NO_MATCH: tuple[()] = ()  # WHERE was not true (falsy, like an empty output list)
+
+
 @dataclass
 class Field:
     path: list[str] | None  # where the value goes; None for `*`
@@ -46,17 +49,18 @@ class CompiledRule:
     incase: Closure | None = None
     collection_key: str = "item"
 
-    def apply(self, env: Env) -> list[dict[str, Any]]:
-        """The rule's outputs for one input (empty: no result); raises `RuleError`."""
+    def apply(self, env: Env) -> list[dict[str, Any]] | tuple[()]:
+        """The rule's outputs for one input; raises `RuleError`. Empty means no result:
+        `NO_MATCH` when WHERE is not true, `[]` when a FOREACH has no items left."""
         if self.foreach:
             return self._foreach(env)
         where = self.where
         if self.where_first and where is not None and where(env) is not True:
-            return []
+            return NO_MATCH
         out: dict[str, Any] = {}
         _select(self.fields, env, out)
         if not self.where_first and where is not None and where(env) is not True:
-            return []
+            return NO_MATCH
         return [out]
 
     def _foreach(self, env: Env) -> list[dict[str, Any]]:
@@ -67,7 +71,7 @@ class CompiledRule:
         if last.path is not None:
             put_path(env, last.path, collection)
         if self.where is not None and self.where(env) is not True:
-            return []
+            return NO_MATCH
         if type(collection) is str:
             collection = _json_or_undefined(collection)  # `FOREACH payload` iterates a JSON array text
         if type(collection) is not list:

@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 
 from engine.bus.topic import matches
-from rules.compiler import compile_sql
+from rules.compiler import NO_MATCH, compile_sql
 from rules.env import Env
 from rules.values import RuleError
 
@@ -58,6 +58,6 @@ def run_rule_test(sql: str, context: dict[str, Any] | None = None) -> Any:
     if not any(matches(f, topic) for f in rule.topics):
         raise NoMatch(f"{topic} does not match FROM {', '.join(rule.topics)}")
     outputs = rule.apply(Env(columns))
-    if not outputs:
+    if outputs is NO_MATCH:
         raise NoMatch("the rule selected nothing (WHERE is false)")
-    return outputs if rule.foreach else outputs[0]
+    return outputs if rule.foreach else outputs[0]  # a FOREACH with no items left gives []

@@ -14,21 +14,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from engine.undefined import UNDEFINED, Undefined
 
-class _Undefined:
-    __slots__ = ()
-
-    def __repr__(self) -> str:
-        return "undefined"
-
-    def __bool__(self) -> bool:
-        return False
-
-    def __reduce__(self) -> str:
-        return "UNDEFINED"
-
-
-UNDEFINED: Any = _Undefined()
+_Undefined = Undefined  # the rank table below orders it with the atoms
 
 
 class _End:

@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 import pytest
 
-from rules.compiler import compile_sql
+from rules.compiler import NO_MATCH, compile_sql
 from rules.env import Env
 from rules.tester import NoMatch, run_rule_test
 from rules.values import UNDEFINED, RuleError
@@ -115,7 +115,7 @@ def test_foreach_cascaded_aliases_and_where():
     assert run(CASCADE + "'2'", text) == [{"msg_type": "1", "name": "cmd1"}, {"msg_type": "2", "name": UNDEFINED}]
     with pytest.raises(NoMatch, match="WHERE is false"):
         run(CASCADE + "'3'", text)
-    assert outputs(CASCADE + "'3'", text) == []
+    assert outputs(CASCADE + "'3'", text) is NO_MATCH
 
 
 def test_foreach_do_sees_the_foreach_aliases():
@@ -163,11 +163,11 @@ def test_foreach_do_fields():
 
 def test_foreach_where_comes_before_the_items():
     sql = 'FOREACH payload.xs AS x DO 1 / x AS v FROM "t/#" WHERE payload.ok = true'
-    assert outputs(sql, '{"xs": [0], "ok": false}') == []  # WHERE false: DO never runs
+    assert outputs(sql, '{"xs": [0], "ok": false}') is NO_MATCH  # WHERE false: DO never runs
     with pytest.raises(RuleError, match="^operator /: "):
         outputs(sql, '{"xs": [0], "ok": true}')
     sql = 'FOREACH payload.xs AS x INCASE 1 / x > 0 FROM "t/#" WHERE payload.ok = true'
-    assert outputs(sql, '{"xs": [0], "ok": false}') == []
+    assert outputs(sql, '{"xs": [0], "ok": false}') is NO_MATCH
     with pytest.raises(RuleError, match="^operator /: "):
         outputs(sql, '{"xs": [0], "ok": true}')
     # WHERE sees the FOREACH aliases: the collection's is the whole list

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from rules.template import Template, TemplateError
-from rules.values import UNDEFINED
+from engine.template import Template, TemplateError
+from engine.undefined import UNDEFINED
 
 OUT = {"clientid": "CP1", "n": 5, "f": 1.5, "ok": True, "none": None, "m": {"a": [1, 2]},
        "payload": '{"Payload": {"status": "Faulted"}}', "list": ["x", "y"]}

@@ -87,3 +87,11 @@ def test_every_rule_example_in_the_docs_loads(tmp_path):
         settings = load_settings(path, {})
         compiled = RuleEngine(Bus()).compile(settings.rule_engine.rules)
         assert compiled, block
+
+
+def test_foreach_with_no_items_left_is_an_empty_list_not_a_mismatch():
+    sql = 'FOREACH payload.xs AS x INCASE x > 5 FROM "t/#" WHERE payload.ok = true'
+    assert run_rule_test(sql, {"payload": '{"ok": true, "xs": [1, 2]}'}) == []
+    assert run_rule_test(sql, {"payload": '{"ok": true, "xs": "not a list"}'}) == []
+    with pytest.raises(NoMatch):
+        run_rule_test(sql, {"payload": '{"ok": false, "xs": [9]}'})

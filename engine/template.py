@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from rules.values import UNDEFINED
+from engine.undefined import UNDEFINED
 
 _VAR = re.compile(r"\$\{([^{}]*)\}")
 
