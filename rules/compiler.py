@@ -9,6 +9,7 @@ producing one output per item.
 
 from __future__ import annotations
 
+import operator
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,11 +21,14 @@ from sqlglot.errors import ErrorLevel
 
 from engine.bus.topic import matches as topic_matches
 from rules import functions
+from rules.env import _DECODED_UNSET as _UNSET
 from rules.env import Env, put_path
 from rules.sql import ParsedRule, RuleSyntaxError, parse_rule
 from rules.values import UNDEFINED, RuleError, compare, same
 
 Closure = Callable[[Env], Any]
+
+_FAST_OPS = {"=": operator.eq, "!=": operator.ne, "<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
 
 
 NO_MATCH: tuple[()] = ()  # WHERE was not true (falsy, like an empty output list)
@@ -32,8 +36,9 @@ NO_MATCH: tuple[()] = ()  # WHERE was not true (falsy, like an empty output list
 
 @dataclass
 class Field:
-    path: list[str] | None  # where the value goes; None for `*`
+    path: list[Any] | None  # where the value goes; None for `*`
     fn: Closure | None
+    visible: bool = True  # put into the input too: something after it reads that name
 
 
 @dataclass
@@ -96,8 +101,13 @@ def _select(fields: list[Field], env: Env, out: dict[str, Any]) -> None:
             out.update(env.materialize())
             continue
         value = f.fn(env)
-        put_path(env, f.path, value)
-        put_path(out, f.path, value)
+        path = f.path
+        if f.visible:
+            put_path(env, path, value)
+        if len(path) == 1:
+            out[path[0]] = value
+        else:
+            put_path(out, path, value)
 
 
 def compile_sql(sql: str, rule_id: str = "") -> CompiledRule:
@@ -151,15 +161,16 @@ class _Compiler:
                 # `FOREACH json_decode(payload)` has no name to keep it under
                 fields[-1] = Field(None, last.fn)
         where = self.expr(p.where) if p.where is not None else None
-        where_names = _first_names(p.where) if p.where is not None else set()
         # the collection key is visible to DO and INCASE
         self.aliases.add(collection_key)
         do_fields = [self.field(node) for node in p.do_fields]
         incase = self.expr(p.incase) if p.incase is not None else None
         defined = {f.path[0] for f in fields if f.path}
+        _mark_visible(fields, p.fields, [p.where, p.incase, *p.do_fields])
+        _mark_visible(do_fields, p.do_fields, [])
         return CompiledRule(
             id=self.rule_id, sql=p.sql, topics=p.topics, foreach=p.foreach, fields=fields, where=where,
-            where_first=not p.foreach and not (where_names & defined) and all(f.fn for f in fields),
+            where_first=not p.foreach and p.where is not None and not any(_may_read(p.where, n) for n in defined),
             do_fields=do_fields, incase=incase, collection_key=collection_key,
         )
 
@@ -213,7 +224,23 @@ class _Compiler:
 
     def comparison(self, node: exp.Binary, op: str) -> Closure:
         left, right = self.expr(node.this), self.expr(node.expression)
-        return lambda env: compare(op, left(env), right(env))
+        const = node.expression
+        if op in ("=", "!=") and isinstance(const, exp.Literal) and const.is_string:
+            # `x = 'text'`, the common filter: a string compares directly, anything else the EMQX way
+            text = const.this
+            if op == "=":
+                return lambda env: (v == text) if type(v := left(env)) is str else compare("=", v, text)
+            return lambda env: (v != text) if type(v := left(env)) is str else compare("!=", v, text)
+        fast = _FAST_OPS[op]
+
+        def cmp(env: Env) -> Any:
+            a, b = left(env), right(env)
+            t = type(a)
+            if t is type(b) and (t is str or t is int or t is float):
+                return fast(a, b)  # same simple kind: no coercion to decide
+            return compare(op, a, b)
+
+        return cmp
 
     def topic_match(self, node: exp.RegexpLike) -> Closure:
         left, right = self.expr(node.this), self.expr(node.expression)
@@ -349,8 +376,30 @@ def _operator(op: str, left: Closure, right: Closure) -> Closure:
     return lambda env: fn(left(env), right(env))
 
 
-def _first_names(node: exp.Expression) -> set[str]:
-    return {col.parts[0].name for col in node.find_all(exp.Column)}
+def _mark_visible(fields: list[Field], nodes: list[exp.Expression], also: list[exp.Expression | None]) -> None:
+    """Put an alias into the input only when something after it may read it: a column of that
+    name, a later `*`, or a function that reads the input itself (clientid(), payload(), ...).
+    The outputs are the same as always putting it; the copies are saved."""
+    for i, f in enumerate(fields):
+        if f.path is None:
+            continue
+        later = [n for n in nodes[i + 1 :]] + [n for n in also if n is not None]
+        f.visible = any(_may_read(n, f.path[0]) for n in later)
+
+
+def _may_read(node: exp.Expression, name: str) -> bool:
+    for sub in node.walk():
+        if isinstance(sub, exp.Star):
+            return True
+        if isinstance(sub, exp.Column) and sub.parts and sub.parts[0].name == name:
+            return True
+        if isinstance(sub, exp.Anonymous):
+            spec = functions.lookup(str(sub.this))
+            if spec is None or spec.needs_input:
+                return True
+    return False
+
+
 
 
 def _json_or_undefined(text: str) -> Any:
@@ -377,8 +426,13 @@ def _step(value: Any, step: Any) -> Any:
 def _path_getter(steps: list[Any]) -> Closure:
     first, rest = steps[0], steps[1:]
     if first == "payload" and rest:
+        if len(rest) <= 3 and all(type(k) is str for k in rest):
+            return _payload_keys(*rest)
+
         def get_payload(env: Env) -> Any:
-            value = env.payload_value()
+            value = env._decoded
+            if value is _UNSET:
+                value = env.payload_value()
             for step in rest:
                 value = _step(value, step(env) if callable(step) else step)
             return value
@@ -397,6 +451,34 @@ def _path_getter(steps: list[Any]) -> Closure:
         return value
 
     return get
+
+
+def _payload_keys(k1: str, k2: str | None = None, k3: str | None = None) -> Closure:
+    """payload.a[.b[.c]], the common case, unrolled: a dict lookup per step, no loop."""
+    U, step = UNDEFINED, _step
+
+    def one(env: Env) -> Any:
+        v = env._decoded
+        if v is _UNSET:
+            v = env.payload_value()
+        return v.get(k1, U) if type(v) is dict else step(v, k1)
+
+    def two(env: Env) -> Any:
+        v = env._decoded
+        if v is _UNSET:
+            v = env.payload_value()
+        v = v.get(k1, U) if type(v) is dict else step(v, k1)
+        return v.get(k2, U) if type(v) is dict else step(v, k2)
+
+    def three(env: Env) -> Any:
+        v = env._decoded
+        if v is _UNSET:
+            v = env.payload_value()
+        v = v.get(k1, U) if type(v) is dict else step(v, k1)
+        v = v.get(k2, U) if type(v) is dict else step(v, k2)
+        return v.get(k3, U) if type(v) is dict else step(v, k3)
+
+    return one if k2 is None else two if k3 is None else three
 
 
 _HANDLERS: dict[type, Callable[[_Compiler, Any], Closure]] = {

@@ -27,21 +27,19 @@ def _message_id(message: Message | None) -> str:
 class Env(dict):
     __slots__ = ("message", "_decoded")
 
-    def __init__(self, columns: dict[str, Any], message: Message | None = None) -> None:
-        super().__init__(columns)
+    def __init__(self, columns: dict[str, Any] | None = None, message: Message | None = None) -> None:
+        if columns:
+            self.update(columns)
         self.message = message
         self._decoded = _DECODED_UNSET
 
     @classmethod
     def for_message(cls, message: Message) -> Env:
-        """The columns of EMQX's `message.publish` event for a bus message."""
-        columns = dict(message.headers)
-        columns["topic"] = message.topic
-        columns["qos"] = message.qos
-        columns["timestamp"] = message.timestamp
-        columns["publish_received_at"] = message.timestamp
-        columns["event"] = "message.publish"
-        return cls(columns, message)
+        """The columns of EMQX's `message.publish` event for a bus message, each read on first use."""
+        env = _new_dict(cls)  # no copying of columns a rule may never read
+        env.message = message
+        env._decoded = _DECODED_UNSET
+        return env
 
     @classmethod
     def for_event(cls, message: Message) -> Env:
@@ -52,6 +50,14 @@ class Env(dict):
     def __missing__(self, key: str) -> Any:
         message = self.message
         if message is not None:
+            headers = message.headers
+            if key in headers:
+                value = self[key] = headers[key]
+                return value
+            column = _MESSAGE_COLUMNS.get(key)
+            if column is not None:
+                value = self[key] = column(message)
+                return value
             if key == "payload":
                 value = self["payload"] = message.payload.decode("utf-8", "replace")
                 return value
@@ -77,15 +83,17 @@ class Env(dict):
             return self._decoded
         if self.message is not None:
             try:
-                return self.message.json()
+                self._decoded = self.message.json()
+                return self._decoded
             except orjson.JSONDecodeError:
                 raise RuleError(f"the payload is not JSON: {self.message.payload[:80]!r}") from None
         return UNDEFINED
 
     def materialize(self) -> dict[str, Any]:
         """Every column, lazy ones computed (for SELECT *)."""
-        if self.message is not None:
-            for key in ("id", "payload", "flags", "pub_props"):
+        message = self.message
+        if message is not None:
+            for key in (*message.headers, *_MESSAGE_COLUMNS, "id", "payload", "flags", "pub_props"):
                 self[key]
         return dict(self)
 
@@ -94,6 +102,17 @@ class Env(dict):
         env._decoded = self._decoded
         env.update(extra)
         return env
+
+
+_new_dict = dict.__new__
+
+_MESSAGE_COLUMNS = {
+    "topic": lambda m: m.topic,
+    "qos": lambda m: m.qos,
+    "timestamp": lambda m: m.timestamp,
+    "publish_received_at": lambda m: m.timestamp,
+    "event": lambda m: "message.publish",
+}
 
 
 def _decode(raw: str) -> Any:
@@ -111,16 +130,21 @@ def put_path(target: dict[str, Any], path: list[Any], value: Any) -> None:
     something of the wrong kind replaces it (a list with just the new item, a map with one key).
     """
     key = path[0]
+    env_payload = key == "payload" and isinstance(target, Env)
     if len(path) == 1:
         target[key] = value
+        if env_payload:
+            target._decoded = _DECODED_UNSET  # payload.x now reads the new value
         return
-    if isinstance(target, Env) and key == "payload":
+    if env_payload:
         current = target.payload_value()
     else:
         current = target.get(key)
         if key == "payload" and type(current) is str:
             current = _decode(current)  # EMQX decodes a selected payload before putting into it
-    target[key] = _put(current, path, 1, value)
+    target[key] = new = _put(current, path, 1, value)
+    if env_payload:
+        target._decoded = new
 
 
 def _put(container: Any, path: list[Any], i: int, value: Any) -> Any:

@@ -347,3 +347,9 @@ def test_rules_never_change_the_message_they_read():
     assert message.json() == {"a": {"b": 1}, "l": [1, 2]}
     assert compile_sql('SELECT payload.a.b AS b, payload.l AS l FROM "ocpp/#"', "r2").apply(
         Env.for_message(message)) == [{"b": 1, "l": [1, 2]}]
+
+
+def test_aliases_are_seen_by_functions_that_read_the_input():
+    # clientid() reads the input, so the alias before it must be in the input
+    assert outputs("SELECT 'x' AS clientid, clientid() AS c FROM \"t/#\"") == [{"clientid": "x", "c": "x"}]
+    assert outputs("SELECT 'x' AS clientid FROM \"t/#\" WHERE clientid() = 'x'") == [{"clientid": "x"}]
