@@ -61,3 +61,28 @@ def run_rule_test(sql: str, context: dict[str, Any] | None = None) -> Any:
     if outputs is NO_MATCH:
         raise NoMatch("the rule selected nothing (WHERE is false)")
     return outputs if rule.foreach else outputs[0]  # a FOREACH with no items left gives []
+
+
+def rule_test_response(body: Any) -> tuple[int, Any]:
+    """`POST /api/v5/rule_test` as EMQX answers it: (200, output), (412, NOT_MATCH) or (400, BAD_REQUEST)."""
+    from rules.sql import RuleSyntaxError
+
+    def bad(message: str) -> tuple[int, Any]:
+        return 400, {"code": "BAD_REQUEST", "message": message}
+
+    if not isinstance(body, dict):
+        return bad("the body must be a JSON object with sql and context")
+    unknown = set(body) - {"sql", "context"}
+    if unknown:
+        return bad(f"unknown field: {sorted(unknown)[0]}")
+    sql, context = body.get("sql"), body.get("context", {})
+    if not isinstance(sql, str) or not sql.strip():
+        return bad("sql: a non-empty string is required")
+    if not isinstance(context, dict):
+        return bad("context: must be an object")
+    try:
+        return 200, run_rule_test(sql, context)
+    except NoMatch:
+        return 412, {"code": "NOT_MATCH", "message": "SQL Not Match"}
+    except (RuleSyntaxError, RuleError) as exc:
+        return bad(str(exc))

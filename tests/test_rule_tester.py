@@ -95,3 +95,48 @@ def test_foreach_with_no_items_left_is_an_empty_list_not_a_mismatch():
     assert run_rule_test(sql, {"payload": '{"ok": true, "xs": "not a list"}'}) == []
     with pytest.raises(NoMatch):
         run_rule_test(sql, {"payload": '{"ok": false, "xs": [9]}'})
+
+
+@pytest.mark.parametrize(
+    "body,status,answer",
+    [
+        ({"sql": 'SELECT payload.msg AS m FROM "t/#"', "context": {}}, 200, {"m": "hello"}),
+        ({"sql": 'SELECT 1 AS x FROM "t/#" WHERE payload.msg = \'no\''}, 412, {"code": "NOT_MATCH", "message": "SQL Not Match"}),
+        ({"sql": "SELECT", "context": {}}, 400, "BAD_REQUEST"),
+        ({"sql": 'SELECT payload.x FROM "t/#"', "context": {"payload": "{"}}, 400, "BAD_REQUEST"),
+        ({"context": {}}, 400, "sql: a non-empty string is required"),
+        ({"sql": 5}, 400, "sql: a non-empty string is required"),
+        ({"sql": 'SELECT 1 AS x FROM "t/#"', "context": []}, 400, "context: must be an object"),
+        ({"sql": 'SELECT 1 AS x FROM "t/#"', "ctx": {}}, 400, "unknown field: ctx"),
+        ([], 400, "the body must be a JSON object"),
+    ],
+)
+def test_rule_test_response_as_the_api_answers(body, status, answer):
+    from rules.tester import rule_test_response
+
+    got_status, got = rule_test_response(body)
+    assert got_status == status
+    if isinstance(answer, dict):
+        assert got == answer
+    else:
+        assert got["code"] == "BAD_REQUEST" and answer in (got["message"] if answer != "BAD_REQUEST" else "BAD_REQUEST")
+
+
+def test_a_rejected_rule_set_leaves_the_running_rules_alone():
+    from engine.bus import Bus, Message
+    from engine.config.schema import RuleSettings
+    from rules.runtime import RuleEngine, RuleLoadError
+
+    bus = Bus()
+    engine = RuleEngine(bus)
+    seen = []
+    bus.subscribe("out/#", seen.append)
+    good = {"r": RuleSettings(sql='SELECT payload.n AS n FROM "in/#"',
+                              actions=[{"function": "republish", "args": {"topic": "out/${n}"}}])}
+    engine.load(good)
+    with pytest.raises(RuleLoadError) as info:
+        engine.load({"r": RuleSettings(sql="SELECT nope( FROM"), "s": RuleSettings(sql='SELECT a FROM "x"')})
+    assert info.value.errors and info.value.errors[0].startswith("rule r: line 1, column")
+    bus.publish(Message("in/1", b'{"n": 7}', origin="test"))
+    assert [m.topic for m in seen] == ["out/7"] and list(engine.rules) == ["r"]
+    assert engine.rules["r"].metrics.matched == 1
