@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from connectors.http import HttpConnector, check_url, http_action
 from connectors.resource import BufferedAction, Connector
+from connectors.sql import PgsqlConnector, SqliteConnector, sql_action
+from connectors.sql_template import SqlTemplateError
 from engine.config.schema import Settings
 from engine.template import TemplateError
 
@@ -21,35 +24,59 @@ class ResourceConfigError(Exception):
         self.errors = errors
 
 
+def _check_connector(kind: str, settings: Any) -> tuple[str, str] | None:
+    """(key, problem) for a connector setting that cannot work, or None."""
+    if kind == "http":
+        problem = check_url(settings.url)
+        return ("url", f"{settings.url!r}: {problem}") if problem else None
+    if kind == "pgsql":
+        host, _, port = settings.server.rpartition(":")
+        if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+            return "server", f'{settings.server!r}: expected "host:port", e.g. "127.0.0.1:5432"'
+    return None
+
+
 class Resources:
     def __init__(self, settings: Settings) -> None:
         self.connectors: dict[str, Connector] = {}
         self.actions: dict[str, BufferedAction] = {}
+        data_dir = settings.node.data_dir
+        make_connector: dict[str, Callable[[str, Any], Connector]] = {
+            "http": lambda name, c: HttpConnector(name, c),
+            "sqlite": lambda name, c: SqliteConnector(name, c, data_dir),
+            "pgsql": lambda name, c: PgsqlConnector(name, c),
+        }
+        make_action: dict[str, Callable[[str, Any, Any], BufferedAction]] = {
+            "http": http_action,
+            "sqlite": lambda name, a, c: sql_action("sqlite", name, a, c),
+            "pgsql": lambda name, a, c: sql_action("pgsql", name, a, c),
+        }
         errors: list[str] = []
-        interval = 15.0
-        for name, c in settings.connectors.http.items():
-            if not c.enable:
-                continue
-            problem = check_url(c.url)
-            if problem:
-                errors.append(f"connectors.http.{name}.url = {c.url!r}: {problem}")
-                continue
-            self.connectors[f"http:{name}"] = HttpConnector(name, c, interval)
-        for name, a in settings.actions.http.items():
-            if not a.enable:
-                continue
-            key = f"actions.http.{name}"
-            connector = self.connectors.get(f"http:{a.connector}")
-            if connector is None:
-                errors.append(f"{key}.connector = {a.connector!r}: no connectors.http.{a.connector}")
-                continue
-            try:
-                action = http_action(name, a, connector)  # type: ignore[arg-type]
-            except TemplateError as exc:
-                errors.append(f"{key}.parameters: {exc}")
-                continue
-            self.actions[f"http:{name}"] = action
-            connector.health_check_interval = a.resource_opts.health_check_interval
+        for kind, make in make_connector.items():
+            for name, c in getattr(settings.connectors, kind).items():
+                if not c.enable:
+                    continue
+                problem = _check_connector(kind, c)
+                if problem:
+                    errors.append(f"connectors.{kind}.{name}.{problem[0]} = {problem[1]}")
+                    continue
+                self.connectors[f"{kind}:{name}"] = make(name, c)
+        for kind, make in make_action.items():
+            for name, a in getattr(settings.actions, kind).items():
+                if not a.enable:
+                    continue
+                key = f"actions.{kind}.{name}"
+                connector = self.connectors.get(f"{kind}:{a.connector}")
+                if connector is None:
+                    errors.append(f"{key}.connector = {a.connector!r}: no connectors.{kind}.{a.connector}")
+                    continue
+                try:
+                    action = make(name, a, connector)
+                except (TemplateError, SqlTemplateError) as exc:
+                    errors.append(f"{key}.{'parameters' if kind == 'http' else 'sql'}: {exc}")
+                    continue
+                self.actions[f"{kind}:{name}"] = action
+                connector.health_check_interval = min(connector.health_check_interval, a.resource_opts.health_check_interval)
         if errors:
             raise ResourceConfigError(errors)
 

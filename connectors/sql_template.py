@@ -1,7 +1,7 @@
 """INSERT templates: `${var}` becomes a bound parameter, never text spliced into SQL.
 
 `INSERT INTO t (a, b) VALUES (${clientid}, ${payload.x})` turns into
-`... VALUES (?, ?)` (SQLite) or `... VALUES ($1, $2)` (PostgreSQL) with the
+`... VALUES (?, ?)` (SQLite) or `... VALUES (%s, %s)` (PostgreSQL, through psycopg) with the
 values taken from each rule output. A placeholder may stand quoted
 (`'${clientid}'`, as EMQX users often write it): the quotes go with it. A
 placeholder inside a longer string literal cannot be a parameter and is
@@ -18,7 +18,7 @@ import orjson
 from engine.template import lookup
 from engine.undefined import UNDEFINED
 
-Style = Literal["qmark", "numeric"]
+Style = Literal["qmark", "format"]
 
 
 class SqlTemplateError(ValueError):
@@ -108,10 +108,11 @@ class SqlTemplate:
         if rows > 1 and self._values_span:
             start, end = self._values_span
             joined = joined[:start] + ", ".join([joined[start:end]] * rows) + joined[end:]
-        counter = iter(range(1, 1 + len(self.params) * rows))
         parts = joined.split("\0")
-        marks = ["?" if self.style == "qmark" else f"${next(counter)}" for _ in parts[1:]]
-        sql = parts[0] + "".join(m + p for m, p in zip(marks, parts[1:], strict=True))
+        if self.style == "format":
+            parts = [p.replace("%", "%%") for p in parts]  # a literal % is not a placeholder
+        mark = "?" if self.style == "qmark" else "%s"
+        sql = parts[0] + "".join(mark + p for p in parts[1:])
         self._statements[rows] = sql
         return sql
 
@@ -125,7 +126,7 @@ class SqlTemplate:
     def _convert(self, value: Any) -> Any:
         if value is UNDEFINED or value is None:
             return None
-        if self.style == "numeric":
+        if self.style == "format":
             # PostgreSQL: send text with no type and let the server cast it to the column's type
             if type(value) is bool:
                 return "true" if value else "false"

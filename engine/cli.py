@@ -65,13 +65,15 @@ def _load(path: str | None):
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
+    from connectors.registry import ResourceConfigError, Resources
     from engine.bus import Bus
     from rules.runtime import RuleEngine, RuleLoadError
 
     settings = _load(args.config)
     try:
-        RuleEngine(Bus()).compile(settings.rule_engine.rules)
-    except RuleLoadError as exc:
+        resources = Resources(settings)
+        RuleEngine(Bus(), resources.resolve).compile(settings.rule_engine.rules)
+    except (ResourceConfigError, RuleLoadError) as exc:
         for line in exc.errors:
             print(f"config error: {line}", file=sys.stderr)
         return EXIT_CONFIG

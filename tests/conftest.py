@@ -11,3 +11,13 @@ def mosquitto():
     broker.start()
     yield broker
     broker.stop()
+
+
+@pytest.fixture(scope="module")
+def postgres():
+    from tests.servers import Postgres
+
+    server = Postgres()
+    server.start()
+    yield server
+    server.cleanup()

@@ -106,3 +106,45 @@ class Mosquitto:
     def stop(self) -> None:
         self.terminate()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class Postgres:
+    """A PostgreSQL server in a temp dir on a free loopback port (run as the postgres user when we are root)."""
+
+    def __init__(self) -> None:
+        import glob
+
+        initdb = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+        if not initdb:
+            ensure_debian_package("psql", "postgresql")
+            initdb = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+        self.bin = Path(initdb[-1]).parent
+        self.port = free_port()
+        self.dir = Path(tempfile.mkdtemp(prefix="pg-"))
+        self.data = self.dir / "data"
+        self.as_user: list[str] = []
+        if os.geteuid() == 0:  # PostgreSQL refuses to run as root
+            shutil.chown(self.dir, "postgres", "postgres")
+            self.as_user = ["runuser", "-u", "postgres", "--"]
+        self._run("initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres", "--no-sync")
+
+    def _run(self, tool: str, *args: str) -> None:
+        subprocess.run([*self.as_user, str(self.bin / tool), *args], check=True, capture_output=True, timeout=120)
+
+    def dsn(self, database: str = "postgres") -> str:
+        return f"host=127.0.0.1 port={self.port} user=postgres dbname={database}"
+
+    def start(self) -> None:
+        options = f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off"
+        self._run("pg_ctl", "-D", str(self.data), "-o", options, "-l", str(self.dir / "log"), "-w", "start")
+        wait_port(self.port)
+
+    def stop(self) -> None:
+        self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")
+
+    def cleanup(self) -> None:
+        try:
+            self.stop()
+        except subprocess.CalledProcessError:
+            pass
+        shutil.rmtree(self.dir, ignore_errors=True)
