@@ -10,7 +10,6 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
-import orjson
 
 from connectors.resource import BufferedAction, Connector, SendError
 from engine.config.schema import (
@@ -18,7 +17,7 @@ from engine.config.schema import (
     HttpActionSettings,
     HttpConnectorSettings,
 )
-from engine.template import Template
+from engine.template import Template, to_json
 
 RETRIABLE_STATUS = frozenset({429, 502, 503, 504})
 
@@ -91,7 +90,7 @@ def http_action(name: str, settings: HttpActionSettings, connector: HttpConnecto
 
     def render(output: dict[str, Any]) -> tuple[str, dict[str, str], bytes]:
         rendered = {key: t.render(output) for key, t in headers.items()}
-        content = body.render(output).encode() if body else orjson.dumps(output, default=str)
+        content = body.render(output).encode() if body else to_json(output)
         return path.render(output), {**default_headers, **rendered}, content
 
     async def send(batch: list[tuple[str, dict[str, str], bytes]]) -> None:

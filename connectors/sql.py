@@ -16,7 +16,11 @@ import aiosqlite
 
 from connectors.resource import BufferedAction, Connector, SendError
 from connectors.sql_template import SqlTemplate
-from engine.config.schema import PgsqlConnectorSettings, SqlActionSettings, SqliteConnectorSettings
+from engine.config.schema import (
+    PgsqlConnectorSettings,
+    SqlActionSettings,
+    SqliteConnectorSettings,
+)
 
 # SQLite allows 32766 bound variables per statement (3.32+); stay well below
 SQLITE_MAX_PARAMS = 30_000

@@ -40,12 +40,23 @@ def lookup(data: Any, path: tuple[str, ...]) -> Any:
     return value
 
 
+def _json_default(value: Any) -> Any:
+    if value is UNDEFINED:
+        return None  # a missing field inside a JSON document is null
+    return str(value)
+
+
+def to_json(value: Any) -> bytes:
+    """JSON of a rule output (or part of one), with `undefined` as null."""
+    return orjson.dumps(value, default=_json_default)
+
+
 def to_text(value: Any) -> str:
     if type(value) is str:
         return value
     if value is UNDEFINED:
-        return "undefined"
-    return orjson.dumps(value).decode()
+        return "undefined"  # a placeholder on its own renders as EMQX does
+    return to_json(value).decode()
 
 
 class Template:

@@ -12,11 +12,9 @@ import logging
 from collections.abc import Callable
 from typing import Any, Protocol
 
-import orjson
-
 from engine.bus import Bus, Message, TopicError, validate_name
+from engine.template import Template, TemplateError, to_json
 from rules.env import Env
-from engine.template import Template, TemplateError
 from rules.values import UNDEFINED, RuleError
 
 log = logging.getLogger("ocppgw.rule")
@@ -90,7 +88,7 @@ class Console:
         self.rule_id = rule_id
 
     def run(self, output: dict[str, Any], env: Env) -> None:
-        console_log.info("rule %s output: %s", self.rule_id, orjson.dumps(output, default=str).decode())
+        console_log.info("rule %s output: %s", self.rule_id, to_json(output).decode())
 
 
 def build_actions(entries: list[Any], bus: Bus, rule_id: str, external: ExternalResolver | None) -> list[Action]:

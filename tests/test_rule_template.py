@@ -52,3 +52,11 @@ def test_variables():
 def test_bad_templates(text):
     with pytest.raises(TemplateError):
         Template(text)
+
+
+def test_undefined_inside_json_is_null_and_alone_is_undefined():
+    import orjson
+
+    out = {"a": UNDEFINED, "b": [1, UNDEFINED], "c": "x"}
+    assert orjson.loads(Template("${.}").render(out)) == {"a": None, "b": [1, None], "c": "x"}
+    assert Template("v=${a}").render(out) == "v=undefined"
