@@ -17,10 +17,10 @@ from connectors.mqtt.setup import bridge_options
 from connectors.registry import ResourceConfigError, Resources
 from engine.bus import Bus
 from engine.config.schema import Settings
-from rules.runtime import RuleEngine, RuleLoadError
 from engine.ocpp.context import GatewayContext
 from engine.ocpp.listener import ListenerError, OcppListener
 from engine.ocpp.takeover import TakeoverNotices, notice_filter
+from rules.runtime import RuleEngine, RuleLoadError
 
 log = logging.getLogger("ocppgw.node")
 

@@ -146,3 +146,14 @@ async def test_bad_action_config_is_refused_at_load(tmp_path, mosquitto, text, e
         async with running_gateway(tmp_path, mosquitto.port, text):
             pass
     assert expected in str(info.value)
+
+
+async def test_max_retries_bounds_the_attempts(tmp_path, mosquitto):
+    async with http_target() as target:
+        target.answer = lambda attempt: 503
+        async with running_gateway(tmp_path, mosquitto.port, conf(target.url, ", max_retries = 2")) as gw:
+            publish(gw, 1)
+            action = gw.node.resources.actions["http:alerts"]
+            await eventually(lambda: action.metrics.failed == 1)
+            assert (action.metrics.retried, target.attempts) == (2, 3)
+            invariant(action.metrics)
