@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from connectors.resource import BufferedAction, Connector, SendError
+from connectors.tls import client_context
 from engine.config.schema import (
     ClientTlsSettings,
     HttpActionSettings,
@@ -24,14 +25,9 @@ RETRIABLE_STATUS = frozenset({429, 502, 503, 504})
 
 def client_tls(settings: ClientTlsSettings) -> ssl.SSLContext | bool:
     if not settings.enable:
-        return True
-    ctx = ssl.create_default_context(cafile=settings.cacertfile or None)
-    if settings.verify == "verify_none":
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-    if settings.certfile:
-        ctx.load_cert_chain(settings.certfile, settings.keyfile or None)
-    return ctx
+        return True  # httpx's default verification for https:// URLs
+    return client_context(verify=settings.verify, cacertfile=settings.cacertfile, certfile=settings.certfile,
+                          keyfile=settings.keyfile)
 
 
 def check_url(url: str) -> str | None:

@@ -13,25 +13,10 @@ from typing import Any
 import orjson
 import pytest
 
-from rules.compiler import NO_MATCH, compile_sql
-from rules.env import Env
+from rules.compiler import NO_MATCH
 from rules.tester import NoMatch, run_rule_test
 from rules.values import UNDEFINED, RuleError
-
-COLUMNS = {
-    "clientid": "CP1",
-    "username": "u1",
-    "topic": "ocpp/cp/CP1",
-    "qos": 1,
-    "timestamp": 1700000000000,
-    "event": "message.publish",
-}
-
-
-def outputs(sql: str, payload: Any = "{}", **columns: Any) -> list[dict[str, Any]]:
-    """The rule's outputs for a message with exactly COLUMNS + columns (no tester defaults)."""
-    text = payload if isinstance(payload, str) else orjson.dumps(payload).decode()
-    return compile_sql(sql, "r1").apply(Env({**COLUMNS, "payload": text, **columns}))
+from tests.rule_support import COLUMNS, outputs
 
 
 def run(sql: str, payload: Any, **context: Any) -> Any:

@@ -5,24 +5,15 @@ from __future__ import annotations
 import ssl
 
 from connectors.mqtt.bridge import BridgeOptions
+from connectors.tls import client_context
 from engine.config.checks import parse_mqtt_server
 from engine.config.schema import MqttSettings
-
-_TLS_VERSIONS = {"tlsv1.2": ssl.TLSVersion.TLSv1_2, "tlsv1.3": ssl.TLSVersion.TLSv1_3}
 
 
 def tls_context(settings: MqttSettings) -> ssl.SSLContext:
     s = settings.ssl
-    ctx = ssl.create_default_context(cafile=s.cacertfile or None)
-    if s.verify == "verify_none":
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-    if s.certfile:
-        ctx.load_cert_chain(s.certfile, s.keyfile or None)
-    versions = [_TLS_VERSIONS[v] for v in s.versions]
-    ctx.minimum_version = min(versions)
-    ctx.maximum_version = max(versions)
-    return ctx
+    return client_context(verify=s.verify, cacertfile=s.cacertfile, certfile=s.certfile, keyfile=s.keyfile,
+                          versions=s.versions)
 
 
 def bridge_options(settings: MqttSettings, node_name: str, mountpoints: list[str]) -> BridgeOptions:
