@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import logging
 import signal
 import sys
@@ -108,12 +109,22 @@ def cmd_rule_test(args: argparse.Namespace) -> int:
     return 0
 
 
+def _loop_exception_handler(loop: asyncio.AbstractEventLoop, context: dict) -> None:
+    """Expected socket races (a broker vanishing under paho's callbacks) in one line; the rest as usual."""
+    exc = context.get("exception")
+    if isinstance(exc, OSError) and exc.errno in (errno.EBADF, errno.ENOTCONN, errno.EPIPE):
+        logging.getLogger("ocppgw.loop").debug("%s: %s", context.get("message", "socket callback"), exc)
+        return
+    loop.default_exception_handler(context)
+
+
 async def _run(settings) -> int:
     from engine.node import Node, NodeError
 
     node = Node(settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    loop.set_exception_handler(_loop_exception_handler)
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:

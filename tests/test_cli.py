@@ -179,3 +179,21 @@ def test_bad_rules_through_the_cli(tmp_path):
     gw.wait_log(r"cannot start: rules do not load:")
     gw.wait_log(r"rule r1: line 1, column 8: upper\(\) takes 1 argument, not 0")
     assert "Traceback" not in gw.log and "embedded MQTT broker" not in gw.log  # refused before starting anything
+
+
+def test_loop_handler_keeps_expected_socket_races_to_one_quiet_line(caplog):
+    import asyncio
+    import errno
+    import logging
+
+    from engine.cli import _loop_exception_handler
+
+    loop = asyncio.new_event_loop()
+    try:
+        with caplog.at_level(logging.DEBUG):
+            _loop_exception_handler(loop, {"message": "Exception in callback add_writer", "exception": OSError(errno.EBADF, "Bad file descriptor")})
+            assert all(r.levelno == logging.DEBUG for r in caplog.records) and "Traceback" not in caplog.text
+            _loop_exception_handler(loop, {"message": "something else", "exception": RuntimeError("boom")})
+        assert any(r.levelno == logging.ERROR and "something else" in r.getMessage() for r in caplog.records)
+    finally:
+        loop.close()

@@ -92,6 +92,8 @@ async def test_sqlite_locked_file_loses_nothing(tmp_path, mosquitto):
 
     async with running_gateway(tmp_path, mosquitto.port, sqlite_conf(db, "batch_size = 20, batch_time = 10ms")) as gw:
         action = gw.node.resources.actions["sqlite:meter"]
+        connector = gw.node.resources.connectors["sqlite:local"]
+        await eventually(lambda: connector.status == "connected")  # the lock comes while writing, not before
         thread = threading.Thread(target=hold_lock)
         thread.start()
         await asyncio.to_thread(locked.wait, 5)
