@@ -41,6 +41,9 @@ class Node:
         self.takeover: TakeoverNotices | None = None
         self.rules: RuleEngine | None = None
         self.resources: Resources | None = None
+        self.admin_server = None
+        self.admin_credentials = None
+        self.user_store = None
         self._stopped = asyncio.Event()
 
     def mountpoints(self) -> list[str]:
@@ -54,6 +57,7 @@ class Node:
 
     async def start(self) -> None:
         s = self.settings
+        self._check_admin_credentials()
         try:
             self.resources = Resources(s)
         except ResourceConfigError as exc:
@@ -93,6 +97,7 @@ class Node:
             # the broker is ours and up: wait for the bridge so `run` is ready when it says so
             await self.bridge.wait_connected(s.mqtt.embedded.start_timeout)
         await self._start_ocpp()
+        await self._start_admin()
         log.info("node %s started", s.node.name)
 
     async def _start_ocpp(self) -> None:
@@ -142,8 +147,37 @@ class Node:
         self.authenticator = Authenticator(auth, store)
         return self.authenticator
 
+    def _check_admin_credentials(self) -> None:
+        d = self.settings.dashboard
+        bind = d.listeners.http.bind
+        loopback = bind.host in ("127.0.0.1", "::1", "localhost") or bind.host.startswith("127.")
+        if d.listeners.http.enable and not loopback and (d.default_username, d.default_password) == ("admin", "public"):
+            raise NodeError(f"dashboard.listeners.http.bind {bind}: refusing to serve the admin API beyond loopback "
+                            "with the default credentials admin/public; set dashboard.default_password")
+
+    async def _start_admin(self) -> None:
+        from engine.admin.app import create_app
+        from engine.admin.common import Credentials
+        from engine.serve import BindError, bind_socket, start_server
+
+        d = self.settings.dashboard
+        self.admin_credentials = Credentials(d.default_username, d.default_password, d.api_keys)
+        if not d.listeners.http.enable:
+            return
+        try:
+            sock = bind_socket(d.listeners.http.bind, "dashboard.listeners.http.bind")
+        except BindError as exc:
+            raise NodeError(str(exc)) from None
+        self.admin_server = await start_server(create_app(self), sock)
+        self._admin_sock = sock
+        log.info("admin API on http://%s/api/v5", d.listeners.http.bind)
+
     async def stop(self) -> None:
         log.info("node %s stopping", self.settings.node.name)
+        if self.admin_server is not None:
+            await self.admin_server.shutdown()
+            self.admin_server = None
+            self._admin_sock.close()
         for listener in self.listeners.values():
             listener.stop_accepting()
         for listener in self.listeners.values():

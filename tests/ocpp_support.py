@@ -116,6 +116,7 @@ class Gateway:
     ocpp_port: int
     events: EventLog
     wss_port: int | None = None
+    admin_port: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
 
     def url(self, cid: str, path: str = "/ocpp") -> str:
@@ -125,15 +126,20 @@ class Gateway:
     def ctx(self):
         return self.node.ocpp
 
+    @property
+    def admin_url(self) -> str:
+        return f"http://127.0.0.1:{self.admin_port}/api/v5"
+
 
 @contextlib.asynccontextmanager
 async def running_gateway(tmp_path: Path, mqtt_port: int, conf: str = "") -> AsyncIterator[Gateway]:
-    ocpp_port = free_port()
+    ocpp_port, admin_port = free_port(), free_port()
     path = tmp_path / "gateway.conf"
     path.write_text(
         f'node {{ name = "gw-test", data_dir = "{tmp_path / "data"}" }}\n'
         f'mqtt {{ server = "mqtt://127.0.0.1:{mqtt_port}", reconnect.initial_interval = 100ms }}\n'
-        f'gateway.ocpp.listeners.ws.default.bind = "127.0.0.1:{ocpp_port}"\n' + conf
+        f'gateway.ocpp.listeners.ws.default.bind = "127.0.0.1:{ocpp_port}"\n'
+        f'dashboard.listeners.http.bind = "127.0.0.1:{admin_port}"\n' + conf
     )
     node = Node(load_settings(path, {}))
     events = EventLog(node)
@@ -144,7 +150,7 @@ async def running_gateway(tmp_path: Path, mqtt_port: int, conf: str = "") -> Asy
         raise
     try:
         assert node.bridge and await node.bridge.wait_connected(5)
-        yield Gateway(node, ocpp_port, events)
+        yield Gateway(node, ocpp_port, events, admin_port=admin_port)
     finally:
         await node.stop()
 

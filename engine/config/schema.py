@@ -347,6 +347,9 @@ class DashboardSettings:
     listeners: DashboardListeners = field(default_factory=DashboardListeners)
     default_username: str = "admin"
     default_password: str = "public"
+    # API keys for scripts: key → hashed secret ("pbkdf2_sha256$iterations$salt$hash",
+    # made by `ocpp-gateway hash-secret`); the secret itself is never stored
+    api_keys: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -20,12 +20,12 @@ import ssl
 import time
 from typing import Any
 
-import uvicorn
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 from engine.config.schema import ListenerSettings, WssListenerSettings
 from engine.ocpp.context import GatewayContext
 from engine.ocpp.session import Session
+from engine.serve import BindError, bind_socket, start_server
 
 log = logging.getLogger("ocppgw.listener")
 
@@ -313,7 +313,7 @@ class OcppListener:
     def __init__(self, ctx: GatewayContext, name: str, kind: str, settings: ListenerSettings, authenticator: Any) -> None:
         self.app = OcppApp(ctx, name, kind, settings, authenticator)
         self.key = f"gateway.ocpp.listeners.{kind}.{name}"
-        self.server: uvicorn.Server | None = None
+        self.server: Any = None
         self.sock: socket.socket | None = None
 
     @property
@@ -322,31 +322,18 @@ class OcppListener:
 
     async def start(self) -> None:
         s = self.settings
-        bind = s.bind
-        family = socket.AF_INET6 if ":" in bind.host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            sock.bind((bind.host, bind.port))
-        except OSError as exc:
-            sock.close()
-            raise ListenerError(f"{self.key}.bind {bind}: {exc.strerror or exc}") from None
-        sock.set_inheritable(True)
+            sock = bind_socket(s.bind, f"{self.key}.bind")
+        except BindError as exc:
+            raise ListenerError(str(exc)) from None
+        ssl_ctx = server_tls_context(s, self.key) if isinstance(s, WssListenerSettings) else None
         ping = s.websocket.ping_interval or None
-        config = uvicorn.Config(
-            self.app, ws=OcppProtocol, http="httptools", lifespan="off", log_config=None, access_log=False,
-            ws_max_size=int(s.websocket.max_frame_size), ws_ping_interval=ping, ws_ping_timeout=ping,
-            server_header=False, date_header=False, proxy_headers=False, timeout_graceful_shutdown=5,
-            backlog=4096,
+        self.server = await start_server(
+            self.app, sock, ssl=ssl_ctx, ws=OcppProtocol, ws_max_size=int(s.websocket.max_frame_size),
+            ws_ping_interval=ping, ws_ping_timeout=ping,
         )
-        config.load()
-        if isinstance(s, WssListenerSettings):
-            config.ssl = server_tls_context(s, self.key)
-        self.server = uvicorn.Server(config)
-        self.server.lifespan = config.lifespan_class(config)  # serve() would set it; we drive startup ourselves
-        await self.server.startup(sockets=[sock])
         self.sock = sock
-        log.info("OCPP listener %s on %s://%s%s", self.app.full_name, self.app.kind, bind, s.websocket.path)
+        log.info("OCPP listener %s on %s://%s%s", self.app.full_name, self.app.kind, s.bind, s.websocket.path)
 
     def stop_accepting(self) -> None:
         if self.server:

@@ -44,10 +44,14 @@ class ListenerView(Protocol):
     def checking(self) -> str | None: ...
 
 
+class QueueFull(Exception):
+    """The charge point's downstream queue is full."""
+
+
 class _Outgoing:
     """A downstream CALL waiting for its turn or its answer."""
 
-    __slots__ = ("unique_id", "action", "payload", "message", "timer")
+    __slots__ = ("unique_id", "action", "payload", "message", "timer", "reply")
 
     def __init__(self, unique_id: str, action: str, payload: Any, message: Message) -> None:
         self.unique_id = unique_id
@@ -55,6 +59,7 @@ class _Outgoing:
         self.payload = payload
         self.message = message
         self.timer: asyncio.TimerHandle | None = None
+        self.reply: asyncio.Future[dict[str, Any]] | None = None  # set for calls made through the admin API
 
 
 class Session:
@@ -258,6 +263,8 @@ class Session:
             topic = self._topic(self.ctx.error_topic, action or "", "4", frame.unique_id)
         self._publish(topic, body)
         if action is not None:
+            if out is not None and out.reply is not None and not out.reply.done():
+                out.reply.set_result(body)
             self._finish_inflight()
 
     def _check(self, action: str, kind: str, payload: Any) -> tuple[str, str] | None:
@@ -433,7 +440,26 @@ class Session:
     def _drop_outgoing(self, out: _Outgoing, reason: str) -> None:
         if out.timer:
             out.timer.cancel()
+        if out.reply is not None and not out.reply.done():
+            out.reply.set_exception(TimeoutError(reason))
         self._dropped_event(reason, _text(out.message.payload), f"CALL {out.unique_id} {out.action} not answered", out.message)
+
+    def call(self, action: str, payload: dict[str, Any], unique_id: str | None = None) -> asyncio.Future[dict[str, Any]]:
+        """Send a CALL through the downstream queue (one in flight, as every CALL); the future
+        gets the charge point's answer as EMQX's reply payload, or TimeoutError if it is dropped
+        (awaiting_timeout, disconnect). Raises QueueFull at once when the queue is full."""
+        unique_id = unique_id or uuid.uuid4().hex[:36]
+        body = {"MessageTypeId": frames.CALL, "UniqueId": unique_id, "Action": action, "Payload": payload}
+        message = Message(self.mountpoint + "admin/call", orjson.dumps(body), origin="api", decoded=body)
+        out = _Outgoing(unique_id, action, payload, message)
+        out.reply = self._loop.create_future()
+        if self._inflight is None:
+            self._send_call(out)
+        elif len(self._queue) >= self.ctx.settings.dnstream.max_mqueue_len:
+            raise QueueFull(f"the downstream queue of {self.cid} is full")
+        else:
+            self._queue.append(out)
+        return out.reply
 
     def info(self) -> dict[str, Any]:
         """The charge point as the admin API lists it (EMQX's client fields)."""

@@ -1,0 +1,1 @@
+"""The admin API (`/api/v5`, EMQX's paths and shapes) on the dashboard listener."""
