@@ -134,17 +134,17 @@ class Node:
             raise NodeError(f"gateway.ocpp.json_schema_dir: {exc}") from None
 
     def _authenticator(self):
-        auth = self.settings.gateway.ocpp.authentication
-        if not auth.enable:
-            return None
         from engine.auth import Authenticator, AuthStoreError, UserStore
 
+        auth = self.settings.gateway.ocpp.authentication
         try:
-            store = UserStore.in_data_dir(Path(self.settings.node.data_dir), auth.password_hash_algorithm)
+            # the store exists with authentication off too: users can be added before it is turned on
+            self.user_store = UserStore.in_data_dir(Path(self.settings.node.data_dir), auth.password_hash_algorithm)
         except AuthStoreError as exc:
             raise NodeError(str(exc)) from None
-        self.user_store = store
-        self.authenticator = Authenticator(auth, store)
+        if not auth.enable:
+            return None
+        self.authenticator = Authenticator(auth, self.user_store)
         return self.authenticator
 
     def _check_admin_credentials(self) -> None:
