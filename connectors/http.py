@@ -110,4 +110,4 @@ def http_action(name: str, settings: HttpActionSettings, connector: HttpConnecto
 
     # one request per message: a batch of HTTP requests would succeed or fail in part
     opts = dataclasses.replace(settings.resource_opts, batch_size=1)
-    return BufferedAction("http", name, connector, opts, render, send)
+    return BufferedAction("http", name, connector, opts, render, send, settings)

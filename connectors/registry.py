@@ -36,6 +36,13 @@ def _check_connector(kind: str, settings: Any) -> tuple[str, str] | None:
     return None
 
 
+MAKE_ACTION: dict[str, Callable[[str, Any, Any], BufferedAction]] = {
+    "http": http_action,
+    "sqlite": lambda name, a, c: sql_action("sqlite", name, a, c),
+    "pgsql": lambda name, a, c: sql_action("pgsql", name, a, c),
+}
+
+
 class Resources:
     def __init__(self, settings: Settings) -> None:
         self.connectors: dict[str, Connector] = {}
@@ -46,11 +53,7 @@ class Resources:
             "sqlite": lambda name, c: SqliteConnector(name, c, data_dir),
             "pgsql": lambda name, c: PgsqlConnector(name, c),
         }
-        make_action: dict[str, Callable[[str, Any, Any], BufferedAction]] = {
-            "http": http_action,
-            "sqlite": lambda name, a, c: sql_action("sqlite", name, a, c),
-            "pgsql": lambda name, a, c: sql_action("pgsql", name, a, c),
-        }
+        make_action = MAKE_ACTION
         errors: list[str] = []
         for kind, make in make_connector.items():
             for name, c in getattr(settings.connectors, kind).items():
@@ -79,6 +82,42 @@ class Resources:
                 connector.health_check_interval = min(connector.health_check_interval, a.resource_opts.health_check_interval)
         if errors:
             raise ResourceConfigError(errors)
+
+    def adopt(self, old: Resources) -> tuple[list[Connector], list[tuple[BufferedAction, BufferedAction | None]]]:
+        """Keep the running connectors and actions whose settings did not change (so their
+        connections and buffers carry on); return the old connectors to stop and, for each old
+        action going away, its successor (None if removed) to hand its waiting messages to."""
+        stop_connectors: list[Connector] = []
+        for key, running in old.connectors.items():
+            mine = self.connectors.get(key)
+            if mine is not None and getattr(mine, "settings", None) == getattr(running, "settings", None):
+                self.connectors[key] = running
+            else:
+                stop_connectors.append(running)
+        for key, action in list(self.actions.items()):
+            connector = self.connectors[f"{action.kind}:{action.settings.connector}"]
+            if action.connector is not connector:
+                # built on the new connector object, which the running one replaced: build it on that
+                self.actions[key] = MAKE_ACTION[action.kind](action.name, action.settings, connector)
+        handovers: list[tuple[BufferedAction, BufferedAction | None]] = []
+        for key, running in old.actions.items():
+            mine = self.actions.get(key)
+            if mine is not None and mine.settings == running.settings and mine.connector is running.connector:
+                self.actions[key] = running
+            else:
+                handovers.append((running, mine))
+        return stop_connectors, handovers
+
+    async def start_new(self, old: Resources) -> None:
+        """Start what `adopt` did not take over from `old`."""
+        running_connectors = set(map(id, old.connectors.values()))
+        running_actions = set(map(id, old.actions.values()))
+        for connector in self.connectors.values():
+            if id(connector) not in running_connectors:
+                await connector.start()
+        for action in self.actions.values():
+            if id(action) not in running_actions:
+                await action.start()
 
     def resolve(self, ref: str) -> Any:
         return self.actions.get(ref)

@@ -164,9 +164,11 @@ Send = Callable[[list[Any]], Awaitable[None]]
 
 
 class BufferedAction:
-    def __init__(self, kind: str, name: str, connector: Connector, opts: ResourceOpts, render: Render, send: Send) -> None:
+    def __init__(self, kind: str, name: str, connector: Connector, opts: ResourceOpts, render: Render, send: Send,
+                 settings: Any = None) -> None:
         self.kind = kind
         self.name = name
+        self.settings = settings  # as configured: a reload keeps an action whose settings did not change
         self.connector = connector
         self.opts = opts
         self._render = render

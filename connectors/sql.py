@@ -168,4 +168,4 @@ def sql_action(kind: str, name: str, settings: SqlActionSettings, connector: Sql
     async def send(rows: list[list[Any]]) -> None:
         await connector.insert(template, rows)
 
-    return BufferedAction(kind, name, connector, settings.resource_opts, template.values, send)
+    return BufferedAction(kind, name, connector, settings.resource_opts, template.values, send, settings)

@@ -118,10 +118,11 @@ def _loop_exception_handler(loop: asyncio.AbstractEventLoop, context: dict) -> N
     loop.default_exception_handler(context)
 
 
-async def _run(settings) -> int:
+async def _run(settings, config_path: str | None) -> int:
     from engine.node import Node, NodeError
+    from engine.reload import ReloadError
 
-    node = Node(settings)
+    node = Node(settings, config_path)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.set_exception_handler(_loop_exception_handler)
@@ -137,6 +138,20 @@ async def _run(settings) -> int:
         logging.getLogger("ocppgw").exception("unexpected error while starting")
         await node.stop()
         return EXIT_START
+    reloading: set[asyncio.Task] = set()
+
+    async def reload_on_hup() -> None:
+        try:
+            await node.reload_from_files()
+        except ReloadError as exc:
+            logging.getLogger("ocppgw.reload").error("reload refused, the running config stays: %s", "; ".join(exc.errors))
+
+    def hup() -> None:
+        task = loop.create_task(reload_on_hup())
+        reloading.add(task)
+        task.add_done_callback(reloading.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, hup)
     await stop.wait()
     await node.stop()
     return 0
@@ -154,7 +169,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     except ImportError:
         runner = asyncio.Runner()
     with runner:
-        return runner.run(_run(settings))
+        return runner.run(_run(settings, args.config))
 
 
 def cmd_bench(args: argparse.Namespace) -> int:

@@ -30,8 +30,9 @@ class NodeError(Exception):
 
 
 class Node:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, config_path: str | None = None) -> None:
         self.settings = settings
+        self.config_path = config_path  # what a reload from the files reads
         self.bus = Bus()
         self.broker: EmbeddedBroker | None = None
         self.bridge: MqttBridge | None = None
@@ -45,6 +46,7 @@ class Node:
         self.admin_credentials = None
         self.user_store = None
         self._stopped = asyncio.Event()
+        self._reload_lock = asyncio.Lock()
 
     def mountpoints(self) -> list[str]:
         ocpp = self.settings.gateway.ocpp
@@ -57,7 +59,7 @@ class Node:
 
     async def start(self) -> None:
         s = self.settings
-        self._check_admin_credentials()
+        self.check_admin_credentials(s)
         try:
             self.resources = Resources(s)
         except ResourceConfigError as exc:
@@ -104,7 +106,7 @@ class Node:
         ocpp = self.settings.gateway.ocpp
         if not ocpp.enable:
             return
-        self.ocpp = GatewayContext(ocpp, self.bus, self.settings.node.name, self._schema_registry())
+        self.ocpp = GatewayContext(ocpp, self.bus, self.settings.node.name, self.schema_registry(self.settings))
         if ocpp.takeover_topic:
             self.takeover = TakeoverNotices(self.ocpp, ocpp.takeover_topic)
         authenticator = self._authenticator()
@@ -119,8 +121,9 @@ class Node:
                     raise NodeError(str(exc)) from None
                 self.listeners[listener.app.full_name] = listener
 
-    def _schema_registry(self):
-        ocpp = self.settings.gateway.ocpp
+    def schema_registry(self, settings: Settings):
+        """The compiled schemas if anything checks messages (gateway-wide or on a listener), else None."""
+        ocpp = settings.gateway.ocpp
         modes = {ocpp.message_format_checking}
         for listeners in (ocpp.listeners.ws, ocpp.listeners.wss):
             modes.update(listener.message_format_checking for listener in listeners.values())
@@ -134,7 +137,7 @@ class Node:
             raise NodeError(f"gateway.ocpp.json_schema_dir: {exc}") from None
 
     def _authenticator(self):
-        from engine.auth import Authenticator, AuthStoreError, UserStore
+        from engine.auth import AuthStoreError, UserStore
 
         auth = self.settings.gateway.ocpp.authentication
         try:
@@ -142,13 +145,24 @@ class Node:
             self.user_store = UserStore.in_data_dir(Path(self.settings.node.data_dir), auth.password_hash_algorithm)
         except AuthStoreError as exc:
             raise NodeError(str(exc)) from None
+        return self.apply_authentication(auth)
+
+    def apply_authentication(self, auth):
+        """The authenticator for these settings (None when off), reusing the running one."""
+        from engine.auth import Authenticator
+
         if not auth.enable:
-            return None
-        self.authenticator = Authenticator(auth, self.user_store)
+            if self.authenticator is not None:
+                self.authenticator.close()
+            self.authenticator = None
+        elif self.authenticator is None:
+            self.authenticator = Authenticator(auth, self.user_store)
+        else:
+            self.authenticator.apply(auth)
         return self.authenticator
 
-    def _check_admin_credentials(self) -> None:
-        d = self.settings.dashboard
+    def check_admin_credentials(self, settings: Settings) -> None:
+        d = settings.dashboard
         bind = d.listeners.http.bind
         loopback = bind.host in ("127.0.0.1", "::1", "localhost") or bind.host.startswith("127.")
         if d.listeners.http.enable and not loopback and (d.default_username, d.default_password) == ("admin", "public"):
@@ -157,11 +171,10 @@ class Node:
 
     async def _start_admin(self) -> None:
         from engine.admin.app import create_app
-        from engine.admin.common import Credentials
         from engine.serve import BindError, bind_socket, start_server
 
         d = self.settings.dashboard
-        self.admin_credentials = Credentials(d.default_username, d.default_password, d.api_keys)
+        self.set_admin_credentials(self.settings)
         if not d.listeners.http.enable:
             return
         try:
@@ -171,6 +184,30 @@ class Node:
         self.admin_server = await start_server(create_app(self), sock)
         self._admin_sock = sock
         log.info("admin API on http://%s/api/v5", d.listeners.http.bind)
+
+    def set_admin_credentials(self, settings: Settings) -> None:
+        from engine.admin.common import Credentials
+
+        d = settings.dashboard
+        self.admin_credentials = Credentials(d.default_username, d.default_password, d.api_keys)
+
+    async def reload(self, settings: Settings):
+        """Apply a new, validated config; raise ReloadError with every problem (nothing changes)."""
+        from engine.reload import reload
+
+        async with self._reload_lock:
+            return await reload(self, settings)
+
+    async def reload_from_files(self):
+        """Re-read the config file (and the overlay) and apply it."""
+        from engine.config import ConfigError, load_settings
+        from engine.reload import ReloadError
+
+        try:
+            settings = load_settings(self.config_path)
+        except ConfigError as exc:
+            raise ReloadError(exc.errors) from None
+        return await self.reload(settings)
 
     async def stop(self) -> None:
         log.info("node %s stopping", self.settings.node.name)

@@ -44,29 +44,60 @@ class EnvText(str):
     """A value from an environment variable: text, parsed by the type it is meant for."""
 
 
+OVERLAY_NAME = "cluster.hocon"
+# maps an overlay replaces whole (so what the API deleted stays deleted), instead of merging into
+_REPLACED_BY_OVERLAY = {("rule_engine", "rules")}
+
+
 @dataclasses.dataclass
 class Sources:
     tree: dict[str, Any]
     file: str  # shown in errors for keys that came from the file
-    env_origins: dict[tuple[str, ...], str]  # key path → environment variable
+    origins: dict[tuple[str, ...], str]  # key path → where it came from, when not the file
 
     def origin(self, path: tuple[str, ...]) -> str:
         for length in range(len(path), 0, -1):
-            env = self.env_origins.get(path[:length])
-            if env:
-                return f"environment {env}"
+            label = self.origins.get(path[:length])
+            if label:
+                return label
         return self.file
 
 
-def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> Settings:
-    """Read, merge and validate; raise `ConfigError` listing every problem."""
-    sources = read_sources(path, os.environ if env is None else env)
+def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None = None, overlay: bool = True) -> Settings:
+    """Read the file, the overlay the admin API wrote (`<data_dir>/cluster.hocon`, unless
+    overlay=False) and the environment, in that order; validate; raise `ConfigError` listing
+    every problem."""
+    sources = read_sources(path, os.environ if env is None else env, overlay)
     return build(sources)
 
 
-def read_sources(path: str | Path | None, env: Mapping[str, str]) -> Sources:
+def overlay_path(tree: dict[str, Any], env: Mapping[str, str]) -> Path:
+    """Where the overlay lives: node.data_dir as the file and environment say."""
+    data_dir = env.get(f"{ENV_PREFIX}NODE__DATA_DIR")
+    if data_dir is None:
+        node = tree.get("node")
+        data_dir = node.get("data_dir") if isinstance(node, dict) and isinstance(node.get("data_dir"), str) else "data"
+    return Path(data_dir) / OVERLAY_NAME
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any], path: tuple[str, ...], origins: dict[tuple[str, ...], str], label: str) -> None:
+    for key, value in over.items():
+        here = path + (key,)
+        if isinstance(value, dict) and isinstance(base.get(key), dict) and here not in _REPLACED_BY_OVERLAY:
+            _merge(base[key], value, here, origins, label)
+        else:
+            base[key] = value
+            origins[here] = label
+
+
+def read_sources(path: str | Path | None, env: Mapping[str, str], overlay: bool = False) -> Sources:
     tree, file_label = _read_file(path)
     origins: dict[tuple[str, ...], str] = {}
+    if overlay:
+        over_path = overlay_path(tree, env)
+        if over_path.is_file():
+            over_tree, over_label = _read_file(over_path)
+            _merge(tree, over_tree, (), origins, over_label)
     errors: list[str] = []
     for name in sorted(env):
         if not name.startswith(ENV_PREFIX):
@@ -78,7 +109,7 @@ def read_sources(path: str | Path | None, env: Mapping[str, str]) -> Sources:
         problem = _set_path(tree, keys, EnvText(env[name]))
         if problem:
             errors.append(f"environment {name}: {problem}")
-        origins[keys] = name
+        origins[keys] = f"environment {name}"
     if errors:
         raise ConfigError(errors)
     return Sources(tree, file_label, origins)

@@ -115,8 +115,7 @@ class Session:
 
     def start(self) -> None:
         """Subscribe downstream, announce the connection, arm the timers."""
-        topic = self.mountpoint + self.ctx.dnstream_topic.render(self._vars(""))
-        self._subscription = self.ctx.bus.subscribe(topic, self.on_downstream, remote=True, name=f"session:{self.cid}")
+        self._subscribe()
         self.ctx.publish_event("client_connected", self._client_fields(
             keepalive=int(self.keepalive), clean_start=True, expiry_interval=0, is_bridge=False,
             connected_at=self.connected_at, conn_props={}, mountpoint=self.mountpoint,
@@ -125,6 +124,22 @@ class Session:
         if idle > 0:
             self._idle_timer = self._loop.call_later(idle, self._idle_expired)
         self._arm_keepalive()
+
+    def _subscribe(self) -> None:
+        topic = self.mountpoint + self.ctx.dnstream_topic.render(self._vars(""))
+        self._subscription = self.ctx.bus.subscribe(topic, self.on_downstream, remote=True, name=f"session:{self.cid}")
+
+    def resubscribe(self, mountpoint: str) -> None:
+        """After a reload changed the mountpoint or the downstream topic: move the subscription.
+        The new one is made before the old goes, so no command falls in between."""
+        old = self._subscription
+        self.mountpoint = mountpoint
+        self._subscribe()
+        if old is not None and old.topic_filter != self._subscription.topic_filter:
+            self.ctx.bus.unsubscribe(old)
+        elif old is not None:
+            self.ctx.bus.unsubscribe(self._subscription)
+            self._subscription = old
 
     def close(self, reason: str, code: int = 1000) -> None:
         """End the session (idempotent): unsubscribe, drop what waits, tell the rules why."""

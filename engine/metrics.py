@@ -1,0 +1,360 @@
+"""Prometheus metrics of a node, read from the live objects at scrape time.
+
+Nothing here sits on the hot path: the gateway, the rules, the actions, the
+bridge and the bus keep their own plain counters, and `NodeCollector` turns
+them into metric families only when `/api/v5/prometheus/stats` is scraped
+(so nothing is counted twice, and a scrape costs one pass over the live
+objects). Each node gets its own `CollectorRegistry` (`node_registry`), so
+several nodes in one process (tests) do not collide.
+
+Every part may be absent (OCPP disabled, no rules, no bridge, before start or
+after stop): its metrics are then left out, or read as zero where a zero is
+the truth (a gateway with OCPP disabled has had no connections).
+
+The event loop lag comes from `LoopLagMonitor`, which the node starts and
+stops with itself:
+
+    self.loop_lag = LoopLagMonitor()   # in Node.__init__
+    self.loop_lag.start()              # in Node.start (inside the running loop)
+    self.loop_lag.stop()               # in Node.stop
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import resource
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+log = logging.getLogger("ocppgw.metrics")
+
+PREFIX = "ocppgw_"
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+KNOWN_PROTOCOLS = ("ocpp1.6", "ocpp2.0.1", "ocpp2.1")  # always listed, at 0 when none is connected
+ACTION_DROP_REASONS = ("queue_full", "expired", "other")
+
+
+# --- event loop lag ----------------------------------------------------------------------------
+
+
+class LoopLagMonitor:
+    """How late the event loop runs a timer: a sign of a blocked or overloaded loop.
+
+    Every `interval` seconds a timer fires and notes how much later than due it
+    ran. It is a self-rescheduling timer handle rather than a task, so a
+    monitor nobody stops dies quietly with its loop. `last` is the latest
+    sample, `max` the largest since start (both in seconds, never negative).
+    """
+
+    def __init__(self, interval: float = 0.5) -> None:
+        if interval <= 0:
+            raise ValueError("interval must be positive")
+        self.interval = interval
+        self.last = 0.0
+        self.max = 0.0
+        self.samples = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._handle: asyncio.TimerHandle | None = None
+        self._due = 0.0
+
+    @property
+    def running(self) -> bool:
+        return self._handle is not None
+
+    def start(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        """Start sampling on `loop` (default: the running loop). Starting a running monitor does nothing."""
+        if self._handle is not None:
+            return
+        self._loop = loop or asyncio.get_running_loop()
+        self._schedule(self._loop.time())
+
+    def stop(self) -> None:
+        """Stop sampling (idempotent); the values stay readable."""
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+    def _schedule(self, now: float) -> None:
+        assert self._loop is not None
+        self._due = now + self.interval
+        self._handle = self._loop.call_at(self._due, self._tick)
+
+    def _tick(self) -> None:
+        assert self._loop is not None
+        now = self._loop.time()
+        lag = max(0.0, now - self._due)  # a timer may fire a clock tick early
+        self.last = lag
+        if lag > self.max:
+            self.max = lag
+        self.samples += 1
+        self._schedule(now)
+
+
+# --- process ------------------------------------------------------------------------------------
+
+try:
+    _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+except (AttributeError, ValueError, OSError):  # not a POSIX system with sysconf
+    _PAGE_SIZE = 4096
+
+
+def process_memory() -> tuple[int | None, int | None]:
+    """(resident, virtual) bytes of this process; virtual is None where /proc is missing."""
+    try:
+        with open("/proc/self/statm", "rb") as f:
+            size, resident = f.read().split()[:2]
+        return int(resident) * _PAGE_SIZE, int(size) * _PAGE_SIZE
+    except (OSError, ValueError):
+        pass
+    try:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    except (AttributeError, OSError):
+        return None, None
+    # without /proc the best there is: the peak resident size (kB on Linux and BSD, bytes on macOS)
+    return (peak if os.uname().sysname == "Darwin" else peak * 1024), None
+
+
+def open_fds() -> int | None:
+    try:
+        return len(os.listdir("/proc/self/fd"))
+    except OSError:
+        return None
+
+
+# --- the collector -------------------------------------------------------------------------------
+
+
+def _counter(name: str, doc: str, labels: Iterable[str] = ()) -> CounterMetricFamily:
+    return CounterMetricFamily(PREFIX + name, doc, labels=list(labels))
+
+
+def _gauge(name: str, doc: str, labels: Iterable[str] = ()) -> GaugeMetricFamily:
+    return GaugeMetricFamily(PREFIX + name, doc, labels=list(labels))
+
+
+class NodeCollector(Collector):
+    """Every metric of one node, built from the node's live objects on each `collect()`."""
+
+    def __init__(self, node: Any, lag: LoopLagMonitor | Callable[[], LoopLagMonitor | None] | None = None,
+                 version: str | None = None) -> None:
+        self.node = node
+        self._lag = lag
+        self.version = version
+        self.section_errors: dict[str, int] = {}
+
+    def describe(self) -> list[Metric]:
+        return []  # nothing checked at registration: the families depend on what runs
+
+    def lag_monitor(self) -> LoopLagMonitor | None:
+        lag = self._lag
+        if lag is None:
+            lag = getattr(self.node, "loop_lag", None)
+        elif not isinstance(lag, LoopLagMonitor):
+            lag = lag()
+        return lag if isinstance(lag, LoopLagMonitor) else None
+
+    def collect(self) -> Iterator[Metric]:
+        sections: list[tuple[str, Callable[[], list[Metric]]]] = [
+            ("node", self._node), ("gateway", self._gateway), ("listeners", self._listeners),
+            ("rules", self._rules), ("actions", self._actions), ("bridge", self._bridge),
+            ("bus", self._bus), ("process", self._process),
+        ]
+        for name, section in sections:
+            try:
+                families = section()
+            except Exception:
+                # one part failing to read (a race with a reload, a bug) does not cost the whole scrape
+                self.section_errors[name] = self.section_errors.get(name, 0) + 1
+                log.exception("metrics: reading %s failed", name)
+                continue
+            yield from families
+        errors = _counter("metrics_collect_errors", "Scrapes that could not read a part of the node, by part.",
+                          ["section"])
+        for name, count in sorted(self.section_errors.items()):
+            errors.add_metric([name], count)
+        yield errors
+
+    # --- sections (each returns complete families) -----------------------------------------------
+
+    def _node(self) -> list[Metric]:
+        settings = getattr(self.node, "settings", None)
+        name = getattr(getattr(settings, "node", None), "name", "") or ""
+        info = InfoMetricFamily(PREFIX.rstrip("_"), "The node's name and the gateway's version.")
+        info.add_metric([], {"node": name, "version": self.version or ""})
+        return [info]
+
+    def _gateway(self) -> list[Metric]:
+        from engine.ocpp.context import GatewayMetrics
+
+        ctx = getattr(self.node, "ocpp", None)
+        m = ctx.metrics if ctx is not None else GatewayMetrics()
+        connections = _gauge("connections", "Charge points connected now, by OCPP version.", ["proto_ver"])
+        for proto in sorted(set(KNOWN_PROTOCOLS) | set(m.by_proto)):
+            connections.add_metric([proto], max(0, m.by_proto.get(proto, 0)))
+        accepted = _counter("connections_accepted", "Charge point connections accepted since start.")
+        accepted.add_metric([], m.connections_total)
+        frames_in = _counter("frames_received", "WebSocket frames received from charge points.")
+        frames_in.add_metric([], m.frames_in)
+        frames_out = _counter("frames_sent", "WebSocket frames sent to charge points.")
+        frames_out.add_metric([], m.frames_out)
+        bytes_in = _counter("bytes_received", "Bytes (characters of text frames) received from charge points.")
+        bytes_in.add_metric([], m.bytes_in)
+        bytes_out = _counter("bytes_sent", "Bytes (characters of text frames) sent to charge points.")
+        bytes_out.add_metric([], m.bytes_out)
+        errors = _counter("callerrors_sent", "CALLERRORs the gateway itself answered to charge points, by error code.",
+                          ["code"])
+        for code, count in sorted(m.errors.items()):
+            errors.add_metric([code], count)
+        drops = _counter("messages_dropped", "Messages dropped (not delivered), by reason.", ["reason"])
+        for reason, count in sorted(m.drops.items()):
+            drops.add_metric([reason], count)
+        refused = _counter("handshakes_refused", "WebSocket handshakes refused, by reason code.", ["reason"])
+        for reason, count in sorted(m.refused.items()):
+            refused.add_metric([reason], count)
+        queued = inflight = 0
+        sessions = list(ctx.sessions.values()) if ctx is not None else []
+        for session in sessions:
+            info = session.info()
+            queued += info.get("mqueue_len", 0)
+            inflight += info.get("inflight_cnt", 0)
+        queue = _gauge("downstream_queue_messages", "Downstream CALLs waiting for their turn, summed over charge points.")
+        queue.add_metric([], queued)
+        waiting = _gauge("downstream_inflight_messages", "Downstream CALLs sent and not answered yet, summed over charge points.")
+        waiting.add_metric([], inflight)
+        return [connections, accepted, frames_in, frames_out, bytes_in, bytes_out, errors, drops, refused, queue, waiting]
+
+    def _listeners(self) -> list[Metric]:
+        current = _gauge("listener_connections", "Charge points connected now, by listener.", ["listener"])
+        for name, listener in sorted((getattr(self.node, "listeners", None) or {}).items()):
+            current.add_metric([name], listener.app.connections)
+        return [current]
+
+    def _rules(self) -> list[Metric]:
+        engine = getattr(self.node, "rules", None)
+        rules = dict(engine.rules) if engine is not None else {}
+        counters = [
+            ("matched", "matched", "Messages and events that reached the rule."),
+            ("passed", "passed", "Messages for which the rule produced output."),
+            ("failed", "failed", "Messages for which the rule failed or produced no output."),
+            ("failed_exception", "failed.exception", "Messages on which the rule's SQL raised an error."),
+            ("failed_no_result", "failed.no_result", "Messages the rule's WHERE (or FOREACH) left without output."),
+            ("actions", "actions.total", "Actions the rule ran."),
+            ("actions_success", "actions.success", "Actions the rule ran without an error."),
+            ("actions_failed", "actions.failed", "Actions that raised an error when the rule ran them."),
+        ]
+        families = {name: _counter(f"rule_{name}", doc, ["rule"]) for name, _, doc in counters}
+        enabled = _gauge("rule_enabled", "1 if the rule is enabled, 0 if not.", ["rule"])
+        for rule_id, running in sorted(rules.items()):
+            values = running.metrics.as_dict()
+            for name, key, _ in counters:
+                families[name].add_metric([rule_id], values.get(key, 0))
+            enabled.add_metric([rule_id], 1 if getattr(running.settings, "enable", True) else 0)
+        return [*families.values(), enabled]
+
+    def _actions(self) -> list[Metric]:
+        resources = getattr(self.node, "resources", None)
+        actions = dict(resources.actions) if resources is not None else {}
+        connectors = dict(resources.connectors) if resources is not None else {}
+        counters = [
+            ("matched", "Requests rules handed to the action."),
+            ("success", "Requests the action delivered."),
+            ("failed", "Requests the action failed to deliver (or to render)."),
+            ("retried", "Delivery attempts the action retried."),
+        ]
+        families = {name: _counter(f"action_{name}", doc, ["action"]) for name, doc in counters}
+        dropped = _counter("action_dropped", "Requests the action dropped, by reason.", ["action", "reason"])
+        inflight = _gauge("action_inflight", "Requests being delivered now.", ["action"])
+        queuing = _gauge("action_queuing", "Requests waiting in the action's buffer.", ["action"])
+        for action_id, action in sorted(actions.items()):
+            values = action.metrics.as_dict()
+            for name, _ in counters:
+                families[name].add_metric([action_id], values.get(name, 0))
+            for reason in ACTION_DROP_REASONS:
+                dropped.add_metric([action_id, reason], values.get(f"dropped.{reason}", 0))
+            inflight.add_metric([action_id], values.get("inflight", 0))
+            queuing.add_metric([action_id], values.get("queuing", 0))
+        up = _gauge("connector_up", "1 if the connector is connected, 0 if not.", ["connector"])
+        for connector_id, connector in sorted(connectors.items()):
+            up.add_metric([connector_id], 1 if connector.status == "connected" else 0)
+        return [*families.values(), dropped, inflight, queuing, up]
+
+    def _bridge(self) -> list[Metric]:
+        bridge = getattr(self.node, "bridge", None)
+        if bridge is None:
+            return []
+        connected = _gauge("mqtt_bridge_connected", "1 if the bridge is connected to the MQTT broker, 0 if not.")
+        connected.add_metric([], 1 if bridge.connected else 0)
+        buffered = _gauge("mqtt_bridge_buffered_messages", "Messages waiting for (or in flight to) the MQTT broker.")
+        buffered.add_metric([], bridge.buffered)
+        families: list[Metric] = [connected, buffered]
+        for name, attr, doc in (
+            ("mqtt_bridge_dropped", "dropped", "Messages dropped because the bridge's buffer was full."),
+            ("mqtt_bridge_published", "published", "Messages published to the MQTT broker."),
+            ("mqtt_bridge_received", "received", "Messages received from the MQTT broker."),
+            ("mqtt_bridge_reconnects", "reconnects", "Times the bridge lost the MQTT broker and connected again."),
+            ("mqtt_bridge_echo_suppressed", "echo_suppressed", "Our own messages the broker echoed back, ignored."),
+        ):
+            family = _counter(name, doc)
+            family.add_metric([], getattr(bridge, attr, 0))
+            families.append(family)
+        return families
+
+    def _bus(self) -> list[Metric]:
+        bus = getattr(self.node, "bus", None)
+        if bus is None:
+            return []
+        published = _counter("bus_messages", "Messages published on the node's internal bus.")
+        published.add_metric([], bus.published)
+        errors = _counter("bus_handler_errors", "Bus subscribers that raised on a message.")
+        errors.add_metric([], bus.handler_errors)
+        subscriptions = _gauge("bus_subscriptions", "Subscriptions on the node's internal bus.")
+        subscriptions.add_metric([], bus.subscription_count())
+        return [published, errors, subscriptions]
+
+    def _process(self) -> list[Metric]:
+        families: list[Metric] = []
+        resident, virtual = process_memory()
+        if resident is not None:
+            rss = _gauge("process_resident_memory_bytes", "Resident memory of the gateway process.")
+            rss.add_metric([], resident)
+            families.append(rss)
+        if virtual is not None:
+            vms = _gauge("process_virtual_memory_bytes", "Virtual memory of the gateway process.")
+            vms.add_metric([], virtual)
+            families.append(vms)
+        times = os.times()
+        cpu = _counter("process_cpu_seconds", "CPU time (user and system) the gateway process used.")
+        cpu.add_metric([], times.user + times.system)
+        families.append(cpu)
+        fds = open_fds()
+        if fds is not None:
+            fd_gauge = _gauge("process_open_fds", "File descriptors the gateway process holds open.")
+            fd_gauge.add_metric([], fds)
+            families.append(fd_gauge)
+        monitor = self.lag_monitor()
+        if monitor is not None:
+            last = _gauge("event_loop_lag_seconds", "How late the event loop ran its last lag probe.")
+            last.add_metric([], monitor.last)
+            peak = _gauge("event_loop_lag_max_seconds", "The largest event loop lag seen since start.")
+            peak.add_metric([], monitor.max)
+            families += [last, peak]
+        return families
+
+
+def node_registry(node: Any, lag: LoopLagMonitor | Callable[[], LoopLagMonitor | None] | None = None,
+                  version: str | None = None) -> CollectorRegistry:
+    """A registry of its own holding the node's collector (`lag` defaults to `node.loop_lag`)."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(NodeCollector(node, lag, version))
+    return registry
+
+
+def render(registry: CollectorRegistry) -> bytes:
+    """The registry in the Prometheus text format (0.0.4)."""
+    return generate_latest(registry)
