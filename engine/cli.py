@@ -128,19 +128,12 @@ async def _run(settings, config_path: str | None) -> int:
     loop.set_exception_handler(_loop_exception_handler)
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    try:
-        await node.start()
-    except NodeError as exc:
-        print(f"cannot start: {exc}", file=sys.stderr)
-        await node.stop()
-        return EXIT_START
-    except Exception:
-        logging.getLogger("ocppgw").exception("unexpected error while starting")
-        await node.stop()
-        return EXIT_START
     reloading: set[asyncio.Task] = set()
 
     async def reload_on_hup() -> None:
+        if not node.started:
+            logging.getLogger("ocppgw.reload").warning("reload ignored: the node is still starting")
+            return
         try:
             await node.reload_from_files()
         except ReloadError as exc:
@@ -152,6 +145,16 @@ async def _run(settings, config_path: str | None) -> int:
         task.add_done_callback(reloading.discard)
 
     loop.add_signal_handler(signal.SIGHUP, hup)
+    try:
+        await node.start()
+    except NodeError as exc:
+        print(f"cannot start: {exc}", file=sys.stderr)
+        await node.stop()
+        return EXIT_START
+    except Exception:
+        logging.getLogger("ocppgw").exception("unexpected error while starting")
+        await node.stop()
+        return EXIT_START
     await stop.wait()
     await node.stop()
     return 0

@@ -90,8 +90,7 @@ class LoopLagMonitor:
         now = self._loop.time()
         lag = max(0.0, now - self._due)  # a timer may fire a clock tick early
         self.last = lag
-        if lag > self.max:
-            self.max = lag
+        self.max = max(self.max, lag)
         self.samples += 1
         self._schedule(now)
 

@@ -47,9 +47,19 @@ class Node:
         self.user_store = None
         self._stopped = asyncio.Event()
         self._reload_lock = asyncio.Lock()
+        self.started = False
 
-    def mountpoints(self) -> list[str]:
-        ocpp = self.settings.gateway.ocpp
+    def bridge_options(self, settings: Settings):
+        options = bridge_options(settings.mqtt, settings.node.name, self.mountpoints(settings))
+        takeover = settings.gateway.ocpp.takeover_topic
+        if settings.gateway.ocpp.enable and takeover:
+            # nodes sharing the broker hear of each other's new connections
+            options.forward_topics.append(notice_filter(takeover))
+            options.subscriptions.append(notice_filter(takeover))
+        return options
+
+    def mountpoints(self, settings: Settings | None = None) -> list[str]:
+        ocpp = (settings or self.settings).gateway.ocpp
         found = [ocpp.mountpoint]
         for kind in (ocpp.listeners.ws, ocpp.listeners.wss):
             for listener in kind.values():
@@ -82,12 +92,7 @@ class Node:
             except Exception as exc:
                 self.broker = None
                 raise NodeError(str(exc)) from None
-        options = bridge_options(s.mqtt, s.node.name, self.mountpoints())
-        takeover = s.gateway.ocpp.takeover_topic
-        if s.gateway.ocpp.enable and takeover:
-            # nodes sharing the broker hear of each other's new connections
-            options.forward_topics.append(notice_filter(takeover))
-            options.subscriptions.append(notice_filter(takeover))
+        options = self.bridge_options(s)
         self.bridge = MqttBridge(options, self.bus.publish)
         self.bus.watch_remote(self.bridge)
         for topic in ["#"] + [t for t in options.forward_topics if t.startswith("$")]:
@@ -100,6 +105,7 @@ class Node:
             await self.bridge.wait_connected(s.mqtt.embedded.start_timeout)
         await self._start_ocpp()
         await self._start_admin()
+        self.started = True
         log.info("node %s started", s.node.name)
 
     async def _start_ocpp(self) -> None:

@@ -111,6 +111,9 @@ async def reload(node: Node, new: Settings) -> ReloadReport:
         setup_logging(new.log.level, new.log.format)
         report.changed.append("log")
     node.set_admin_credentials(new)
+    if node.bridge is not None:
+        options = node.bridge_options(new)  # forward filters name the mountpoints, which may have changed
+        node.bridge.set_forward(options.forward_topics, options.forward_exclude)
     node.settings = new
     if node.ocpp is not None:
         await _apply_ocpp(node, old, new, report)

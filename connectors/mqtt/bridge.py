@@ -67,12 +67,7 @@ class MqttBridge:
         self._inflight: dict[int, Message] = {}  # insertion order = send order
         self._seq = itertools.count()
         self._echo = EchoFilter() if options.proto_ver == "v4" else None
-        self._forward: TopicTrie[str] = TopicTrie()
-        self._exclude: TopicTrie[str] = TopicTrie()
-        for topic in options.forward_topics:
-            self._forward.add(topic, topic)
-        for topic in options.forward_exclude:
-            self._exclude.add(topic, topic)
+        self.set_forward(options.forward_topics, options.forward_exclude)
         self._wanted: dict[str, int] = {topic: 1 for topic in options.subscriptions}
         self._wanted_trie: TopicTrie[str] = TopicTrie()
         for topic in options.subscriptions:
@@ -106,6 +101,16 @@ class MqttBridge:
         return self._echo.suppressed if self._echo is not None else 0
 
     # --- bus side ------------------------------------------------------------------
+
+    def set_forward(self, topics: list[str], exclude: list[str]) -> None:
+        """Which local messages go to the broker (a reload may change the mountpoints they name)."""
+        forward: TopicTrie[str] = TopicTrie()
+        excluded: TopicTrie[str] = TopicTrie()
+        for topic in topics:
+            forward.add(topic, topic)
+        for topic in exclude:
+            excluded.add(topic, topic)
+        self._forward, self._exclude = forward, excluded
 
     def forward(self, message: Message) -> None:
         """Bus handler: queue a local message for the broker if the forward rules say so."""

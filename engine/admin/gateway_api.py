@@ -1,9 +1,400 @@
-"""(being written)"""
+"""The OCPP gateway's admin endpoints, on EMQX's paths: the gateway, its listeners, the
+connected charge points (list, look up, kick, send a CALL), and the users of the
+built-in authenticator.
+
+Decisions where EMQX leaves room or has no counterpart:
+
+- Times (`connected_at`, `created_at`, `started_at`) are rendered as EMQX renders
+  them, RFC 3339 with milliseconds, here always in UTC (`2024-05-01T10:00:00.123+00:00`).
+  The `gte_connected_at`/`lte_connected_at` filters take RFC 3339 or epoch milliseconds.
+- Durations and sizes in the settings are shown as written in the config (`"30s"`,
+  `"2MB"`), binds as `"host:port"`, as EMQX shows its config.
+- A client that is not connected is a 404 for GET, DELETE and the call endpoint
+  (EMQX answers 204 to a DELETE of an unknown client; we say it was not there).
+- `POST .../clients/{cid}/call` checks the payload against the request schema when
+  downstream checking applies to that charge point (`message_format_checking` of its
+  listener or the gateway is `all` or `dnstream_only`, the charge point is not in
+  `lenient_clients`): exactly the check a CALL from the broker gets in
+  `Session.on_downstream`, which would drop it as a schema violation. Here it is refused
+  with a 400 before anything is sent, so the API is no way around the check. An action
+  with no schema in the charge point's version is refused the same way.
+- 504 means no answer came in time: the API's `timeout`, the gateway's
+  `dnstream.awaiting_timeout`, or the charge point disconnected while the CALL waited.
+  A CALL still queued when the API's own timeout fires stays in the queue and is sent
+  in its turn (the session has no way to withdraw it).
+"""
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
+import math
+import time
+from datetime import datetime, timezone
 from typing import Any
 
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 
-def routes(node: Any) -> list[Any]:
-    return []
+from engine.admin.common import (
+    ApiError,
+    bad_request,
+    check_fields,
+    json_body,
+    json_response,
+    page_args,
+    paged,
+)
+from engine.auth import MAX_USER_ID, AuthStoreError, UserExists, UserNotFound
+from engine.config.types import Bind, Duration, Size
+from engine.ocpp.schemas import UnknownAction
+from engine.ocpp.session import QueueFull
+
+GATEWAY = "ocpp"
+PREFIX = f"/api/v5/gateways/{GATEWAY}"
+MAX_CALL_TIMEOUT = 86_400.0  # seconds; beyond any sane wait, and timers stay representable
+
+
+# --- helpers ------------------------------------------------------------------------------
+
+
+def rfc3339(ms: int | float) -> str:
+    """Epoch milliseconds as RFC 3339 in UTC with milliseconds, as EMQX renders times."""
+    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).isoformat(timespec="milliseconds")
+
+
+def _parse_time(name: str, text: str) -> float:
+    """A query parameter that is a time: epoch milliseconds or RFC 3339; epoch ms back."""
+    try:
+        return float(int(text))
+    except ValueError:
+        pass
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise bad_request(f"{name}: expected epoch milliseconds or an RFC 3339 time") from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return when.timestamp() * 1000
+
+
+def _plain(value: Any) -> Any:
+    """A settings value as JSON shows it: durations and sizes as written, binds as host:port."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, (Duration, Size, Bind)):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _client_not_found(cid: str) -> ApiError:
+    return ApiError(404, "RESOURCE_NOT_FOUND", f"client {cid!r} not found (not connected to this node)")
+
+
+def _user_not_found(user_id: str) -> ApiError:
+    return ApiError(404, "NOT_FOUND", f"user {user_id!r} not found")
+
+
+def _number(value: float) -> int | float:
+    return int(value) if float(value).is_integer() else value
+
+
+# --- the gateway and its listeners ----------------------------------------------------------
+
+
+class GatewayApi:
+    def __init__(self, node: Any) -> None:
+        self.node = node
+        # The admin API is built as the node starts, right after the OCPP listeners.
+        self.started_at = int(time.time() * 1000)
+
+    @property
+    def ocpp_settings(self) -> Any:
+        return self.node.settings.gateway.ocpp
+
+    def _sessions(self) -> list[Any]:
+        ctx = self.node.ocpp
+        if ctx is None:
+            return []
+        return [s for s in list(ctx.sessions.values()) if not s.closed]
+
+    def _session(self, cid: str) -> Any:
+        ctx = self.node.ocpp
+        session = ctx.sessions.get(cid) if ctx is not None else None
+        if session is None or session.closed:
+            raise _client_not_found(cid)
+        return session
+
+    def _listener_infos(self) -> list[dict[str, Any]]:
+        ocpp = self.ocpp_settings
+        found = []
+        for kind, listeners in (("ws", ocpp.listeners.ws), ("wss", ocpp.listeners.wss)):
+            for name, s in listeners.items():
+                listener_id = f"{GATEWAY}:{kind}:{name}"
+                running_listener = self.node.listeners.get(listener_id)
+                server = getattr(running_listener, "server", None)
+                running = server is not None and any(srv.is_serving() for srv in getattr(server, "servers", []))
+                found.append({
+                    "id": listener_id,
+                    "type": kind,
+                    "name": name,
+                    "enable": s.enable,
+                    "bind": str(s.bind),
+                    "running": running,
+                    "current_connections": running_listener.app.connections if running_listener is not None else 0,
+                    "max_connections": s.max_connections,
+                    "max_conn_rate": s.max_conn_rate,
+                    "mountpoint": ocpp.mountpoint if s.mountpoint is None else s.mountpoint,
+                    "enable_authn": s.enable_authn,
+                    "message_format_checking": s.message_format_checking or ocpp.message_format_checking,
+                    "websocket": _plain(s.websocket),
+                })
+        return found
+
+    async def gateway(self, request: Request) -> Response:
+        ocpp = self.ocpp_settings
+        running = self.node.ocpp is not None
+        body = {
+            "name": GATEWAY,
+            "status": "running" if running else "stopped",
+            "enable": ocpp.enable,
+            "started_at": rfc3339(self.started_at) if running else None,
+            "current_connections": len(self._sessions()),
+            "max_connections": sum(li["max_connections"] for li in self._listener_infos() if li["enable"]),
+        }
+        settings = _plain(ocpp)
+        settings.pop("listeners", None)
+        settings.pop("enable", None)
+        body.update(settings)
+        body["listeners"] = self._listener_infos()
+        return json_response(body)
+
+    async def listeners(self, request: Request) -> Response:
+        return json_response(self._listener_infos())
+
+    async def listener(self, request: Request) -> Response:
+        listener_id = request.path_params["listener_id"]
+        for info in self._listener_infos():
+            if info["id"] == listener_id:
+                return json_response(info)
+        raise ApiError(404, "RESOURCE_NOT_FOUND", f"listener {listener_id!r} not found")
+
+    # --- clients --------------------------------------------------------------------------
+
+    def _client_info(self, session: Any) -> dict[str, Any]:
+        info = dict(session.info())
+        connected_at = info.get("connected_at")
+        info["node"] = self.node.settings.node.name
+        info["connected"] = True
+        if isinstance(connected_at, (int, float)):
+            info["connected_at"] = rfc3339(connected_at)
+            info["created_at"] = info["connected_at"]  # a session lives as long as its connection
+        if isinstance(info.get("keepalive"), float):
+            info["keepalive"] = _number(info["keepalive"])
+        info.setdefault("is_bridge", False)
+        info.setdefault("clean_start", True)
+        info.setdefault("expiry_interval", 0)
+        info.setdefault("inflight_max", 1)  # one CALL in flight per charge point
+        ctx = self.node.ocpp
+        if ctx is not None:
+            info.setdefault("mqueue_max", ctx.settings.dnstream.max_mqueue_len)
+        return info
+
+    async def clients(self, request: Request) -> Response:
+        page, limit = page_args(request)
+        q = request.query_params
+        exact = {k: q[k] for k in ("clientid", "username", "ip_address", "proto_ver") if k in q}
+        like = {k[len("like_"):]: q[k] for k in ("like_clientid", "like_username") if k in q}
+        bounds = {k: _parse_time(k, q[k]) for k in ("gte_connected_at", "lte_connected_at") if k in q}
+        fields = {"clientid": "cid", "username": "username", "ip_address": "ip", "proto_ver": "proto_ver"}
+
+        def value(session: Any, field: str) -> Any:
+            return session.peer[0] if field == "ip_address" else getattr(session, fields[field])
+
+        def keep(session: Any) -> bool:
+            if any(value(session, k) != v for k, v in exact.items()):
+                return False
+            if any(v not in (value(session, k) or "") for k, v in like.items()):
+                return False
+            if "gte_connected_at" in bounds and session.connected_at < bounds["gte_connected_at"]:
+                return False
+            if "lte_connected_at" in bounds and session.connected_at > bounds["lte_connected_at"]:
+                return False
+            return True
+
+        matching = sorted((s for s in self._sessions() if keep(s)), key=lambda s: s.cid)
+        result = paged(matching, page, limit)
+        result["data"] = [self._client_info(s) for s in result["data"]]
+        return json_response(result)
+
+    async def client(self, request: Request) -> Response:
+        return json_response(self._client_info(self._session(request.path_params["clientid"])))
+
+    async def kick(self, request: Request) -> Response:
+        self._session(request.path_params["clientid"]).close("kicked", 1000)
+        return Response(status_code=204)
+
+    def _check_call_payload(self, session: Any, action: str, payload: dict[str, Any]) -> None:
+        """Refuse what `Session.on_downstream` would drop as a schema violation."""
+        ctx = self.node.ocpp
+        registry = ctx.registry
+        if registry is None:
+            return
+        running_listener = self.node.listeners.get(session.listener)
+        mode = running_listener.app.checking if running_listener is not None else None
+        if not ctx.checks_dnstream(session.cid, mode):
+            return
+        try:
+            violation = registry.check(session.proto_ver, action, "request", payload)
+        except UnknownAction:
+            raise ApiError(400, "BAD_REQUEST", f"action: no request schema for {action!r} in {session.proto_ver}") from None
+        if violation is not None:
+            raise ApiError(400, "BAD_REQUEST", f"payload: does not match the {action} request schema of "
+                           f"{session.proto_ver} ({violation.code}): {violation.description}")
+
+    async def call(self, request: Request) -> Response:
+        cid = request.path_params["clientid"]
+        body = check_fields(await json_body(request), {"action": str}, {"payload": dict, "timeout": float})
+        action: str = body["action"]
+        if not action:
+            raise bad_request("action: must not be empty")
+        payload = body.get("payload", {})
+        timeout = body.get("timeout")
+        if timeout is not None and not (0 < timeout <= MAX_CALL_TIMEOUT and math.isfinite(timeout)):
+            raise bad_request(f"timeout: must be greater than 0 and at most {MAX_CALL_TIMEOUT:g} seconds")
+        session = self._session(cid)
+        self._check_call_payload(session, action, payload)
+        if timeout is None:
+            timeout = float(self.node.ocpp.settings.dnstream.awaiting_timeout)
+        try:
+            future = session.call(action, payload)
+        except QueueFull as exc:
+            raise ApiError(409, "QUEUE_FULL", str(exc)) from None
+        try:
+            reply = await asyncio.wait_for(future, timeout)
+        except TimeoutError:
+            dropped = future.done() and not future.cancelled() and future.exception() is not None
+            reason = str(future.exception()) if dropped else ""
+            if reason == "client_disconnected":
+                message = f"{cid} disconnected before answering the {action} CALL"
+            elif dropped:
+                awaiting = self.node.ocpp.settings.dnstream.awaiting_timeout
+                message = f"{cid} did not answer the {action} CALL within dnstream.awaiting_timeout ({awaiting})"
+            else:
+                message = f"{cid} did not answer the {action} CALL within {timeout:g}s"
+            raise ApiError(504, "TIMEOUT", message) from None
+        return json_response(reply)
+
+    # --- users of the built-in authenticator ---------------------------------------------------
+
+    def _store(self) -> Any:
+        store = self.node.user_store
+        if store is None:
+            raise ApiError(404, "NOT_FOUND", "the built-in authenticator is not available (gateway.ocpp.enable = false)")
+        return store
+
+    async def users(self, request: Request) -> Response:
+        store = self._store()
+        page, limit = page_args(request)
+        like = request.query_params.get("like_user_id") or None
+        superuser = request.query_params.get("is_superuser")
+        if superuser is None:
+            found = store.list(page, limit, like)
+            start = (page - 1) * limit
+            return json_response({
+                "data": [u.as_dict() for u in found.items],
+                "meta": {"page": page, "limit": limit, "count": found.total, "hasnext": start + limit < found.total},
+            })
+        if superuser not in ("true", "false"):
+            raise bad_request("is_superuser: expected true or false")
+        everyone = store.list(1, max(len(store), 1), like).items
+        wanted = [u.as_dict() for u in everyone if u.is_superuser == (superuser == "true")]
+        return json_response(paged(wanted, page, limit))
+
+    async def add_user(self, request: Request) -> Response:
+        store = self._store()
+        body = check_fields(await json_body(request), {"user_id": str, "password": str}, {"is_superuser": bool})
+        user_id, password = body["user_id"], body["password"]
+        _check_user_id(user_id)
+        if not password:
+            raise bad_request("password: must not be empty")
+        try:
+            user = await asyncio.to_thread(store.add, user_id, password, body.get("is_superuser", False))
+        except UserExists:
+            raise ApiError(409, "ALREADY_EXISTS", f"user {user_id!r} already exists") from None
+        except ValueError as exc:  # the id and emptiness are checked above: what is left is the password
+            raise bad_request(f"password: {exc}") from None
+        except AuthStoreError as exc:
+            raise ApiError(500, "INTERNAL_ERROR", str(exc)) from None
+        return json_response(user.as_dict(), 201)
+
+    async def user(self, request: Request) -> Response:
+        store = self._store()
+        user_id = request.path_params["user_id"]
+        try:
+            return json_response(store.get(user_id).as_dict())
+        except UserNotFound:
+            raise _user_not_found(user_id) from None
+
+    async def update_user(self, request: Request) -> Response:
+        store = self._store()
+        user_id = request.path_params["user_id"]
+        body = check_fields(await json_body(request), {}, {"password": str, "is_superuser": bool})
+        password = body.get("password")
+        if password is not None and not password:
+            raise bad_request("password: must not be empty")
+        if not user_id or len(user_id) > MAX_USER_ID:
+            raise _user_not_found(user_id)
+        try:
+            user = await asyncio.to_thread(store.update, user_id, password, body.get("is_superuser"))
+        except UserNotFound:
+            raise _user_not_found(user_id) from None
+        except ValueError as exc:
+            raise bad_request(f"password: {exc}") from None
+        except AuthStoreError as exc:
+            raise ApiError(500, "INTERNAL_ERROR", str(exc)) from None
+        return json_response(user.as_dict())
+
+    async def delete_user(self, request: Request) -> Response:
+        store = self._store()
+        user_id = request.path_params["user_id"]
+        if not user_id or len(user_id) > MAX_USER_ID:
+            raise _user_not_found(user_id)
+        try:
+            await asyncio.to_thread(store.delete, user_id)  # rewrites and fsyncs the file
+        except UserNotFound:
+            raise _user_not_found(user_id) from None
+        except AuthStoreError as exc:
+            raise ApiError(500, "INTERNAL_ERROR", str(exc)) from None
+        return Response(status_code=204)
+
+
+def _check_user_id(user_id: str) -> None:
+    if not user_id:
+        raise bad_request("user_id: must not be empty")
+    if len(user_id) > MAX_USER_ID:
+        raise bad_request(f"user_id: longer than {MAX_USER_ID} characters")
+
+
+def routes(node: Any) -> list[Route]:
+    api = GatewayApi(node)
+    users = f"{PREFIX}/authentication/users"
+    return [
+        Route(PREFIX, api.gateway, methods=["GET"]),
+        Route(f"{PREFIX}/listeners", api.listeners, methods=["GET"]),
+        Route(f"{PREFIX}/listeners/{{listener_id}}", api.listener, methods=["GET"]),
+        Route(f"{PREFIX}/clients", api.clients, methods=["GET"]),
+        Route(f"{PREFIX}/clients/{{clientid}}", api.client, methods=["GET"]),
+        Route(f"{PREFIX}/clients/{{clientid}}", api.kick, methods=["DELETE"]),
+        Route(f"{PREFIX}/clients/{{clientid}}/call", api.call, methods=["POST"]),
+        Route(users, api.users, methods=["GET"]),
+        Route(users, api.add_user, methods=["POST"]),
+        Route(f"{users}/{{user_id:path}}", api.user, methods=["GET"]),
+        Route(f"{users}/{{user_id:path}}", api.update_user, methods=["PUT"]),
+        Route(f"{users}/{{user_id:path}}", api.delete_user, methods=["DELETE"]),
+    ]
