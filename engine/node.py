@@ -17,6 +17,7 @@ from connectors.mqtt.setup import bridge_options
 from connectors.registry import ResourceConfigError, Resources
 from engine.bus import Bus
 from engine.config.schema import Settings
+from engine.metrics import LoopLagMonitor
 from engine.ocpp.context import GatewayContext
 from engine.ocpp.listener import ListenerError, OcppListener
 from engine.ocpp.takeover import TakeoverNotices, notice_filter
@@ -48,6 +49,7 @@ class Node:
         self._stopped = asyncio.Event()
         self._reload_lock = asyncio.Lock()
         self.started = False
+        self.loop_lag = LoopLagMonitor()  # read by the metrics collector
 
     def bridge_options(self, settings: Settings):
         options = bridge_options(settings.mqtt, settings.node.name, self.mountpoints(settings))
@@ -69,6 +71,7 @@ class Node:
 
     async def start(self) -> None:
         s = self.settings
+        self.loop_lag.start()
         self.check_admin_credentials(s)
         try:
             self.resources = Resources(s)
@@ -238,5 +241,6 @@ class Node:
             await self.bridge.stop()
         if self.broker:
             await self.broker.stop()
+        self.loop_lag.stop()
         self._stopped.set()
         log.info("node %s stopped", self.settings.node.name)

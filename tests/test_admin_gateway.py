@@ -7,7 +7,7 @@ import asyncio
 import base64
 import contextlib
 from collections.abc import AsyncIterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import httpx
 import orjson
@@ -15,7 +15,14 @@ import pytest
 import websockets
 from websockets.exceptions import InvalidStatus
 
-from tests.ocpp_support import Gateway, closed_with, eventually, nothing_sent, recv_json, running_gateway
+from tests.ocpp_support import (
+    Gateway,
+    closed_with,
+    eventually,
+    nothing_sent,
+    recv_json,
+    running_gateway,
+)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -71,21 +78,20 @@ ENDPOINTS = [
 
 
 async def test_every_endpoint_needs_credentials(tmp_path, mosquitto):
-    async with running_gateway(tmp_path, mosquitto.port) as gw:
-        async with charge_point(gw, "CP1") as ws:
-            for auth in (None, ("admin", "wrong"), ("nobody", "public")):
-                async with admin(gw, auth) as http:
-                    for method, path, body in ENDPOINTS:
-                        response = await http.request(method, path, json=body)
-                        assert response.status_code == 401, (auth, method, path, response.text)
-                        assert response.json()["code"] == "BAD_USERNAME_OR_PWD"
-                        assert response.headers["www-authenticate"].startswith("Basic")
-            async with admin(gw, None) as http:
-                response = await http.get(OCPP, headers={"Authorization": "Basic !!not-base64"})
-                assert response.status_code == 401
-            # nothing happened: the charge point is still there and got no CALL, no user was added
-            await nothing_sent(ws, 0.2)
-            assert "CP1" in gw.ctx.sessions and len(gw.node.user_store) == 0
+    async with running_gateway(tmp_path, mosquitto.port) as gw, charge_point(gw, "CP1") as ws:
+        for auth in (None, ("admin", "wrong"), ("nobody", "public")):
+            async with admin(gw, auth) as http:
+                for method, path, body in ENDPOINTS:
+                    response = await http.request(method, path, json=body)
+                    assert response.status_code == 401, (auth, method, path, response.text)
+                    assert response.json()["code"] == "BAD_USERNAME_OR_PWD"
+                    assert response.headers["www-authenticate"].startswith("Basic")
+        async with admin(gw, None) as http:
+            response = await http.get(OCPP, headers={"Authorization": "Basic !!not-base64"})
+            assert response.status_code == 401
+        # nothing happened: the charge point is still there and got no CALL, no user was added
+        await nothing_sent(ws, 0.2)
+        assert "CP1" in gw.ctx.sessions and len(gw.node.user_store) == 0
 
 
 # --- the gateway and its listeners --------------------------------------------------------------
@@ -154,7 +160,7 @@ async def test_clients_list_filters_and_pages(tmp_path, mosquitto):
             assert b["recv_cnt"] == 1 and b["send_cnt"] == 0  # nothing answers Heartbeat here (no backend)
             assert b["connected"] is True and b["node"] == "gw-test" and b["listener"] == "ocpp:ws:default"
             connected_at = datetime.fromisoformat(b["connected_at"])
-            assert connected_at.utcoffset() == timezone.utc.utcoffset(None)
+            assert connected_at.utcoffset() == UTC.utcoffset(None)
             assert b["connected_at"].endswith("+00:00") and "." in b["connected_at"]  # milliseconds
             assert "password" not in b
 

@@ -30,7 +30,7 @@ import asyncio
 import dataclasses
 import math
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from starlette.requests import Request
@@ -59,9 +59,9 @@ MAX_CALL_TIMEOUT = 86_400.0  # seconds; beyond any sane wait, and timers stay re
 # --- helpers ------------------------------------------------------------------------------
 
 
-def rfc3339(ms: int | float) -> str:
+def rfc3339(ms: float) -> str:
     """Epoch milliseconds as RFC 3339 in UTC with milliseconds, as EMQX renders times."""
-    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).isoformat(timespec="milliseconds")
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat(timespec="milliseconds")
 
 
 def _parse_time(name: str, text: str) -> float:
@@ -75,7 +75,7 @@ def _parse_time(name: str, text: str) -> float:
     except ValueError:
         raise bad_request(f"{name}: expected epoch milliseconds or an RFC 3339 time") from None
     if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
+        when = when.replace(tzinfo=UTC)
     return when.timestamp() * 1000
 
 

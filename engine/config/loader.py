@@ -9,6 +9,7 @@ starts until the whole config is clean.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import datetime
 import difflib
@@ -63,10 +64,11 @@ class Sources:
         return self.file
 
 
-def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None = None, overlay: bool = True) -> Settings:
+def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None = None,
+                  overlay: bool | dict[str, Any] = True) -> Settings:
     """Read the file, the overlay the admin API wrote (`<data_dir>/cluster.hocon`, unless
     overlay=False) and the environment, in that order; validate; raise `ConfigError` listing
-    every problem."""
+    every problem. `overlay` may also be the overlay's tree itself (to check one before writing it)."""
     sources = read_sources(path, os.environ if env is None else env, overlay)
     return build(sources)
 
@@ -90,10 +92,12 @@ def _merge(base: dict[str, Any], over: dict[str, Any], path: tuple[str, ...], or
             origins[here] = label
 
 
-def read_sources(path: str | Path | None, env: Mapping[str, str], overlay: bool = False) -> Sources:
+def read_sources(path: str | Path | None, env: Mapping[str, str], overlay: bool | dict[str, Any] = False) -> Sources:
     tree, file_label = _read_file(path)
     origins: dict[tuple[str, ...], str] = {}
-    if overlay:
+    if isinstance(overlay, dict):
+        _merge(tree, copy.deepcopy(overlay), (), origins, "the admin API's config")
+    elif overlay:
         over_path = overlay_path(tree, env)
         if over_path.is_file():
             over_tree, over_label = _read_file(over_path)
