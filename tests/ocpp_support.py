@@ -141,7 +141,7 @@ async def running_gateway(tmp_path: Path, mqtt_port: int, conf: str = "") -> Asy
         f'gateway.ocpp.listeners.ws.default.bind = "127.0.0.1:{ocpp_port}"\n'
         f'dashboard.listeners.http.bind = "127.0.0.1:{admin_port}"\n' + conf
     )
-    node = Node(load_settings(path, {}))
+    node = Node(load_settings(path, {}), str(path))
     events = EventLog(node)
     try:
         await node.start()

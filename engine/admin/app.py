@@ -13,7 +13,12 @@ from starlette.routing import Route
 
 from engine import __version__
 from engine.admin import config_api, gateway_api, metrics_api, rules_api
-from engine.admin.common import ApiError, basic_credentials, error_response, json_response
+from engine.admin.common import (
+    ApiError,
+    basic_credentials,
+    error_response,
+    json_response,
+)
 
 log = logging.getLogger("ocppgw.admin")
 

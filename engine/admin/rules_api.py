@@ -1,9 +1,127 @@
-"""(being written)"""
+"""Rules over the API (EMQX's /rules, /rule_test), kept in the overlay so they survive a restart."""
 
 from __future__ import annotations
 
+import dataclasses
+import secrets
 from typing import Any
 
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 
-def routes(node: Any) -> list[Any]:
-    return []
+from engine.admin.common import (
+    ApiError,
+    check_fields,
+    json_body,
+    json_response,
+    not_found,
+    page_args,
+    paged,
+)
+from engine.admin.config_api import apply_overlay
+from engine.config.overlay import read_overlay
+from rules.tester import rule_test_response
+
+RULE_FIELDS = {"sql": str, "actions": list, "enable": bool, "description": str}
+
+
+def _rule_info(node: Any, rule_id: str) -> dict[str, Any]:
+    settings = node.settings.rule_engine.rules[rule_id]
+    running = node.rules.rules.get(rule_id)
+    return {
+        "id": rule_id,
+        **dataclasses.asdict(settings),
+        "from": running.rule.topics if running else [],
+        "metrics": running.metrics.as_dict() if running else {},
+    }
+
+
+def _plain_rules(node: Any) -> dict[str, Any]:
+    return {rid: dataclasses.asdict(r) for rid, r in node.settings.rule_engine.rules.items()}
+
+
+async def _save_rules(node: Any, rules: dict[str, Any]) -> Response | None:
+    """Apply the rule set through a reload and keep it in the overlay; a refusal is the answer."""
+    overlay = read_overlay(node.settings.node.data_dir)
+    overlay.setdefault("rule_engine", {})["rules"] = rules
+    response = await apply_overlay(node, overlay)
+    return response if response.status_code != 200 else None
+
+
+def routes(node: Any) -> list[Route]:
+    async def list_rules(request: Request) -> Response:
+        page, limit = page_args(request)
+        items = [_rule_info(node, rid) for rid in sorted(node.settings.rule_engine.rules)]
+        return json_response(paged(items, page, limit))
+
+    async def create_rule(request: Request) -> Response:
+        body = check_fields(await json_body(request), {"sql": str}, {"id": str, "actions": list, "enable": bool, "description": str})
+        rule_id = body.pop("id", None) or f"rule_{secrets.token_hex(4)}"
+        if rule_id in node.settings.rule_engine.rules:
+            raise ApiError(409, "ALREADY_EXISTS", f"rule {rule_id} already exists")
+        rules = _plain_rules(node)
+        rules[rule_id] = {"actions": [], "enable": True, "description": "", **body}
+        refusal = await _save_rules(node, rules)
+        return refusal or json_response(_rule_info(node, rule_id), 201)
+
+    async def get_rule(request: Request) -> Response:
+        rule_id = request.path_params["id"]
+        if rule_id not in node.settings.rule_engine.rules:
+            raise not_found(f"rule {rule_id}")
+        return json_response(_rule_info(node, rule_id))
+
+    async def update_rule(request: Request) -> Response:
+        rule_id = request.path_params["id"]
+        body = check_fields(await json_body(request), {}, RULE_FIELDS)
+        if rule_id not in node.settings.rule_engine.rules:
+            raise not_found(f"rule {rule_id}")
+        rules = _plain_rules(node)
+        rules[rule_id] = {**rules[rule_id], **body}
+        refusal = await _save_rules(node, rules)
+        return refusal or json_response(_rule_info(node, rule_id))
+
+    async def delete_rule(request: Request) -> Response:
+        rule_id = request.path_params["id"]
+        if rule_id not in node.settings.rule_engine.rules:
+            raise not_found(f"rule {rule_id}")
+        rules = _plain_rules(node)
+        del rules[rule_id]
+        refusal = await _save_rules(node, rules)
+        return refusal or Response(status_code=204)
+
+    async def rule_metrics(request: Request) -> Response:
+        rule_id = request.path_params["id"]
+        running = node.rules.rules.get(rule_id)
+        if running is None:
+            raise not_found(f"rule {rule_id}")
+        return json_response({"id": rule_id, "metrics": running.metrics.as_dict()})
+
+    async def rule_test(request: Request) -> Response:
+        status, answer = rule_test_response(await json_body(request))
+        return json_response(answer, status)
+
+    async def list_actions(request: Request) -> Response:
+        return json_response([
+            {"id": aid, "type": a.kind, "name": a.name, "connector": f"{a.kind}:{a.settings.connector}",
+             "status": a.connector.status, "metrics": a.metrics.as_dict()}
+            for aid, a in sorted(node.resources.actions.items())
+        ])
+
+    async def list_connectors(request: Request) -> Response:
+        return json_response([
+            {"id": cid, "type": c.type, "name": c.name, "status": c.status, "last_error": c.last_error}
+            for cid, c in sorted(node.resources.connectors.items())
+        ])
+
+    return [
+        Route("/api/v5/rules", list_rules, methods=["GET"]),
+        Route("/api/v5/rules", create_rule, methods=["POST"]),
+        Route("/api/v5/rules/{id}", get_rule, methods=["GET"]),
+        Route("/api/v5/rules/{id}", update_rule, methods=["PUT"]),
+        Route("/api/v5/rules/{id}", delete_rule, methods=["DELETE"]),
+        Route("/api/v5/rules/{id}/metrics", rule_metrics, methods=["GET"]),
+        Route("/api/v5/rule_test", rule_test, methods=["POST"]),
+        Route("/api/v5/actions", list_actions, methods=["GET"]),
+        Route("/api/v5/connectors", list_connectors, methods=["GET"]),
+    ]
