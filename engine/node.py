@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from pathlib import Path
 
 from connectors.mqtt import EmbeddedBroker, MqttBridge
@@ -49,6 +50,7 @@ class Node:
         self._stopped = asyncio.Event()
         self._reload_lock = asyncio.Lock()
         self.started = False
+        self.started_at = 0.0
         self.loop_lag = LoopLagMonitor()  # read by the metrics collector
 
     def bridge_options(self, settings: Settings):
@@ -106,9 +108,11 @@ class Node:
         if self.broker:
             # the broker is ours and up: wait for the bridge so `run` is ready when it says so
             await self.bridge.wait_connected(s.mqtt.embedded.start_timeout)
+        self._open_user_store()
         await self._start_ocpp()
         await self._start_admin()
         self.started = True
+        self.started_at = time.time()
         log.info("node %s started", s.node.name)
 
     async def _start_ocpp(self) -> None:
@@ -145,16 +149,18 @@ class Node:
         except SchemaError as exc:
             raise NodeError(f"gateway.ocpp.json_schema_dir: {exc}") from None
 
-    def _authenticator(self):
+    def _open_user_store(self) -> None:
         from engine.auth import AuthStoreError, UserStore
 
         auth = self.settings.gateway.ocpp.authentication
         try:
-            # the store exists with authentication off too: users can be added before it is turned on
+            # the store exists with authentication (or OCPP) off too: users can be added beforehand
             self.user_store = UserStore.in_data_dir(Path(self.settings.node.data_dir), auth.password_hash_algorithm)
         except AuthStoreError as exc:
             raise NodeError(str(exc)) from None
-        return self.apply_authentication(auth)
+
+    def _authenticator(self):
+        return self.apply_authentication(self.settings.gateway.ocpp.authentication)
 
     def apply_authentication(self, auth):
         """The authenticator for these settings (None when off), reusing the running one."""

@@ -262,6 +262,8 @@ class Session:
             violation = self._check(action, "response", frame.payload)
             if violation is not None:
                 self._dropped_event("schema_violation", orjson.dumps([3, frame.unique_id, frame.payload]).decode(), violation[1])
+                if out is not None and out.reply is not None and not out.reply.done():
+                    out.reply.set_exception(TimeoutError(f"the answer was refused by schema checking: {violation[1]}"))
                 self._finish_inflight()
                 return
         if error is None:
@@ -367,8 +369,13 @@ class Session:
             self._next_call()
 
     def _next_call(self) -> None:
-        if self._inflight is None and self._queue and not self.closed:
-            self._send_call(self._queue.popleft())
+        while self._inflight is None and self._queue and not self.closed:
+            out = self._queue.popleft()
+            if out.reply is not None and out.reply.done():
+                # an admin API call whose caller gave up while it waited: do not send it any more
+                self._dropped_event("timeout", _text(out.message.payload), "the API call timed out before it was sent", out.message)
+                continue
+            self._send_call(out)
 
     def _downstream_reply(self, body: dict[str, Any], message: Message) -> None:
         unique_id = body["UniqueId"]
