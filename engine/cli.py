@@ -47,6 +47,12 @@ def build_parser() -> argparse.ArgumentParser:
     tester.add_argument("sql", help='the rule SQL, e.g. "SELECT payload.x AS x FROM \\"t/#\\""')
     tester.add_argument("--context", default="{}", metavar="JSON",
                         help='the input: message fields (topic, payload, clientid, ...) or an event with "event_type"')
+    hasher = commands.add_parser(
+        "hash-secret", help="hash an API key secret for dashboard.api_keys",
+        description="Print the hash of an API key secret, for dashboard.api_keys { <key> = \"<hash>\" }. "
+        "The secret is read from standard input (or --secret).",
+    )
+    hasher.add_argument("--secret", help="the secret (default: read from standard input)")
     bench = commands.add_parser(
         "bench", help="run the performance scenarios",
         description="Run performance scenarios of shared/spec/performance.md; one JSON line each.",
@@ -175,6 +181,17 @@ def cmd_run(args: argparse.Namespace) -> int:
         return runner.run(_run(settings, args.config))
 
 
+def cmd_hash_secret(args: argparse.Namespace) -> int:
+    from engine.admin.common import hash_secret
+
+    secret = args.secret if args.secret is not None else sys.stdin.readline().rstrip("\n")
+    if len(secret) < 8:
+        print("the secret must be at least 8 characters", file=sys.stderr)
+        return EXIT_CONFIG
+    print(hash_secret(secret))
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     import orjson
 
@@ -190,7 +207,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> None:
     parser = build_parser()
     args = parser.parse_args(argv)
-    handlers = {"run": cmd_run, "check-config": cmd_check_config, "rule-test": cmd_rule_test, "bench": cmd_bench}
+    handlers = {"run": cmd_run, "check-config": cmd_check_config, "rule-test": cmd_rule_test, "bench": cmd_bench,
+                "hash-secret": cmd_hash_secret}
     if args.command not in handlers:
         parser.print_help()
         sys.exit(EXIT_CONFIG)
