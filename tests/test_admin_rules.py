@@ -117,3 +117,15 @@ async def test_rule_test_actions_connectors_and_auth(tmp_path, mosquitto):
                 assert r.headers["www-authenticate"].startswith("Basic")
             r = await anonymous.get("/rules", auth=("admin", "wrong"))
             assert r.status_code == 401 and "bad username or password" in r.text
+
+
+async def test_put_configs_replace_mode_replaces_the_overlay(tmp_path, mosquitto):
+    async with running_gateway(tmp_path, mosquitto.port) as gw, httpx.AsyncClient(base_url=gw.admin_url, auth=AUTH) as api:
+        r = await api.put("/configs", params={"mode": "merge"}, content="gateway.ocpp.dnstream.max_mqueue_len = 5")
+        assert r.status_code == 200 and gw.node.settings.gateway.ocpp.dnstream.max_mqueue_len == 5
+        r = await api.put("/configs", params={"mode": "merge"}, content="gateway.ocpp.idle_timeout = 9s")
+        assert gw.node.settings.gateway.ocpp.dnstream.max_mqueue_len == 5  # merge keeps what was there
+        r = await api.put("/configs", params={"mode": "replace"}, content="gateway.ocpp.idle_timeout = 8s")
+        assert r.status_code == 200
+        s = gw.node.settings.gateway.ocpp
+        assert s.idle_timeout == 8 and s.dnstream.max_mqueue_len == 100  # replace dropped the earlier change
