@@ -11,17 +11,14 @@ from connectors.resource import BufferedAction, Connector
 from connectors.sql import PgsqlConnector, SqliteConnector, sql_action
 from connectors.sql_template import SqlTemplateError
 from engine.config.schema import Settings
+from engine.errors import ErrorList
 from engine.template import TemplateError
 
 log = logging.getLogger("ocppgw.connector")
 
 
-class ResourceConfigError(Exception):
+class ResourceConfigError(ErrorList):
     """Connectors or actions that cannot be built; `errors` names each key."""
-
-    def __init__(self, errors: list[str]) -> None:
-        super().__init__("\n".join(errors))
-        self.errors = errors
 
 
 def _check_connector(kind: str, settings: Any) -> tuple[str, str] | None:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from connectors.registry import ResourceConfigError, Resources
 from engine.config.schema import ListenerSettings, Settings, WssListenerSettings
+from engine.errors import ErrorList
 from engine.ocpp.listener import ListenerError, OcppListener
 from rules.runtime import RuleEngine, RuleLoadError
 
@@ -28,10 +29,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("ocppgw.reload")
 
 
-class ReloadError(Exception):
-    def __init__(self, errors: list[str]) -> None:
-        super().__init__("\n".join(errors))
-        self.errors = errors
+class ReloadError(ErrorList):
+    """A config that cannot be applied: nothing changed; `errors` lists every problem."""
 
 
 @dataclass

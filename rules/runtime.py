@@ -15,6 +15,7 @@ from typing import Any
 
 from engine.bus import Bus, Message, Subscription
 from engine.config.schema import RuleSettings
+from engine.errors import ErrorList
 from rules.actions import Action, ActionConfigError, ExternalResolver, build_actions
 from rules.compiler import CompiledRule, compile_sql
 from rules.env import Env
@@ -25,12 +26,8 @@ log = logging.getLogger("ocppgw.rule")
 LOG_EVERY = 10.0
 
 
-class RuleLoadError(Exception):
+class RuleLoadError(ErrorList):
     """Rules that cannot be loaded; `errors` has one line per problem, each naming its rule."""
-
-    def __init__(self, errors: list[str]) -> None:
-        super().__init__("\n".join(errors))
-        self.errors = errors
 
 
 @dataclass

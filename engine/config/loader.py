@@ -28,17 +28,14 @@ from pyparsing import ParseBaseException
 from engine.config.checks import check_settings
 from engine.config.schema import REQUIRED, Range, Settings
 from engine.config.types import Bind, ConfigValueError, Duration, Size
+from engine.errors import ErrorList
 
 ENV_PREFIX = "OCPPGW_"
 DEFAULT_CONFIG_FILE = Path("conf/gateway.conf")
 
 
-class ConfigError(Exception):
+class ConfigError(ErrorList):
     """The config cannot be used; `errors` holds one line per problem."""
-
-    def __init__(self, errors: list[str]):
-        super().__init__("\n".join(errors))
-        self.errors = errors
 
 
 class EnvText(str):
