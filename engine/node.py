@@ -56,8 +56,9 @@ class Node:
     def bridge_options(self, settings: Settings):
         options = bridge_options(settings.mqtt, settings.node.name, self.mountpoints(settings))
         takeover = settings.gateway.ocpp.takeover_topic
-        if settings.gateway.ocpp.enable and takeover:
-            # nodes sharing the broker hear of each other's new connections
+        # nodes sharing a broker hear of each other's new connections; the embedded broker serves
+        # one node, and amqtt stops delivering a client's messages once it publishes to a $ topic
+        if settings.gateway.ocpp.enable and takeover and settings.mqtt.server != "embedded":
             options.forward_topics.append(notice_filter(takeover))
             options.subscriptions.append(notice_filter(takeover))
         return options
@@ -120,7 +121,7 @@ class Node:
         if not ocpp.enable:
             return
         self.ocpp = GatewayContext(ocpp, self.bus, self.settings.node.name, self.schema_registry(self.settings))
-        if ocpp.takeover_topic:
+        if ocpp.takeover_topic and self.settings.mqtt.server != "embedded":
             self.takeover = TakeoverNotices(self.ocpp, ocpp.takeover_topic)
         authenticator = self._authenticator()
         for kind, listeners in (("ws", ocpp.listeners.ws), ("wss", ocpp.listeners.wss)):

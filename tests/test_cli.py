@@ -197,3 +197,39 @@ def test_loop_handler_keeps_expected_socket_races_to_one_quiet_line(caplog):
         assert any(r.levelno == logging.ERROR and "something else" in r.getMessage() for r in caplog.records)
     finally:
         loop.close()
+
+
+def test_ocpp_traffic_reaches_subscribers_of_the_embedded_broker(tmp_path):
+    """The default setup end to end: a charge point's frames on the embedded broker, a command back."""
+    import asyncio
+
+    import websockets
+
+    gw = GatewayProcess(tmp_path).start()
+    received: list[tuple[str, bytes]] = []
+    sub = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="backend")
+    sub.on_message = lambda c, u, m: received.append((m.topic, m.payload))
+    sub.connect("127.0.0.1", gw.mqtt_port)
+    sub.subscribe("ocpp/cp/#", qos=1)
+    sub.loop_start()
+    time.sleep(0.3)
+
+    async def charge_point() -> list:
+        async with websockets.connect(f"ws://127.0.0.1:{gw.ocpp_port}/ocpp/CP1", subprotocols=["ocpp1.6"]) as ws:
+            await ws.send('[2,"b1","BootNotification",{"chargePointVendor":"V","chargePointModel":"M"}]')
+            await ws.send('[2,"h1","Heartbeat",{}]')
+            deadline = time.monotonic() + 10
+            while len(received) < 2 and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            sub.publish("ocpp/cs/CP1", b'{"MessageTypeId":3,"UniqueId":"b1","Payload":{"status":"Accepted","interval":300,"currentTime":"2026-01-01T00:00:00Z"}}', qos=1)
+            return json.loads(await asyncio.wait_for(ws.recv(), 10))
+
+    try:
+        answer = asyncio.run(charge_point())
+        assert [t for t, _ in received] == ["ocpp/cp/CP1", "ocpp/cp/CP1"]
+        assert json.loads(received[0][1])["Action"] == "BootNotification"
+        assert answer == [3, "b1", {"status": "Accepted", "interval": 300, "currentTime": "2026-01-01T00:00:00Z"}]
+    finally:
+        sub.loop_stop()
+        sub.disconnect()
+        assert gw.stop() == 0
