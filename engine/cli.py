@@ -9,7 +9,7 @@ import logging
 import signal
 import sys
 
-from engine import __version__
+from engine import __version__, ctl
 from engine.config import ConfigError, dump_hocon, load_settings
 
 EXIT_CONFIG = 2
@@ -59,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.add_argument("--scenario", default="B5", choices=["B5"], help="which scenario (default B5)")
     bench.add_argument("--messages", type=int, default=100_000, help="B5: messages per round")
+    ctl.add_parser(commands)
     return parser
 
 
@@ -208,7 +209,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = build_parser()
     args = parser.parse_args(argv)
     handlers = {"run": cmd_run, "check-config": cmd_check_config, "rule-test": cmd_rule_test, "bench": cmd_bench,
-                "hash-secret": cmd_hash_secret}
+                "hash-secret": cmd_hash_secret, "ctl": ctl.run}
     if args.command not in handlers:
         parser.print_help()
         sys.exit(EXIT_CONFIG)
