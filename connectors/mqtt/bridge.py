@@ -18,18 +18,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import logging
-import math
 import random
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import aiomqtt
-from paho.mqtt.subscribeoptions import SubscribeOptions
-
 from connectors.mqtt.buffer import EchoFilter, OutgoingBuffer
+from connectors.mqtt.client import MqttClient, MqttError
 from engine.bus.message import Message
 from engine.bus.trie import TopicTrie
 
@@ -74,6 +72,8 @@ class MqttBridge:
             self._wanted_trie.add(topic, topic)
         self._on_broker: set[str] = set()
         self._outbox_event = asyncio.Event()
+        self._window_event = asyncio.Event()
+        self._client: MqttClient | None = None
         self._subs_event = asyncio.Event()
         self._drained = asyncio.Event()
         self._drained.set()
@@ -165,53 +165,44 @@ class MqttBridge:
 
     # --- connection loop -------------------------------------------------------------
 
-    def _client(self) -> aiomqtt.Client:
-        o = self.options
-        v5 = o.proto_ver == "v5"
-        client = aiomqtt.Client(
-            o.host,
-            o.port,
-            username=o.username or None,
-            password=o.password or None,
-            identifier=o.client_id,
-            protocol=aiomqtt.ProtocolVersion.V5 if v5 else aiomqtt.ProtocolVersion.V311,
-            clean_session=None if v5 else True,
-            keepalive=max(1, int(o.keepalive)),
-            tls_context=o.tls,
-            max_inflight_messages=o.max_inflight,
-            timeout=10,
-        )
-        # a full inflight window is normal here, not a warning per publish
-        client.pending_calls_threshold = o.max_inflight + 10
-        return client
-
     async def _run(self) -> None:
-        delay = self.options.reconnect_initial
+        o = self.options
+        delay = o.reconnect_initial
         while not self._stopping:
             try:
-                async with self._client() as client:
-                    self.connected = True
-                    self._connected_once.set()
-                    delay = self.options.reconnect_initial
-                    log.info("mqtt bridge connected to %s:%d", self.options.host, self.options.port)
-                    await self._serve(client)
-            except aiomqtt.MqttError as exc:
+                client = await MqttClient.connect(
+                    o.host, o.port, client_id=o.client_id, on_message=self._on_broker_message,
+                    v5=o.proto_ver == "v5", username=o.username, password=o.password,
+                    keepalive=max(1, int(o.keepalive)), tls=o.tls,
+                )
+            except MqttError as exc:
                 self.last_error = str(exc)
-                if self.connected:
-                    log.warning("mqtt bridge lost the broker %s:%d: %s", self.options.host, self.options.port, exc)
-                else:
-                    log.warning("mqtt bridge cannot reach %s:%d: %s; retrying in %.1fs",
-                                self.options.host, self.options.port, exc, delay)
-            finally:
-                self._after_disconnect()
-            if self._stopping:
-                return
+                log.warning("mqtt bridge cannot reach %s:%d: %s; retrying in %.1fs", o.host, o.port, exc, delay)
+            else:
+                self.connected = True
+                self._connected_once.set()
+                delay = o.reconnect_initial
+                log.info("mqtt bridge connected to %s:%d", o.host, o.port)
+                try:
+                    await self._serve(client)
+                except MqttError as exc:
+                    self.last_error = str(exc)
+                finally:
+                    if self._stopping and not client.closed.done():
+                        with contextlib.suppress(Exception):
+                            await client.disconnect()
+                    client.abort()
+                    self._after_disconnect()
+                if self._stopping:
+                    return
+                log.warning("mqtt bridge lost the broker %s:%d: %s", o.host, o.port, self.last_error or "closed")
             await asyncio.sleep(delay * random.uniform(0.8, 1.2))
-            delay = min(delay * 2, self.options.reconnect_max)
+            delay = min(delay * 2, o.reconnect_max)
             self.reconnects += 1
 
     def _after_disconnect(self) -> None:
         self.connected = False
+        self._client = None
         self._on_broker.clear()
         if self._inflight:
             self._buffer.requeue_front(self._inflight.values())
@@ -219,80 +210,75 @@ class MqttBridge:
         if self._echo is not None:
             self._echo.clear()
 
-    async def _serve(self, client: aiomqtt.Client) -> None:
+    async def _serve(self, client: MqttClient) -> None:
+        self._client = client
         self._subs_event.set()
         tasks = [
-            asyncio.create_task(self._receive(client)),
             asyncio.create_task(self._send(client)),
             asyncio.create_task(self._sync_subscriptions(client)),
         ]
+        closed = asyncio.ensure_future(asyncio.shield(client.closed))
         try:
-            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+            done, _ = await asyncio.wait([*tasks, closed], return_when=asyncio.FIRST_COMPLETED)
             for task in done:
-                task.result()  # raises the MqttError that ended the connection
+                if task is not closed:
+                    task.result()  # raises what ended it
+            if closed in done:
+                self.last_error = self.last_error or "connection closed"
         finally:
-            for task in tasks:
+            for task in (*tasks, closed):
                 task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.gather(*tasks, closed, return_exceptions=True)
 
-    async def _receive(self, client: aiomqtt.Client) -> None:
-        async for m in client.messages:
-            payload = m.payload
-            if isinstance(payload, str):
-                payload = payload.encode()
-            elif payload is None:
-                payload = b""
-            elif not isinstance(payload, bytes):
-                payload = bytes(payload) if isinstance(payload, bytearray) else str(payload).encode()
-            topic = m.topic.value
-            if self._echo is not None and self._echo.consume(topic, payload):
+    def _on_broker_message(self, topic: str, payload: bytes, qos: int, retain: bool) -> None:
+        if self._echo is not None and self._echo.consume(topic, payload):
+            return
+        self.received += 1
+        self._deliver(Message(topic, payload, qos=qos, retain=retain, origin=ORIGIN))
+
+    async def _send(self, client: MqttClient) -> None:
+        qos = self.options.qos
+        window = self.options.max_inflight
+        sent_since_yield = 0
+        while True:
+            if not self._buffer:
+                if not self._inflight:
+                    self._drained.set()
+                self._outbox_event.clear()
+                await self._outbox_event.wait()
                 continue
-            self.received += 1
-            self._deliver(Message(topic, payload, qos=m.qos, retain=m.retain, origin=ORIGIN))
+            if len(self._inflight) >= window:
+                self._window_event.clear()
+                await self._window_event.wait()
+                continue
+            message = self._buffer.popleft()
+            seq = next(self._seq)
+            self._inflight[seq] = message
+            if self._echo is not None and self._wanted_trie.match(message.topic):
+                self._echo.expect(message.topic, message.payload)
+            ack = client.publish(message.topic, message.payload, qos, message.retain)
+            if ack is None:
+                self._acked(seq)
+            else:
+                ack.add_done_callback(functools.partial(self._on_ack, seq))
+            sent_since_yield += 1
+            if sent_since_yield >= 500:  # a long backlog: let the loop flush and read in between
+                sent_since_yield = 0
+                await asyncio.sleep(0)
 
-    async def _send(self, client: aiomqtt.Client) -> None:
-        window = asyncio.Semaphore(self.options.max_inflight)
-        pending: set[asyncio.Task[None]] = set()
-        try:
-            while True:
-                if not self._buffer:
-                    if not self._inflight:
-                        self._drained.set()
-                    self._outbox_event.clear()
-                    await self._outbox_event.wait()
-                    continue
-                await window.acquire()
-                if not self._buffer:
-                    window.release()
-                    continue
-                message = self._buffer.popleft()
-                seq = next(self._seq)
-                self._inflight[seq] = message
-                if self._echo is not None and self._wanted_trie.match(message.topic):
-                    self._echo.expect(message.topic, message.payload)
-                task = asyncio.ensure_future(self._publish(client, seq, message, window))
-                pending.add(task)
-                task.add_done_callback(pending.discard)
-        finally:
-            for task in pending:
-                task.cancel()
-
-    async def _publish(self, client: aiomqtt.Client, seq: int, message: Message, window: asyncio.Semaphore) -> None:
-        try:
-            await client.publish(
-                message.topic, message.payload, qos=self.options.qos, retain=message.retain, timeout=math.inf
-            )
-        except aiomqtt.MqttError:
+    def _on_ack(self, seq: int, ack: asyncio.Future) -> None:
+        if ack.cancelled() or ack.exception() is not None:
             return  # stays in _inflight; requeued when the connection is found dead
-        finally:
-            window.release()
+        self._acked(seq)
+
+    def _acked(self, seq: int) -> None:
         if self._inflight.pop(seq, None) is not None:
             self.published += 1
+        self._window_event.set()
         if not self._buffer and not self._inflight:
             self._drained.set()
 
-    async def _sync_subscriptions(self, client: aiomqtt.Client) -> None:
-        v5 = self.options.proto_ver == "v5"
+    async def _sync_subscriptions(self, client: MqttClient) -> None:
         qos = self.options.qos
         while True:
             await self._subs_event.wait()
@@ -302,15 +288,10 @@ class MqttBridge:
             to_remove = sorted(self._on_broker - wanted)
             for i in range(0, len(to_add), SUBSCRIBE_BATCH):
                 batch = to_add[i : i + SUBSCRIBE_BATCH]
-                if v5:
-                    topics = [(t, SubscribeOptions(qos=qos, noLocal=True)) for t in batch]
-                else:
-                    topics = [(t, qos) for t in batch]
-                codes = await client.subscribe(topics)
-                for topic, code in zip(batch, codes):
-                    value = getattr(code, "value", code)
-                    if value >= 0x80:
-                        log.error("broker refused subscription %s: %s", topic, code)
+                codes = await client.subscribe([(t, qos) for t in batch], no_local=True)
+                for topic, code in zip(batch, codes, strict=False):
+                    if code >= 0x80:
+                        log.error("broker refused subscription %s: reason code 0x%02x", topic, code)
                     else:
                         self._on_broker.add(topic)
             for i in range(0, len(to_remove), SUBSCRIBE_BATCH):

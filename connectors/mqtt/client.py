@@ -1,0 +1,314 @@
+"""A lean asyncio MQTT client (3.1.1 and 5) for the bridge's hot path.
+
+Measured (docs/benchmarks.md): with paho under aiomqtt, about 60% of the
+gateway's CPU went to the MQTT client: a `send` per publish, a task and an
+`asyncio.wait` per received message, bookkeeping that walks every pending
+call. This client writes everything one loop turn produced in one
+`transport.write`, hands received messages to a callback as they are parsed,
+and resolves acknowledgements as futures. It covers what the bridge uses:
+CONNECT, PUBLISH at QoS 0/1/2 both ways, SUBSCRIBE (with no-local on v5),
+UNSUBSCRIBE, keepalive pings, DISCONNECT.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import struct
+from collections.abc import Callable
+from typing import Any
+
+CONNECT, CONNACK, PUBLISH, PUBACK, PUBREC, PUBREL, PUBCOMP = 1, 2, 3, 4, 5, 6, 7
+SUBSCRIBE, SUBACK, UNSUBSCRIBE, UNSUBACK, PINGREQ, PINGRESP, DISCONNECT = 8, 9, 10, 11, 12, 13, 14
+
+_CONNACK_V4 = {1: "unacceptable protocol version", 2: "identifier rejected", 3: "server unavailable",
+               4: "bad user name or password", 5: "not authorized"}
+_CONNACK_V5 = {0x80: "unspecified error", 0x84: "unsupported protocol version", 0x85: "client identifier not valid",
+               0x86: "bad user name or password", 0x87: "not authorized", 0x88: "server unavailable",
+               0x89: "server busy", 0x8A: "banned"}
+
+
+class MqttError(Exception):
+    """The connection failed or broke; pending operations fail with it."""
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, n = n % 128, n // 128
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _string(text: str | bytes) -> bytes:
+    data = text.encode() if isinstance(text, str) else text
+    return struct.pack("!H", len(data)) + data
+
+
+def _packet(kind: int, flags: int, body: bytes) -> bytes:
+    return bytes([(kind << 4) | flags]) + _varint(len(body)) + body
+
+
+class MqttClient(asyncio.Protocol):
+    """One connection. `on_message(topic, payload, qos, retain)` is called for each PUBLISH received."""
+
+    def __init__(self, on_message: Callable[[str, bytes, int, bool], None], v5: bool = True) -> None:
+        self.on_message = on_message
+        self.v5 = v5
+        self.transport: asyncio.Transport | None = None
+        self._loop = asyncio.get_event_loop()
+        self._buffer = bytearray()
+        self._out: list[bytes] = []
+        self._flush_scheduled = False
+        self._ids = 0
+        self._pending: dict[int, asyncio.Future[Any]] = {}  # packet id → ack future
+        self._qos2_in: set[int] = set()
+        self._connack: asyncio.Future[None] = self._loop.create_future()
+        self.closed: asyncio.Future[None] = self._loop.create_future()
+        self._keepalive_task: asyncio.Task[None] | None = None
+        self._last_rx = 0.0
+
+    # --- connecting ---------------------------------------------------------------------
+
+    @classmethod
+    async def connect(
+        cls, host: str, port: int, *, client_id: str, on_message: Callable[[str, bytes, int, bool], None],
+        v5: bool = True, username: str = "", password: str = "", keepalive: int = 60,
+        tls: ssl.SSLContext | None = None, timeout: float = 10.0,
+    ) -> MqttClient:
+        loop = asyncio.get_running_loop()
+        try:
+            _, client = await asyncio.wait_for(
+                loop.create_connection(lambda: cls(on_message, v5), host, port, ssl=tls,
+                                       server_hostname=host if tls else None), timeout)
+        except (OSError, ssl.SSLError, asyncio.TimeoutError) as exc:
+            raise MqttError(f"cannot connect to {host}:{port}: {exc or type(exc).__name__}") from None
+        client._send_connect(client_id, username, password, keepalive)
+        try:
+            await asyncio.wait_for(asyncio.shield(client._connack), timeout)
+        except asyncio.TimeoutError:
+            client.abort()
+            raise MqttError(f"no CONNACK from {host}:{port} within {timeout:g}s") from None
+        except MqttError:
+            client.abort()
+            raise
+        client._keepalive_task = loop.create_task(client._keepalive(keepalive))
+        return client
+
+    def _send_connect(self, client_id: str, username: str, password: str, keepalive: int) -> None:
+        flags = 0x02  # clean session / clean start: the bridge restores its own state
+        payload = _string(client_id)
+        if username:
+            flags |= 0x80
+        if password:
+            flags |= 0x40
+        if username:
+            payload += _string(username)
+        if password:
+            payload += _string(password)
+        header = _string("MQTT") + bytes([5 if self.v5 else 4, flags]) + struct.pack("!H", keepalive)
+        if self.v5:
+            header += b"\x00"  # no properties
+        self._write(_packet(CONNECT, 0, header + payload))
+
+    # --- operations ---------------------------------------------------------------------
+
+    def _next_id(self) -> int:
+        for _ in range(65535):
+            self._ids = self._ids % 65535 + 1
+            if self._ids not in self._pending:
+                return self._ids
+        raise MqttError("no free packet identifier (65535 in flight)")
+
+    def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> asyncio.Future[Any] | None:
+        """Queue a PUBLISH; for QoS 1/2 a future resolved by the broker's acknowledgement."""
+        if self.closed.done():
+            raise MqttError("not connected")
+        body = _string(topic)
+        future = None
+        if qos:
+            packet_id = self._next_id()
+            body += struct.pack("!H", packet_id)
+            future = self._pending[packet_id] = self._loop.create_future()
+        if self.v5:
+            body += b"\x00"
+        self._write(_packet(PUBLISH, (qos << 1) | int(retain), body + payload))
+        return future
+
+    def subscribe(self, topics: list[tuple[str, int]], no_local: bool = True) -> asyncio.Future[list[int]]:
+        packet_id = self._next_id()
+        body = struct.pack("!H", packet_id) + (b"\x00" if self.v5 else b"")
+        for topic, qos in topics:
+            options = qos | (0x04 if self.v5 and no_local else 0)
+            body += _string(topic) + bytes([options])
+        future = self._pending[packet_id] = self._loop.create_future()
+        self._write(_packet(SUBSCRIBE, 0x02, body))
+        return future
+
+    def unsubscribe(self, topics: list[str]) -> asyncio.Future[Any]:
+        packet_id = self._next_id()
+        body = struct.pack("!H", packet_id) + (b"\x00" if self.v5 else b"") + b"".join(_string(t) for t in topics)
+        future = self._pending[packet_id] = self._loop.create_future()
+        self._write(_packet(UNSUBSCRIBE, 0x02, body))
+        return future
+
+    async def disconnect(self) -> None:
+        if not self.closed.done() and self.transport is not None:
+            self._write(_packet(DISCONNECT, 0, b"\x00" if self.v5 else b""))
+            self._flush()
+            self.transport.close()
+            await asyncio.shield(self.closed)
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
+    # --- writing ------------------------------------------------------------------------
+
+    def _write(self, data: bytes) -> None:
+        self._out.append(data)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        if self._out and self.transport is not None and not self.transport.is_closing():
+            self.transport.write(b"".join(self._out))
+        self._out.clear()
+
+    # --- protocol callbacks ------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self._last_rx = self._loop.time()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        error = MqttError(f"connection lost: {exc}" if exc else "connection closed by the broker")
+        for future in (*self._pending.values(), self._connack):
+            if not future.done():
+                future.set_exception(error)
+        self._pending.clear()
+        if self._keepalive_task:
+            self._keepalive_task.cancel()
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+    def data_received(self, data: bytes) -> None:
+        self._last_rx = self._loop.time()
+        buf = self._buffer
+        buf += data
+        pos, end = 0, len(buf)
+        while end - pos >= 2:
+            # remaining length: 1 to 4 bytes, 7 bits each, low first
+            length, multiplier, i, complete = 0, 1, pos + 1, False
+            while i < end and i - pos <= 4:
+                byte = buf[i]
+                i += 1
+                length += (byte & 0x7F) * multiplier
+                if not byte & 0x80:
+                    complete = True
+                    break
+                multiplier *= 128
+            if not complete:
+                if i - pos > 4:
+                    self._protocol_error("malformed remaining length")
+                    return
+                break  # the rest of the header is still on its way
+            if end - i < length:
+                break
+            self._handle(buf[pos] >> 4, buf[pos] & 0x0F, bytes(buf[i : i + length]))
+            pos = i + length
+        if pos:
+            del buf[:pos]
+
+    def _protocol_error(self, why: str) -> None:
+        if self.transport is not None:
+            self.transport.close()
+        if not self._connack.done():
+            self._connack.set_exception(MqttError(why))
+
+    def _handle(self, kind: int, flags: int, body: bytes) -> None:
+        if kind == PUBLISH:
+            self._on_publish(flags, body)
+        elif kind in (PUBACK, PUBCOMP):
+            self._resolve(struct.unpack_from("!H", body)[0], None)
+        elif kind == PUBREC:
+            packet_id = struct.unpack_from("!H", body)[0]
+            self._write(_packet(PUBREL, 0x02, struct.pack("!H", packet_id)))
+        elif kind == PUBREL:
+            packet_id = struct.unpack_from("!H", body)[0]
+            self._qos2_in.discard(packet_id)
+            self._write(_packet(PUBCOMP, 0, struct.pack("!H", packet_id)))
+        elif kind == SUBACK:
+            packet_id = struct.unpack_from("!H", body)[0]
+            start = 2
+            if self.v5:
+                plen, start = _read_varint(body, 2)
+                start += plen
+            self._resolve(packet_id, list(body[start:]))
+        elif kind == UNSUBACK:
+            self._resolve(struct.unpack_from("!H", body)[0], None)
+        elif kind == CONNACK:
+            code = body[1] if len(body) > 1 else 0xFF
+            if code == 0:
+                self._connack.set_result(None)
+            else:
+                reasons = _CONNACK_V5 if self.v5 else _CONNACK_V4
+                self._connack.set_exception(MqttError(f"the broker refused the connection: {reasons.get(code, code)}"))
+        elif kind == DISCONNECT and self.transport is not None:
+            self.transport.close()
+
+    def _resolve(self, packet_id: int, value: Any) -> None:
+        future = self._pending.pop(packet_id, None)
+        if future is not None and not future.done():
+            future.set_result(value)
+
+    def _on_publish(self, flags: int, body: bytes) -> None:
+        qos = (flags >> 1) & 0x03
+        (tlen,) = struct.unpack_from("!H", body)
+        topic = body[2 : 2 + tlen].decode("utf-8", "replace")
+        pos = 2 + tlen
+        packet_id = 0
+        if qos:
+            (packet_id,) = struct.unpack_from("!H", body, pos)
+            pos += 2
+        if self.v5:
+            plen, pos = _read_varint(body, pos)
+            pos += plen
+        if qos == 2:
+            if packet_id in self._qos2_in:  # a resent QoS 2 message we already delivered
+                self._write(_packet(PUBREC, 0, struct.pack("!H", packet_id)))
+                return
+            self._qos2_in.add(packet_id)
+        try:
+            self.on_message(topic, body[pos:], qos, bool(flags & 0x01))
+        finally:
+            if qos == 1:
+                self._write(_packet(PUBACK, 0, struct.pack("!H", packet_id)))
+            elif qos == 2:
+                self._write(_packet(PUBREC, 0, struct.pack("!H", packet_id)))
+
+    async def _keepalive(self, keepalive: int) -> None:
+        if keepalive <= 0:
+            return
+        while True:
+            await asyncio.sleep(keepalive / 2)
+            if self._loop.time() - self._last_rx > keepalive * 1.5:
+                # no packet, not even a PINGRESP: the connection is half-open
+                if self.transport is not None:
+                    self.transport.abort()
+                return
+            self._write(_packet(PINGREQ, 0, b""))
+
+
+def _read_varint(data: bytes, pos: int) -> tuple[int, int]:
+    value, shift = 0, 0
+    while True:
+        byte = data[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return value, pos
+        shift += 7
