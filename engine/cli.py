@@ -117,7 +117,7 @@ def cmd_rule_test(args: argparse.Namespace) -> int:
 
 
 def _loop_exception_handler(loop: asyncio.AbstractEventLoop, context: dict) -> None:
-    """Expected socket races (a broker vanishing under paho's callbacks) in one line; the rest as usual."""
+    """Expected socket races (a peer vanishing under a socket callback) in one line; the rest as usual."""
     exc = context.get("exception")
     if isinstance(exc, OSError) and exc.errno in (errno.EBADF, errno.ENOTCONN, errno.EPIPE):
         logging.getLogger("ocppgw.loop").debug("%s: %s", context.get("message", "socket callback"), exc)

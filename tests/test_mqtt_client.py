@@ -1,0 +1,126 @@
+"""Our MQTT client against a real mosquitto: both protocol versions, every QoS, large and many messages."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from connectors.mqtt.client import MqttClient, MqttError
+from tests.servers import Mosquitto
+
+pytestmark = pytest.mark.timeout(60)
+
+
+async def pair(port: int, v5: bool):
+    got: list[tuple[str, bytes, int, bool]] = []
+    arrived = asyncio.Event()
+
+    def on_message(topic, payload, qos, retain):
+        got.append((topic, payload, qos, retain))
+        arrived.set()
+
+    sub = await MqttClient.connect("127.0.0.1", port, client_id=f"sub-{v5}", on_message=on_message, v5=v5)
+    pub = await MqttClient.connect("127.0.0.1", port, client_id=f"pub-{v5}", on_message=lambda *a: None, v5=v5)
+    return sub, pub, got
+
+
+@pytest.mark.parametrize("v5", [True, False])
+async def test_every_qos_both_ways_and_large_payloads(mosquitto, v5):
+    sub, pub, got = await pair(mosquitto.port, v5)
+    assert await sub.subscribe([("t/#", 2)], no_local=True) == [2]
+    big = bytes(range(256)) * 1200  # 300 KB: a 3-byte remaining length
+    for qos, payload in ((0, b"zero"), (1, b"one"), (2, b"two"), (1, big)):
+        ack = pub.publish(f"t/{qos}", payload, qos=qos)
+        if ack is not None:
+            await asyncio.wait_for(ack, 5)
+    for _ in range(100):
+        if len(got) == 4:
+            break
+        await asyncio.sleep(0.05)
+    assert [(t, q) for t, _, q, _ in got] == [("t/0", 0), ("t/1", 1), ("t/2", 2), ("t/1", 1)]
+    assert got[3][1] == big
+    await asyncio.wait_for(sub.unsubscribe(["t/#"]), 5)
+    await sub.disconnect()
+    await pub.disconnect()
+    assert sub.closed.done() and pub.closed.done()
+
+
+async def test_many_messages_in_few_writes_arrive_in_order(mosquitto):
+    sub, pub, got = await pair(mosquitto.port, True)
+    await sub.subscribe([("n/#", 1)])
+    acks = [pub.publish("n/x", str(i).encode(), qos=1) for i in range(5000)]
+    await asyncio.wait_for(asyncio.gather(*acks), 20)
+    for _ in range(200):
+        if len(got) == 5000:
+            break
+        await asyncio.sleep(0.05)
+    assert [int(p) for _, p, _, _ in got] == list(range(5000))
+    await sub.disconnect()
+    await pub.disconnect()
+
+
+async def test_no_local_on_v5_and_retain_flag(mosquitto):
+    got = []
+    client = await MqttClient.connect("127.0.0.1", mosquitto.port, client_id="self", on_message=lambda *m: got.append(m), v5=True)
+    await client.subscribe([("me/#", 1)], no_local=True)
+    await client.publish("me/x", b"mine", qos=1)
+    other = await MqttClient.connect("127.0.0.1", mosquitto.port, client_id="other", on_message=lambda *m: None, v5=True)
+    await other.publish("me/y", b"theirs", qos=1, retain=True)
+    await asyncio.sleep(0.3)
+    assert [(t, p) for t, p, _, _ in got] == [("me/y", b"theirs")]  # our own publish did not come back
+    await client.disconnect()
+    await other.disconnect()
+
+
+async def test_refused_and_unreachable(tmp_path):
+    broker = Mosquitto(users={"u": "p"})
+    broker.start()
+    try:
+        for v5 in (True, False):
+            with pytest.raises(MqttError, match="refused the connection: (not authorized|bad user name or password)"):
+                await MqttClient.connect("127.0.0.1", broker.port, client_id="c", on_message=lambda *a: None,
+                                         v5=v5, username="u", password="wrong")
+        ok = await MqttClient.connect("127.0.0.1", broker.port, client_id="c", on_message=lambda *a: None,
+                                      username="u", password="p")
+        await ok.disconnect()
+    finally:
+        broker.stop()
+    from tests.servers import free_port
+
+    with pytest.raises(MqttError, match="cannot connect"):
+        await MqttClient.connect("127.0.0.1", free_port(), client_id="c", on_message=lambda *a: None)
+
+
+async def test_pending_acks_fail_when_the_broker_goes(mosquitto):
+    client = await MqttClient.connect("127.0.0.1", mosquitto.port, client_id="gone", on_message=lambda *a: None)
+    mosquitto.kill()
+    await asyncio.wait_for(asyncio.shield(client.closed), 5)
+    with pytest.raises(MqttError):
+        client.publish("x", b"y", qos=1)
+
+
+def test_malformed_length_is_refused():
+    loop = asyncio.new_event_loop()
+    try:
+        asyncio.set_event_loop(loop)
+        client = MqttClient(lambda *a: None)
+        closed = []
+
+        class Transport:
+            def close(self):
+                closed.append(True)
+
+            def is_closing(self):
+                return False
+
+            def write(self, data):
+                pass
+
+        client.connection_made(Transport())  # type: ignore[arg-type]
+        client.data_received(b"\x30\xff\xff\xff\xff\x01")  # a 5-byte remaining length
+        assert closed == [True]
+        client.data_received(b"\x30")  # half a header: waits for more, no error
+    finally:
+        loop.close()
+        asyncio.set_event_loop(None)
