@@ -59,8 +59,21 @@ def to_text(value: Any) -> str:
     return to_json(value).decode()
 
 
+def _getter(path: tuple[str, ...]) -> Any:
+    """A function reading one placeholder's text from the data: the common one-key case direct."""
+    if len(path) == 1:
+        key = path[0]
+
+        def one(data: Any) -> str:
+            value = data.get(key, UNDEFINED) if type(data) is dict else lookup(data, path)
+            return value if type(value) is str else to_text(value)
+
+        return one
+    return lambda data: to_text(lookup(data, path))
+
+
 class Template:
-    __slots__ = ("text", "parts", "single")
+    __slots__ = ("text", "parts", "single", "_literals", "_getters")
 
     def __init__(self, text: str) -> None:
         self.text = text
@@ -79,13 +92,29 @@ class Template:
         if "${" in "".join(p for p in self.parts if isinstance(p, str)):
             raise TemplateError(f"unclosed placeholder in {text!r}")
         self.single = len(self.parts) == 1 and isinstance(self.parts[0], tuple)
+        # rendering interleaves fixed text with getters: literals[0] g0 literals[1] g1 ... literals[n]
+        self._literals: list[str] = [""]
+        self._getters: list[Any] = []
+        for part in self.parts:
+            if isinstance(part, str):
+                self._literals[-1] += part
+            else:
+                self._getters.append(_getter(part))
+                self._literals.append("")
 
     @property
     def variables(self) -> list[str]:
         return [".".join(p) or "." for p in self.parts if isinstance(p, tuple)]
 
     def render(self, data: Any) -> str:
-        return "".join(p if isinstance(p, str) else to_text(lookup(data, p)) for p in self.parts)
+        literals, getters = self._literals, self._getters
+        if not getters:
+            return literals[0]
+        out = [literals[0]]
+        for i, get in enumerate(getters):
+            out.append(get(data))
+            out.append(literals[i + 1])
+        return "".join(out)
 
     def render_value(self, data: Any) -> Any:
         """The variable's value itself when the template is exactly one placeholder."""

@@ -41,6 +41,26 @@ class ListenerError(Exception):
 
 class OcppProtocol(WebSocketsSansIOProtocol):
     ping_timed_out = False
+    session: Any = None  # once set, frames go straight to it instead of through the ASGI queue
+
+    def send_receive_event_to_app(self) -> None:
+        session = self.session
+        if session is None or self.close_sent:
+            super().send_receive_event_to_app()
+            return
+        # the hot path: no asyncio.Queue, no pause/resume of reading per frame
+        data = self.frames[0] if len(self.frames) == 1 else b"".join(self.frames)
+        self.frames = []
+        if self.curr_msg_data_type == "text":
+            try:
+                text = data.decode()
+            except UnicodeDecodeError:
+                self.conn.send_close(1007, "invalid UTF-8")
+                self.handle_parser_exception()
+                return
+            session.on_text(text)
+        else:
+            session.on_binary(data)
 
     def keepalive_timeout(self) -> None:
         self.ping_timed_out = True
@@ -181,6 +201,7 @@ class OcppApp:
             sockname=tuple(scope.get("server") or ("", 0)), mountpoint=self.mountpoint, listener=self,
         )
         self.ctx.sessions[cid] = session
+        transport.session = session
         self.connections += 1
         metrics = self.ctx.metrics
         metrics.connections += 1
@@ -205,6 +226,7 @@ class OcppApp:
                     session.close(transport.disconnect_reason(message.get("code", 1005)))
                     break
         finally:
+            transport.session = None
             session.close("normal")
             self.connections -= 1
             metrics.connections -= 1
