@@ -160,3 +160,14 @@ async def test_oversized_frame_closes_only_that_connection(tmp_path, mosquitto):
             await other.send('[2,"o1","Heartbeat",{}]')
             assert (await backend.next())[1]["UniqueId"] == "o1"
         backend.close()
+
+
+async def test_invalid_utf8_text_frame_closes_with_1007(tmp_path, mosquitto):
+    async with running_gateway(tmp_path, mosquitto.port) as gw:
+        async with websockets.connect(gw.url("UTF"), subprotocols=["ocpp1.6"]) as ws:
+            await ws.send('[2,"1","Heartbeat",{}]')
+            await eventually(lambda: "UTF" in gw.ctx.sessions and gw.ctx.sessions["UTF"].recv_cnt == 1)
+            await ws.send(b'[2,"2","Heartbeat",{"x":"\xff\xfe"}]', text=True)  # not UTF-8, sent as text
+            await closed_with(ws, 1007)
+        event = await gw.events.wait("client_disconnected", lambda e: e["clientid"] == "UTF")
+        assert event["reason"] == "protocol_error"
