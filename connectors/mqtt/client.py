@@ -218,7 +218,11 @@ class MqttClient(asyncio.Protocol):
                 break  # the rest of the header is still on its way
             if end - i < length:
                 break
-            self._handle(buf[pos] >> 4, buf[pos] & 0x0F, bytes(buf[i : i + length]))
+            try:
+                self._handle(buf[pos] >> 4, buf[pos] & 0x0F, bytes(buf[i : i + length]))
+            except (struct.error, IndexError):
+                self._protocol_error(f"malformed packet of type {buf[pos] >> 4}")
+                return
             pos = i + length
         if pos:
             del buf[:pos]
