@@ -120,10 +120,15 @@ def test_malformed_length_is_refused():
         client.connection_made(Transport())  # type: ignore[arg-type]
         client.data_received(b"\x30\xff\xff\xff\xff\x01")  # a 5-byte remaining length
         assert closed == [True]
-        client.data_received(b"\x30")  # half a header: waits for more, no error
-        fresh = MqttClient(lambda *a: None)
-        fresh.connection_made(Transport())  # type: ignore[arg-type]
-        fresh.data_received(b"\x90\x01\x00")  # a SUBACK too short to hold its packet id
+        client.data_received(b"\x30\x00")  # after the error nothing more is read
+        assert closed == [True]
+        waiting = MqttClient(lambda *a: None)
+        waiting.connection_made(Transport())  # type: ignore[arg-type]
+        waiting.data_received(b"\x30")  # half a header: waits for more, no error
+        assert closed == [True]
+        short = MqttClient(lambda *a: None)
+        short.connection_made(Transport())  # type: ignore[arg-type]
+        short.data_received(b"\x90\x01\x00")  # a SUBACK too short to hold its packet id
         assert closed == [True, True]
     finally:
         loop.close()

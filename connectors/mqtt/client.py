@@ -68,6 +68,7 @@ class MqttClient(asyncio.Protocol):
         self.closed: asyncio.Future[None] = self._loop.create_future()
         self._keepalive_task: asyncio.Task[None] | None = None
         self._last_rx = 0.0
+        self._broken = False
 
     # --- connecting ---------------------------------------------------------------------
 
@@ -189,6 +190,8 @@ class MqttClient(asyncio.Protocol):
         for future in (*self._pending.values(), self._connack):
             if not future.done():
                 future.set_exception(error)
+        if self._connack.done() and not self._connack.cancelled():
+            self._connack.exception()  # seen: a lost connection is reported through `closed`
         self._pending.clear()
         if self._keepalive_task:
             self._keepalive_task.cancel()
@@ -196,6 +199,8 @@ class MqttClient(asyncio.Protocol):
             self.closed.set_result(None)
 
     def data_received(self, data: bytes) -> None:
+        if self._broken:
+            return  # closing after a protocol error: nothing more is read
         self._last_rx = self._loop.time()
         buf = self._buffer
         buf += data
@@ -228,10 +233,12 @@ class MqttClient(asyncio.Protocol):
             del buf[:pos]
 
     def _protocol_error(self, why: str) -> None:
+        self._broken = True
         if self.transport is not None:
             self.transport.close()
         if not self._connack.done():
             self._connack.set_exception(MqttError(why))
+            self._connack.exception()  # seen here, whether or not connect() is still waiting
 
     def _handle(self, kind: int, flags: int, body: bytes) -> None:
         if kind == PUBLISH:
