@@ -278,3 +278,36 @@ def test_echo_filter_counts_and_expires(monkeypatch):
     assert len(echo) == 2
     assert echo.consume("t", b"x") and not echo.consume("t", b"x")
     assert echo.suppressed == 2
+
+
+async def test_a_message_waits_for_the_subscriptions_made_before_it(mosquitto, monkeypatch):
+    """With a slow SUBACK, the first upstream message of a new charge point is held until its
+    command topic is subscribed: a fast backend's answer to it cannot be lost."""
+    from connectors.mqtt import client as mqtt_client
+
+    original = mqtt_client.MqttClient.subscribe
+
+    def slow_subscribe(self, topics, no_local=True):
+        future = original(self, topics, no_local)
+        delayed = asyncio.get_running_loop().create_future()
+
+        def later(f):
+            asyncio.get_running_loop().call_later(0.5, lambda: delayed.done() or delayed.set_result(f.result()))
+
+        future.add_done_callback(later)
+        return delayed
+
+    monkeypatch.setattr(mqtt_client.MqttClient, "subscribe", slow_subscribe)
+    bus = Bus()
+    bridge = make_bridge(bus, mosquitto.port)
+    await bridge.start()
+    assert await bridge.wait_connected(5)
+    await eventually(lambda: bridge._subscribed_upto >= 0)
+    async with subscriber(mosquitto.port, "ocpp/cp/#") as sub:
+        bus.subscribe("ocpp/cs/CP1", lambda m: None, remote=True)
+        bus.publish(Message("ocpp/cp/CP1", b"first CALL", origin="ocpp"))
+        got = await take(sub, 1)
+        # by the time the broker has the CALL, it has the command subscription too
+        assert got == [("ocpp/cp/CP1", b"first CALL")]
+        assert "ocpp/cs/CP1" in bridge._on_broker
+    await bridge.stop()

@@ -73,6 +73,12 @@ class MqttBridge:
         self._on_broker: set[str] = set()
         self._outbox_event = asyncio.Event()
         self._window_event = asyncio.Event()
+        # A message waits until the subscriptions made before it are acknowledged: a charge point's
+        # first CALL must not reach a backend before its command topic is subscribed, or the answer
+        # is lost. Generation = how many remote subscriptions were added; -1: none confirmed yet.
+        self._sub_generation = 0
+        self._subscribed_upto = -1
+        self._subs_done = asyncio.Event()
         self._client: MqttClient | None = None
         self._subs_event = asyncio.Event()
         self._drained = asyncio.Event()
@@ -118,7 +124,7 @@ class MqttBridge:
             return
         if not (message.origin.startswith("rule") or self._forward.match(message.topic)):
             return
-        self._buffer.append(message)
+        self._buffer.append(message, self._sub_generation)
         self._drained.clear()
         self._outbox_event.set()
 
@@ -126,6 +132,7 @@ class MqttBridge:
         count = self._wanted.get(topic_filter, 0)
         self._wanted[topic_filter] = count + 1
         if count == 0:
+            self._sub_generation += 1
             self._wanted_trie.add(topic_filter, topic_filter)
             self._subs_event.set()
 
@@ -202,6 +209,7 @@ class MqttBridge:
 
     def _after_disconnect(self) -> None:
         self.connected = False
+        self._subscribed_upto = -1  # a new connection publishes once its subscriptions are back
         self._client = None
         self._on_broker.clear()
         if self._inflight:
@@ -251,6 +259,10 @@ class MqttBridge:
                 self._window_event.clear()
                 await self._window_event.wait()
                 continue
+            if self._buffer.head_stamp() > self._subscribed_upto:
+                self._subs_done.clear()
+                await self._subs_done.wait()
+                continue
             message = self._buffer.popleft()
             seq = next(self._seq)
             self._inflight[seq] = message
@@ -283,6 +295,7 @@ class MqttBridge:
         while True:
             await self._subs_event.wait()
             self._subs_event.clear()
+            generation = self._sub_generation  # every subscription added so far is in `wanted` now
             wanted = set(self._wanted)
             to_add = sorted(wanted - self._on_broker)
             to_remove = sorted(self._on_broker - wanted)
@@ -294,6 +307,8 @@ class MqttBridge:
                         log.error("broker refused subscription %s: reason code 0x%02x", topic, code)
                     else:
                         self._on_broker.add(topic)
+            self._subscribed_upto = generation
+            self._subs_done.set()
             for i in range(0, len(to_remove), SUBSCRIBE_BATCH):
                 batch = to_remove[i : i + SUBSCRIBE_BATCH]
                 await client.unsubscribe(batch)

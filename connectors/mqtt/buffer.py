@@ -10,11 +10,15 @@ from engine.bus.message import Message
 
 
 class OutgoingBuffer:
-    """Bounded FIFO of messages waiting for the broker; overflow drops the oldest and counts it."""
+    """Bounded FIFO of messages waiting for the broker; overflow drops the oldest and counts it.
+
+    Each message carries a stamp (the bridge's subscription generation when it was queued), so
+    the sender can hold a message until the subscriptions made before it are on the broker.
+    """
 
     def __init__(self, max_messages: int) -> None:
         self.max_messages = max_messages
-        self._queue: deque[Message] = deque()
+        self._queue: deque[tuple[Message, int]] = deque()
         self.dropped = 0
 
     def __len__(self) -> int:
@@ -23,18 +27,21 @@ class OutgoingBuffer:
     def __bool__(self) -> bool:
         return bool(self._queue)
 
-    def append(self, message: Message) -> None:
+    def append(self, message: Message, stamp: int = 0) -> None:
         if len(self._queue) >= self.max_messages:
             self._queue.popleft()
             self.dropped += 1
-        self._queue.append(message)
+        self._queue.append((message, stamp))
 
     def popleft(self) -> Message:
-        return self._queue.popleft()
+        return self._queue.popleft()[0]
+
+    def head_stamp(self) -> int:
+        return self._queue[0][1]
 
     def requeue_front(self, messages: Iterable[Message]) -> None:
         """Put unacknowledged messages back at the head, in their order, for the next connection."""
-        self._queue.extendleft(reversed(list(messages)))
+        self._queue.extendleft((m, 0) for m in reversed(list(messages)))
         while len(self._queue) > self.max_messages:
             self._queue.popleft()
             self.dropped += 1
