@@ -9,7 +9,7 @@ import logging
 import signal
 import sys
 
-from engine import __version__, ctl
+from engine import __version__, ctl, simulate
 from engine.config import ConfigError, dump_hocon, load_settings
 
 EXIT_CONFIG = 2
@@ -57,9 +57,19 @@ def build_parser() -> argparse.ArgumentParser:
         "bench", help="run the performance scenarios",
         description="Run performance scenarios of shared/spec/performance.md; one JSON line each.",
     )
-    bench.add_argument("--scenario", default="B5", choices=["B5"], help="which scenario (default B5)")
-    bench.add_argument("--messages", type=int, default=100_000, help="B5: messages per round")
+    bench.add_argument("--scenario", default="all", choices=["B1", "B2", "B3", "B4", "B5", "B6", "B7", "all"],
+                       help="which scenario (default all, in order)")
+    bench.add_argument("--scale", default="full", choices=["full", "small"],
+                       help="full: the spec's sizes (200 charge points, B4 50,000, B7 10,000); small: a quick check")
+    bench.add_argument("--seconds", type=float, help="each measured phase (default 10 full, 2 small; B6's reload phase 30 full)")
+    bench.add_argument("--warmup", type=float, help="before each measured phase (default 2 full, 0.5 small)")
+    bench.add_argument("--cps", type=int, help="B1, B2, B3, B6: charge points (default 200 full, 20 small)")
+    bench.add_argument("--connections", type=int, help="B4, B7: charge points (default 50,000 / 10,000 full, 500 small)")
+    bench.add_argument("--conn-rate", type=int, help="B7: the gateway's max_conn_rate (default 1000 full, 250 small)")
+    bench.add_argument("--messages", type=int, help="B5: messages per round (default 100,000 full, 10,000 small)")
+    bench.add_argument("--no-pin", action="store_true", help="do not pin the processes to cores with taskset")
     ctl.add_parser(commands)
+    simulate.add_parser(commands)
     return parser
 
 
@@ -196,20 +206,35 @@ def cmd_hash_secret(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     import orjson
 
-    from engine.bench import rules_b5
+    from engine.bench import scenarios
 
-    if args.messages < 1:
-        print("--messages must be at least 1", file=sys.stderr)
-        return EXIT_CONFIG
-    print(orjson.dumps(rules_b5.run(args.messages)).decode())
-    return 0
+    for name in ("seconds", "warmup", "cps", "connections", "conn_rate", "messages"):
+        value = getattr(args, name)
+        if value is not None and (value < 0 if name == "warmup" else value <= 0):
+            print(f"--{name.replace('_', '-')} must be {'0 or more' if name == 'warmup' else 'positive'}", file=sys.stderr)
+            return EXIT_CONFIG
+    opts = scenarios.Options(
+        scale=args.scale, seconds=args.seconds, warmup=args.warmup, cps=args.cps, connections=args.connections,
+        messages=args.messages, conn_rate=args.conn_rate, pin=not args.no_pin,
+    )
+    scenarios.prepare(opts)
+    failed = 0
+    for name in scenarios.SCENARIOS if args.scenario == "all" else (args.scenario,):
+        try:
+            result = scenarios.run(name, opts)
+        except Exception as exc:  # noqa: BLE001 - one scenario failing does not stop the others
+            failed += 1
+            result = {"scenario": name, "error": f"{type(exc).__name__}: {exc}"}
+        print(orjson.dumps(result).decode(), flush=True)
+    return 1 if failed else 0
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = build_parser()
     args = parser.parse_args(argv)
     handlers = {"run": cmd_run, "check-config": cmd_check_config, "rule-test": cmd_rule_test, "bench": cmd_bench,
-                "hash-secret": cmd_hash_secret, "ctl": ctl.run}
+                "hash-secret": cmd_hash_secret, "ctl": ctl.run,
+                "simulate": simulate.run_cli}
     if args.command not in handlers:
         parser.print_help()
         sys.exit(EXIT_CONFIG)

@@ -47,7 +47,7 @@ class BridgeOptions:
     proto_ver: str = "v5"  # "v5" or "v4" (MQTT 3.1.1)
     qos: int = 1
     keepalive: float = 60.0
-    max_inflight: int = 100
+    max_inflight: int = 1000
     buffer_max_messages: int = 100_000
     reconnect_initial: float = 1.0
     reconnect_max: float = 30.0

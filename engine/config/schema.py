@@ -101,7 +101,7 @@ class MqttSettings:
     proto_ver: Literal["v5", "v4"] = "v5"
     qos: Qos = 1
     keepalive: Duration = Duration(60)
-    max_inflight: Positive = 100
+    max_inflight: Positive = 1000
     ssl: MqttSslSettings = field(default_factory=MqttSslSettings)
     buffer: MqttBufferSettings = field(default_factory=MqttBufferSettings)
     reconnect: MqttReconnectSettings = field(default_factory=MqttReconnectSettings)

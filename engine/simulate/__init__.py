@@ -1,0 +1,84 @@
+"""`ocpp-gateway simulate`: a fleet of simulated charge points in one process.
+
+N charge points (ids PREFIX00001, PREFIX00002, ...) connect to URL/<id> at a
+given rate, boot, report their connectors' status, heartbeat at the interval
+the CSMS returned, and (scenario `charge`) run charging sessions with meter
+values; they answer the CSMS's CALLs as a real charger would and reconnect
+with backoff. See `run.Fleet` (the fleet), `charger.ChargePoint` (one charge
+point), `handlers` (answers to the CSMS) and `messages` (payloads).
+
+This module stays light: the CLI imports it for every command, and picows is
+only imported when a fleet runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from engine.simulate.options import PROTOCOLS, SCENARIOS, SimOptions
+
+__all__ = ["SimOptions", "add_parser", "run_cli", "run_fleet"]
+
+
+def add_parser(commands: Any) -> argparse.ArgumentParser:
+    """The `simulate` subcommand, added to the CLI's subparsers."""
+    p = commands.add_parser(
+        "simulate", help="simulate a fleet of charge points against a gateway",
+        description="Run N simulated charge points in one process against an OCPP-J endpoint: staggered "
+        "ramp-up, BootNotification, StatusNotification per connector, heartbeats at the interval the server "
+        "returns, charging sessions (scenario charge), answers to every CALL of the server, reconnects with "
+        "backoff. Prints a live progress line on stderr and a summary at the end (--json for scripts). "
+        "Exit 0 if every charge point connected (booted, for boot) with no protocol error, 1 otherwise, "
+        "2 for bad options.",
+    )
+    p.add_argument("--url", required=True, help="endpoint: ws[s]://HOST:PORT/PATH; each charge point connects to URL/<id>")
+    p.add_argument("-n", "--count", type=int, default=1, help="number of charge points (default 1)")
+    p.add_argument("--proto", choices=PROTOCOLS, default="ocpp1.6", help="OCPP version (default ocpp1.6)")
+    p.add_argument("--scenario", choices=SCENARIOS, default="idle",
+                   help="boot: boot, report status, close | idle: boot, status, heartbeats | "
+                   "charge: idle plus charging sessions (default idle)")
+    p.add_argument("--rate", type=float, default=100.0, metavar="R",
+                   help="new connections per second during the ramp-up; 0: all at once (default 100)")
+    p.add_argument("--duration", type=float, default=60.0, metavar="S",
+                   help="seconds to run after the ramp-up; 0: until Ctrl-C (default 60)")
+    p.add_argument("--prefix", default="SIM", help="charge point id prefix (default SIM: SIM00001, SIM00002, ...)")
+    p.add_argument("--first", type=int, default=1, help="number of the first charge point (default 1)")
+    p.add_argument("--connectors", type=int, default=2, help="connectors (1.6) / EVSEs (2.x) per charge point (default 2)")
+    p.add_argument("--auth", metavar="USER:PASS", help="HTTP Basic credentials; {cid} is replaced by the charge point id")
+    p.add_argument("--heartbeat", type=float, metavar="S",
+                   help="heartbeat interval, overriding the one the BootNotification answer gives")
+    p.add_argument("--meter-interval", type=float, default=10.0, metavar="S",
+                   help="seconds between MeterValues during a session (default 10)")
+    p.add_argument("--session-duration", type=float, default=60.0, metavar="S",
+                   help="mean charging session length, ±25%% (default 60)")
+    p.add_argument("--session-pause", type=float, default=10.0, metavar="S",
+                   help="mean pause between sessions on a connector, ±25%% (default 10)")
+    p.add_argument("--call-timeout", type=float, default=30.0, metavar="S",
+                   help="a CALL not answered within this is a timeout (default 30)")
+    p.add_argument("--reboot-delay", type=float, default=1.0, metavar="S",
+                   help="offline time after a Reset before reconnecting (default 1)")
+    p.add_argument("--source-addresses", type=int, default=0, metavar="K",
+                   help="bind connections round-robin to K loopback addresses 127.0.0.2.. when the URL host is "
+                   "127.0.0.1, for more than the ~28,000 connections one address allows; 0: one per 25,000 "
+                   "charge points (default 0)")
+    p.add_argument("--tls-ca", metavar="FILE", help="wss: CA certificates to verify the server with")
+    p.add_argument("--tls-cert", metavar="FILE", help="wss: client certificate (may contain {cid}: one per charge point)")
+    p.add_argument("--tls-key", metavar="FILE", help="wss: the client certificate's key (may contain {cid})")
+    p.add_argument("--tls-insecure", action="store_true", help="wss: do not verify the server's certificate")
+    p.add_argument("--seed", type=int, default=1, help="random seed (tags, powers, session lengths)")
+    p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    p.add_argument("-q", "--quiet", action="store_true", help="no live progress line on stderr")
+    return p
+
+
+def run_cli(args: argparse.Namespace) -> int:
+    from engine.simulate.run import main
+
+    return main(args)
+
+
+async def run_fleet(options: SimOptions) -> dict[str, Any]:
+    from engine.simulate.run import run_fleet as run
+
+    return await run(options)

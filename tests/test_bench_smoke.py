@@ -1,0 +1,89 @@
+"""`ocpp-gateway bench`: every scenario runs end to end at small scale for about 2 seconds.
+
+These only keep the bench from rotting: they check that each scenario ran and printed its JSON line
+with the fields of the right types. They never assert on a figure (the machine is shared and noisy;
+the figures are for docs/benchmarks.md, not for CI).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from numbers import Real
+
+import pytest
+
+from engine.bench.load import Histogram, rate_check
+
+SCENARIOS = ["B1", "B2", "B3", "B4", "B5", "B6", "B7"]
+
+
+def _bench(*args: str, timeout: float = 100) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "engine.cli", "bench", *args], check=False, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def _number_or_none(value: object) -> bool:
+    return value is None or (isinstance(value, Real) and not isinstance(value, bool))
+
+
+@pytest.mark.timeout(110)
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_scenario_runs_at_small_scale(scenario: str) -> None:
+    done = _bench("--scenario", scenario, "--scale", "small", "--seconds", "2")
+    lines = [line for line in done.stdout.splitlines() if line.strip()]
+    assert done.returncode == 0 and len(lines) == 1, f"exit {done.returncode}\n{done.stdout}\n{done.stderr}"
+    result = json.loads(lines[0])
+    assert result["scenario"] == scenario
+    assert isinstance(result["gateway"], dict) and result["gateway"]
+    assert result["baseline"] is None or isinstance(result["baseline"], dict)
+    assert _number_or_none(result["ratio"])
+    assert isinstance(result["ratio_of"], str)
+    assert isinstance(result["bar"], dict) and result["bar"]
+    assert result["meets_bar"] in (True, False, None)
+    g = result["gateway"]
+    if scenario in ("B1", "B2", "B3", "B6"):
+        for key in ("calls_per_s", "p50_ms", "p99_ms", "errors", "timeouts", "disconnects"):
+            assert _number_or_none(g[key]), (key, g)
+        assert isinstance(result["baseline"], dict) and _number_or_none(result["baseline"]["calls_per_s"])
+        assert isinstance(g["cpu"], dict)
+    if scenario == "B1":
+        assert isinstance(g["half_rate"], dict) and _number_or_none(g["half_rate"]["p99_ms"])
+    if scenario == "B4":
+        for key in ("connections", "booted", "kb_per_connection", "rss_before_kb", "rss_after_kb"):
+            assert _number_or_none(g[key]), (key, g)
+        assert _number_or_none(result["baseline"]["kb_per_connection"])
+    if scenario == "B5":
+        assert _number_or_none(g["compiled_s"]) and _number_or_none(result["baseline"]["handwritten_s"])
+    if scenario == "B6":
+        assert isinstance(g["reloads"], int) and isinstance(g["reloads_failed"], int)
+    if scenario == "B7":
+        for key in ("connected", "gateway_connections", "max_per_s_over_1s", "bucket_excess"):
+            assert _number_or_none(g[key]), (key, g)
+        assert isinstance(g["refused"], dict)
+
+
+def test_unknown_scenario_is_a_usage_error() -> None:
+    done = _bench("--scenario", "B9", timeout=30)
+    assert done.returncode == 2 and "invalid choice" in done.stderr
+
+
+def test_histogram_percentiles() -> None:
+    h = Histogram()
+    for i in range(1, 101):
+        h.add(i / 1000)  # 1 ms .. 100 ms
+    assert h.n == 100
+    assert 49.9 <= h.percentile_ms(0.5) <= 50.1
+    assert 98.9 <= h.percentile_ms(0.99) <= 99.1
+    assert Histogram().percentile_ms(0.99) is None
+
+
+def test_rate_check() -> None:
+    # a token bucket of 10/s, burst 10: 10 at once, then one every 0.1 s, sampled every 0.1 s
+    samples = [(0.0, 0), (0.01, 10)] + [(0.01 + 0.1 * k, 10 + k) for k in range(1, 31)]
+    ok = rate_check(samples, rate=10, burst=10, slack=0.5)
+    assert ok["bucket_excess"] <= 0 and 10 <= ok["max_per_s_over_1s"] <= 20
+    over = rate_check([(0.0, 0), (1.0, 25)], rate=10, burst=10, slack=0.5)
+    assert over["bucket_excess"] > 0 and over["max_per_s_over_1s"] == 25
+    assert rate_check([(0.0, 3)], rate=10, burst=10, slack=0)["bucket_excess"] is None
