@@ -383,21 +383,9 @@ def _trigger_16(cp: ChargePoint, p: dict[str, Any], extended: bool = False) -> A
 
 
 def _set_profile_16(cp: ChargePoint, p: dict[str, Any]) -> Answer:
-    connector_id = p["connectorId"]
     profile = p["csChargingProfiles"]
-    purpose = profile["chargingProfilePurpose"]
-    if connector_id != 0 and cp.connector(connector_id) is None:
-        return _status("Rejected"), None
-    if purpose == "ChargePointMaxProfile" and connector_id != 0:
-        return _status("Rejected"), None
-    if purpose == "TxProfile":
-        c = cp.connector(connector_id)
-        if c is None or c.tx is None:
-            return _status("Rejected"), None
-    schedule = profile["chargingSchedule"]
-    cp.profiles[profile["chargingProfileId"]] = (connector_id, _limit_w(schedule.get("chargingRateUnit"), schedule.get("chargingSchedulePeriod")))
-    _apply_limits(cp)
-    return _status("Accepted"), None
+    return _set_profile(cp, p["connectorId"], profile["chargingProfileId"], profile["chargingProfilePurpose"],
+                        "ChargePointMaxProfile", profile["chargingSchedule"])
 
 
 def _clear_profile_16(cp: ChargePoint, p: dict[str, Any]) -> Answer:
@@ -611,19 +599,23 @@ def _trigger_2(cp: ChargePoint, p: dict[str, Any]) -> Answer:
 
 
 def _set_profile_2(cp: ChargePoint, p: dict[str, Any]) -> Answer:
-    evse_id = p["evseId"]
     profile = p["chargingProfile"]
-    purpose = profile["chargingProfilePurpose"]
-    if evse_id != 0 and cp.connector(evse_id) is None:
+    return _set_profile(cp, p["evseId"], profile["id"], profile["chargingProfilePurpose"],
+                        "ChargingStationMaxProfile", (profile.get("chargingSchedule") or [{}])[0])
+
+
+def _set_profile(cp: ChargePoint, target: int, profile_id: int, purpose: str, station_max: str,
+                 schedule: dict[str, Any]) -> Answer:
+    """SetChargingProfile as a charger would take it (same rules in 1.6 and 2.x, other field names)."""
+    if target != 0 and cp.connector(target) is None:
         return _status("Rejected"), None
-    if purpose == "ChargingStationMaxProfile" and evse_id != 0:
+    if purpose == station_max and target != 0:
         return _status("Rejected"), None
     if purpose == "TxProfile":
-        c = cp.connector(evse_id)
+        c = cp.connector(target)
         if c is None or c.tx is None:
             return _status("Rejected"), None
-    schedule = (profile.get("chargingSchedule") or [{}])[0]
-    cp.profiles[profile["id"]] = (evse_id, _limit_w(schedule.get("chargingRateUnit"), schedule.get("chargingSchedulePeriod")))
+    cp.profiles[profile_id] = (target, _limit_w(schedule.get("chargingRateUnit"), schedule.get("chargingSchedulePeriod")))
     _apply_limits(cp)
     return _status("Accepted"), None
 
