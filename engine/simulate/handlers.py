@@ -389,16 +389,7 @@ def _set_profile_16(cp: ChargePoint, p: dict[str, Any]) -> Answer:
 
 
 def _clear_profile_16(cp: ChargePoint, p: dict[str, Any]) -> Answer:
-    profile_id = p.get("id")
-    connector_id = p.get("connectorId")
-    if profile_id is not None:
-        matched = [profile_id] if profile_id in cp.profiles else []
-    else:
-        matched = [k for k, (conn, _) in cp.profiles.items() if connector_id is None or conn == connector_id]
-    for k in matched:
-        del cp.profiles[k]
-    _apply_limits(cp)
-    return _status("Accepted" if matched else "Unknown"), None
+    return _clear_profile(cp, p.get("id"), p.get("connectorId"))
 
 
 def _composite_16(cp: ChargePoint, p: dict[str, Any]) -> Answer:
@@ -621,13 +612,15 @@ def _set_profile(cp: ChargePoint, target: int, profile_id: int, purpose: str, st
 
 
 def _clear_profile_2(cp: ChargePoint, p: dict[str, Any]) -> Answer:
-    profile_id = p.get("chargingProfileId")
-    criteria = p.get("chargingProfileCriteria") or {}
-    evse_id = criteria.get("evseId")
+    return _clear_profile(cp, p.get("chargingProfileId"), (p.get("chargingProfileCriteria") or {}).get("evseId"))
+
+
+def _clear_profile(cp: ChargePoint, profile_id: int | None, target: int | None) -> Answer:
+    """ClearChargingProfile: one profile by id, else every profile of the connector/EVSE (or all)."""
     if profile_id is not None:
         matched = [profile_id] if profile_id in cp.profiles else []
     else:
-        matched = [k for k, (conn, _) in cp.profiles.items() if evse_id is None or conn == evse_id]
+        matched = [k for k, (conn, _) in cp.profiles.items() if target is None or conn == target]
     for k in matched:
         del cp.profiles[k]
     _apply_limits(cp)
