@@ -4,7 +4,7 @@ A `Connector` owns a connection (or pool) to one system and knows whether
 it is up: `connecting`, `connected`, `disconnected`. It reconnects by itself
 and checks its health every `health_check_interval`.
 
-A `BufferedAction` is what a rule calls: `run(output, env)` renders the
+A `BufferedAction` is what a rule calls: `run(output)` renders the
 request at once (so a template error fails that output, counted, right away)
 and queues it. A worker delivers the queue through the connector, in batches,
 with `inflight_window` requests at a time. While the connector is down,
@@ -186,7 +186,7 @@ class BufferedAction:
 
     # --- rule side ------------------------------------------------------------------------
 
-    def run(self, output: dict[str, Any], env: Any) -> None:
+    def run(self, output: dict[str, Any]) -> None:
         self.metrics.matched += 1
         try:
             data = self._render(output)

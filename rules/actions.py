@@ -1,6 +1,6 @@
 """Built-in rule actions: `republish` and `console`, and the resolver for action entries.
 
-An action is handed one rule output at a time (`run(output, env)`) and
+An action is handed one rule output at a time (`run(output)`) and
 either takes it or raises; the rule counts which. Connector actions
 (`"http:name"`, ...) come from a resolver the node passes in, so rules know
 nothing about connectors.
@@ -14,7 +14,6 @@ from typing import Any, Protocol
 
 from engine.bus import Bus, Message, TopicError, validate_name
 from engine.template import Template, TemplateError, to_json
-from rules.env import Env
 from rules.values import UNDEFINED, RuleError
 
 log = logging.getLogger("ocppgw.rule")
@@ -24,7 +23,7 @@ console_log = logging.getLogger("ocppgw.rule.console")
 class Action(Protocol):
     name: str
 
-    def run(self, output: dict[str, Any], env: Env) -> None: ...
+    def run(self, output: dict[str, Any]) -> None: ...
 
 
 class ActionConfigError(ValueError):
@@ -59,7 +58,7 @@ class Republish:
         if not isinstance(self.retain, (Template, bool)):
             raise ActionConfigError(f"republish: retain must be true, false or a ${{placeholder}}, not {self.retain!r}")
 
-    def run(self, output: dict[str, Any], env: Env) -> None:
+    def run(self, output: dict[str, Any]) -> None:
         topic = self.topic.render(output)
         try:
             validate_name(topic)
@@ -87,7 +86,7 @@ class Console:
         self.name = "console"
         self.rule_id = rule_id
 
-    def run(self, output: dict[str, Any], env: Env) -> None:
+    def run(self, output: dict[str, Any]) -> None:
         console_log.info("rule %s output: %s", self.rule_id, to_json(output).decode())
 
 

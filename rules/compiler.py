@@ -15,14 +15,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
 from sqlglot import exp
 from sqlglot.errors import ErrorLevel
 
+from engine.bus.message import Message
 from engine.bus.topic import matches as topic_matches
-from rules import functions
+from rules import codegen, functions
 from rules.env import _DECODED_UNSET as _UNSET
 from rules.env import Env, put_path
+from rules.paths import json_or_undefined, path_of, take_step
 from rules.sql import ParsedRule, RuleSyntaxError, parse_rule
 from rules.values import UNDEFINED, RuleError, compare, same
 
@@ -53,6 +54,7 @@ class CompiledRule:
     do_fields: list[Field] = field(default_factory=list)
     incase: Closure | None = None
     collection_key: str = "item"
+    sources: list[str] = field(default_factory=list)  # the generated functions' text, when there are some
 
     def apply(self, env: Env) -> list[dict[str, Any]] | tuple[()]:
         """The rule's outputs for one input; raises `RuleError`. Empty means no result:
@@ -68,6 +70,10 @@ class CompiledRule:
             return NO_MATCH
         return [out]
 
+    def run(self, message: Message) -> list[dict[str, Any]] | tuple[()]:
+        """`apply` for a bus message's columns (a generated rule may read the message directly)."""
+        return self.apply(Env.for_message(message))
+
     def _foreach(self, env: Env) -> list[dict[str, Any]]:
         *head, last = self.fields
         selected: dict[str, Any] = {}
@@ -78,7 +84,7 @@ class CompiledRule:
         if self.where is not None and self.where(env) is not True:
             return NO_MATCH
         if type(collection) is str:
-            collection = _json_or_undefined(collection)  # `FOREACH payload` iterates a JSON array text
+            collection = json_or_undefined(collection)  # `FOREACH payload` iterates a JSON array text
         if type(collection) is not list:
             return []
         outputs = []
@@ -110,19 +116,23 @@ def _select(fields: list[Field], env: Env, out: dict[str, Any]) -> None:
             put_path(out, path, value)
 
 
-def compile_sql(sql: str, rule_id: str = "") -> CompiledRule:
-    """Parse and compile; raise `RuleSyntaxError` naming the rule and position."""
+def compile_sql(sql: str, rule_id: str = "", generate: bool = True) -> CompiledRule:
+    """Parse and compile; raise `RuleSyntaxError` naming the rule and position.
+
+    With `generate` (the default) a rule without FOREACH runs as one generated function
+    (rules.codegen); without it, as the closures alone (the tests compare the two)."""
     parsed = parse_rule(sql, rule_id)
     try:
-        return _Compiler(parsed, rule_id).rule()
+        return _Compiler(parsed, rule_id, generate).rule()
     except RuleSyntaxError as exc:
         exc.rule_id = rule_id
         raise
 
 
 class _Compiler:
-    def __init__(self, parsed: ParsedRule, rule_id: str) -> None:
+    def __init__(self, parsed: ParsedRule, rule_id: str, generate: bool) -> None:
         self.parsed = parsed
+        self.generate = generate
         self.rule_id = rule_id
         self.aliases: set[str] = set()
 
@@ -156,7 +166,7 @@ class _Compiler:
                 raise self.fail("FOREACH needs an expression for its list, not *")  # (sql.py says where)
             alias = p.fields[-1]
             collection_key = fields[-1].path[0] if isinstance(alias, exp.Alias) else "item"
-            if not isinstance(alias, exp.Alias) and _path_of(alias) is None:
+            if not isinstance(alias, exp.Alias) and path_of(alias) is None:
                 # `FOREACH payload.xs` keeps the list at its path (EMQX's outputs show it there);
                 # `FOREACH json_decode(payload)` has no name to keep it under
                 fields[-1] = Field(None, last.fn)
@@ -168,11 +178,16 @@ class _Compiler:
         defined = {f.path[0] for f in fields if f.path}
         _mark_visible(fields, p.fields, [p.where, p.incase, *p.do_fields])
         _mark_visible(do_fields, p.do_fields, [])
-        return CompiledRule(
+        rule = CompiledRule(
             id=self.rule_id, sql=p.sql, topics=p.topics, foreach=p.foreach, fields=fields, where=where,
             where_first=not p.foreach and p.where is not None and not any(_may_read(p.where, n) for n in defined),
             do_fields=do_fields, incase=incase, collection_key=collection_key,
         )
+        if self.generate and not p.foreach:
+            rule.apply, run, rule.sources = codegen.generate(rule, p.fields, p.where, self.expr, NO_MATCH)
+            if run is not None:
+                rule.run = run
+        return rule
 
     # --- fields --------------------------------------------------------------------------
 
@@ -185,7 +200,7 @@ class _Compiler:
             self.aliases.add(path[0])
             return Field(path, self.expr(node.this))
         fn = self.expr(node)
-        path = _path_of(node)  # `SELECT payload.x[2]` puts the value at that path, as EMQX
+        path = path_of(node)  # `SELECT payload.x[2]` puts the value at that path, as EMQX
         if path is None:
             if isinstance(node, exp.Literal) and node.is_string:
                 path = [node.this]  # EMQX names a selected string constant by its value
@@ -202,18 +217,14 @@ class _Compiler:
         return handler(self, node)
 
     def path(self, node: exp.Expression) -> Closure:
-        steps = _path_of(node, dynamic=True)
+        steps = path_of(node, dynamic=True)
         if steps is None:
             raise self.fail(f"cannot read {node.sql()!r} as a path", node)
         compiled = [self.expr(s) if isinstance(s, exp.Expression) else s for s in steps]
         return _path_getter(compiled)
 
     def literal(self, node: exp.Literal) -> Closure:
-        if node.is_string:
-            value: Any = node.this
-        else:
-            text = node.this
-            value = float(text) if any(ch in text for ch in ".eE") else int(text)
+        value = codegen.literal_value(node)
         return lambda env: value
 
     def constant(self, value: Any) -> Closure:
@@ -348,29 +359,6 @@ class _Compiler:
         return lambda env: impl(*[a(env) for a in args])
 
 
-def _path_of(node: exp.Expression, dynamic: bool = False) -> list[Any] | None:
-    """Column / Dot / Bracket chains → path steps: str keys, int (1-based) indexes, or
-    (with dynamic) expressions computed per message."""
-    if isinstance(node, exp.Column):
-        return [part.name for part in node.parts]
-    if isinstance(node, exp.Dot):
-        base = _path_of(node.this, dynamic)
-        if base is None or not isinstance(node.expression, exp.Identifier):
-            return None
-        return base + [node.expression.name]
-    if isinstance(node, exp.Bracket):
-        base = _path_of(node.this, dynamic)
-        if base is None or len(node.expressions) != 1:
-            return None
-        index = node.expressions[0]
-        if isinstance(index, exp.Literal):
-            return base + [index.this if index.is_string else int(index.this)]
-        if isinstance(index, exp.Neg) and isinstance(index.this, exp.Literal) and not index.this.is_string:
-            return base + [-int(index.this.this)]
-        return base + [index] if dynamic else None
-    return None
-
-
 def _operator(op: str, left: Closure, right: Closure) -> Closure:
     fn = functions.OPERATORS[op]
     return lambda env: fn(left(env), right(env))
@@ -400,29 +388,6 @@ def _may_read(node: exp.Expression, name: str) -> bool:
     return False
 
 
-
-
-def _json_or_undefined(text: str) -> Any:
-    try:
-        return orjson.loads(text)
-    except orjson.JSONDecodeError:
-        return UNDEFINED
-
-
-def _step(value: Any, step: Any) -> Any:
-    if type(value) is str:
-        value = _json_or_undefined(value)  # emqx_rule_maps: a path goes on into a JSON text
-    if type(step) is str:
-        return value.get(step, UNDEFINED) if type(value) is dict else UNDEFINED
-    if type(step) is int and type(value) is list:
-        n = len(value)
-        if 1 <= step <= n:
-            return value[step - 1]
-        if -n <= step <= -1:
-            return value[step]
-    return UNDEFINED
-
-
 def _path_getter(steps: list[Any]) -> Closure:
     first, rest = steps[0], steps[1:]
     if first == "payload" and rest:
@@ -434,7 +399,7 @@ def _path_getter(steps: list[Any]) -> Closure:
             if value is _UNSET:
                 value = env.payload_value()
             for step in rest:
-                value = _step(value, step(env) if callable(step) else step)
+                value = take_step(value, step(env) if callable(step) else step)
             return value
 
         return get_payload
@@ -442,12 +407,12 @@ def _path_getter(steps: list[Any]) -> Closure:
         return lambda env: env[first]
     if len(rest) == 1 and not callable(rest[0]):
         only = rest[0]
-        return lambda env: _step(env[first], only)
+        return lambda env: take_step(env[first], only)
 
     def get(env: Env) -> Any:
         value = env[first]
         for step in rest:
-            value = _step(value, step(env) if callable(step) else step)
+            value = take_step(value, step(env) if callable(step) else step)
         return value
 
     return get
@@ -455,28 +420,28 @@ def _path_getter(steps: list[Any]) -> Closure:
 
 def _payload_keys(k1: str, k2: str | None = None, k3: str | None = None) -> Closure:
     """payload.a[.b[.c]], the common case, unrolled: a dict lookup per step, no loop."""
-    U, step = UNDEFINED, _step
+    U = UNDEFINED
 
     def one(env: Env) -> Any:
         v = env._decoded
         if v is _UNSET:
             v = env.payload_value()
-        return v.get(k1, U) if type(v) is dict else step(v, k1)
+        return v.get(k1, U) if type(v) is dict else take_step(v, k1)
 
     def two(env: Env) -> Any:
         v = env._decoded
         if v is _UNSET:
             v = env.payload_value()
-        v = v.get(k1, U) if type(v) is dict else step(v, k1)
-        return v.get(k2, U) if type(v) is dict else step(v, k2)
+        v = v.get(k1, U) if type(v) is dict else take_step(v, k1)
+        return v.get(k2, U) if type(v) is dict else take_step(v, k2)
 
     def three(env: Env) -> Any:
         v = env._decoded
         if v is _UNSET:
             v = env.payload_value()
-        v = v.get(k1, U) if type(v) is dict else step(v, k1)
-        v = v.get(k2, U) if type(v) is dict else step(v, k2)
-        return v.get(k3, U) if type(v) is dict else step(v, k3)
+        v = v.get(k1, U) if type(v) is dict else take_step(v, k1)
+        v = v.get(k2, U) if type(v) is dict else take_step(v, k2)
+        return v.get(k3, U) if type(v) is dict else take_step(v, k3)
 
     return one if k2 is None else two if k3 is None else three
 

@@ -25,12 +25,13 @@ def _message_id(message: Message | None) -> str:
 
 
 class Env(dict):
-    __slots__ = ("message", "_decoded")
+    __slots__ = ("_decoded", "headers", "message")
 
     def __init__(self, columns: dict[str, Any] | None = None, message: Message | None = None) -> None:
         if columns:
             self.update(columns)
         self.message = message
+        self.headers = message.headers if message is not None else _NO_HEADERS  # read first by __missing__
         self._decoded = _DECODED_UNSET
 
     @classmethod
@@ -38,6 +39,7 @@ class Env(dict):
         """The columns of EMQX's `message.publish` event for a bus message, each read on first use."""
         env = _new_dict(cls)  # no copying of columns a rule may never read
         env.message = message
+        env.headers = message.headers
         env._decoded = _DECODED_UNSET
         return env
 
@@ -50,7 +52,7 @@ class Env(dict):
     def __missing__(self, key: str) -> Any:
         message = self.message
         if message is not None:
-            headers = message.headers
+            headers = self.headers
             if key in headers:
                 value = self[key] = headers[key]
                 return value
@@ -82,11 +84,8 @@ class Env(dict):
                 self._decoded = _decode(raw)
             return self._decoded
         if self.message is not None:
-            try:
-                self._decoded = self.message.json()
-                return self._decoded
-            except orjson.JSONDecodeError:
-                raise RuleError(f"the payload is not JSON: {self.message.payload[:80]!r}") from None
+            self._decoded = payload_json(self.message)
+            return self._decoded
         return UNDEFINED
 
     def materialize(self) -> dict[str, Any]:
@@ -105,6 +104,7 @@ class Env(dict):
 
 
 _new_dict = dict.__new__
+_NO_HEADERS: dict[str, Any] = {}
 
 _MESSAGE_COLUMNS = {
     "topic": lambda m: m.topic,
@@ -113,6 +113,19 @@ _MESSAGE_COLUMNS = {
     "publish_received_at": lambda m: m.timestamp,
     "event": lambda m: "message.publish",
 }
+
+
+def payload_json(message: Message) -> Any:
+    """The message's payload decoded (cached by the message); a `RuleError` when it is not JSON."""
+    try:
+        return message.json()
+    except orjson.JSONDecodeError:
+        raise RuleError(f"the payload is not JSON: {message.payload[:80]!r}") from None
+
+
+def column(message: Message, name: str) -> Any:
+    """One column of a bus message's `message.publish` event (undefined when there is none)."""
+    return Env.for_message(message)[name]
 
 
 def _decode(raw: str) -> Any:

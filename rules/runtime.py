@@ -84,9 +84,11 @@ class RunningRule:
             return  # our own republish
         metrics = self.metrics
         metrics.matched += 1
-        env = Env.for_event(message) if message.topic.startswith("$events/") else Env.for_message(message)
         try:
-            outputs = self.rule.apply(env)
+            if message.topic.startswith("$events/"):
+                outputs = self.rule.apply(Env.for_event(message))
+            else:
+                outputs = self.rule.run(message)
         except Exception as exc:
             metrics.failed += 1
             metrics.failed_exception += 1
@@ -101,7 +103,7 @@ class RunningRule:
             for action in self.actions:
                 metrics.actions_total += 1
                 try:
-                    action.run(output, env)
+                    action.run(output)
                     metrics.actions_success += 1
                 except Exception as exc:
                     metrics.actions_failed += 1
