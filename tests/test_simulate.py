@@ -26,7 +26,8 @@ from engine.config.schema import PasswordHashSettings
 from engine.ocpp.schemas import SchemaRegistry
 from engine.simulate import handlers
 from engine.simulate import messages as m
-from engine.simulate.charger import ChargePoint, Tx
+from engine.simulate.charger import ChargePoint
+from engine.simulate.model import Tx
 from engine.simulate.options import SimOptions
 from engine.simulate.run import Fleet, run_fleet
 from tests.gateway import BIN

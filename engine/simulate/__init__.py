@@ -5,7 +5,9 @@ given rate, boot, report their connectors' status, heartbeat at the interval
 the CSMS returned, and (scenario `charge`) run charging sessions with meter
 values; they answer the CSMS's CALLs as a real charger would and reconnect
 with backoff. See `run.Fleet` (the fleet), `charger.ChargePoint` (one charge
-point), `handlers` (answers to the CSMS) and `messages` (payloads).
+point; its WebSocket in `link`, its CALLs in `calls`, its sessions in
+`sessions` and `transactions`), `handlers` (answers to the CSMS) and
+`messages` (payloads).
 
 This module stays light: the CLI imports it for every command, and picows is
 only imported when a fleet runs.

@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING, Any
 from engine.simulate import messages as m
 
 if TYPE_CHECKING:
-    from engine.simulate.charger import ChargePoint, Connector
+    from engine.simulate.charger import ChargePoint
+    from engine.simulate.model import Connector
     from engine.simulate.options import SimOptions
 
 Answer = tuple[dict[str, Any], Callable[[], None] | None]
@@ -219,6 +220,12 @@ def _limit_w(unit: Any, periods: Any) -> float | None:
     return float(limit)
 
 
+def _add_profile(cp: ChargePoint, profile_id: int, target: int, schedule: dict[str, Any]) -> None:
+    """Keep the profile's limit (its schedule's first period) for connector `target` (0: all) and apply it."""
+    cp.profiles[profile_id] = (target, _limit_w(schedule.get("chargingRateUnit"), schedule.get("chargingSchedulePeriod")))
+    _apply_limits(cp)
+
+
 def _apply_limits(cp: ChargePoint) -> None:
     for c in cp.connectors.values():
         limits = [w for connector, w in cp.profiles.values() if w is not None and connector in (0, c.id)]
@@ -266,6 +273,26 @@ def _reserve(cp: ChargePoint, c: Connector | None, reservation_id: int, tag: str
     return "Accepted"
 
 
+def _remote_stop(cp: ChargePoint, p: dict[str, Any]) -> Answer:
+    """RemoteStopTransaction (1.6), RequestStopTransaction (2.x)."""
+    tx_id = p["transactionId"]
+    for c in cp.connectors.values():
+        if c.tx is not None and c.tx.id == tx_id and c.tx.stop_reason is None:
+            return _status("Accepted"), lambda c=c: cp.stop_transaction(c, "Remote")
+    return _status("Rejected"), None
+
+
+def _trigger_either(cp: ChargePoint, what: str) -> Answer | None:
+    """A TriggerMessage that 1.6 and 2.x answer alike; None for the others."""
+    if what == "BootNotification":
+        return _status("Accepted"), lambda: cp.loop.create_task(cp.triggered_boot())
+    if what == "Heartbeat":
+        return _status("Accepted"), cp.send_heartbeat
+    if what == "FirmwareStatusNotification":
+        return _status("Accepted"), lambda: cp.send("FirmwareStatusNotification", m.firmware_status(cp.version))
+    return None
+
+
 def _remote_target(cp: ChargePoint, connector_id: int | None, tag: str) -> Connector | None:
     if connector_id is not None:
         c = cp.connector(connector_id)
@@ -300,18 +327,8 @@ def _remote_start_16(cp: ChargePoint, p: dict[str, Any]) -> Answer:
     if isinstance(profile, dict) and profile.get("chargingProfilePurpose") != "TxProfile":
         return _status("Rejected"), None
     if isinstance(profile, dict):
-        schedule = profile.get("chargingSchedule") or {}
-        cp.profiles[profile.get("chargingProfileId", -1)] = (c.id, _limit_w(schedule.get("chargingRateUnit"), schedule.get("chargingSchedulePeriod")))
-        _apply_limits(cp)
+        _add_profile(cp, profile.get("chargingProfileId", -1), c.id, profile.get("chargingSchedule") or {})
     return _status("Accepted"), lambda: cp.remote_start(c, tag, None)
-
-
-def _remote_stop_16(cp: ChargePoint, p: dict[str, Any]) -> Answer:
-    tx_id = p["transactionId"]
-    for c in cp.connectors.values():
-        if c.tx is not None and c.tx.id == tx_id and c.tx.stop_reason is None:
-            return _status("Accepted"), lambda c=c: cp.stop_transaction(c, "Remote")
-    return _status("Rejected"), None
 
 
 def _unlock_16(cp: ChargePoint, p: dict[str, Any]) -> Answer:
@@ -355,17 +372,15 @@ def _trigger_16(cp: ChargePoint, p: dict[str, Any], extended: bool = False) -> A
     connector_id = p.get("connectorId")
     if connector_id is not None and connector_id != 0 and cp.connector(connector_id) is None:
         return _status("Rejected"), None
-    if what == "BootNotification":
-        return _status("Accepted"), lambda: cp.loop.create_task(cp.triggered_boot())
-    if what == "Heartbeat":
-        return _status("Accepted"), cp.send_heartbeat
+    either = _trigger_either(cp, what)
+    if either is not None:
+        return either
     if what == "StatusNotification":
         def statuses() -> None:
             if connector_id is None:
                 cp.send_all_statuses()
             elif connector_id == 0:
-                operative = any(c.operative for c in cp.connectors.values())
-                cp.send("StatusNotification", m.status(cp.version, 0, "Available" if operative else "Unavailable", m.timestamp()))
+                cp.send_station_status()
             else:
                 c = cp.connectors[connector_id]
                 cp.set_status(c, c.status, force=True)
@@ -375,8 +390,6 @@ def _trigger_16(cp: ChargePoint, p: dict[str, Any], extended: bool = False) -> A
         return _status("Accepted"), lambda: [cp.send(*cp.meter_now(c)) for c in targets]
     if what == "DiagnosticsStatusNotification" and not extended:
         return _status("Accepted"), lambda: cp.send("DiagnosticsStatusNotification", m.diagnostics_status())
-    if what == "FirmwareStatusNotification":
-        return _status("Accepted"), lambda: cp.send("FirmwareStatusNotification", m.firmware_status(cp.version))
     if what == "LogStatusNotification" and extended:
         return _status("Accepted"), lambda: cp.send("LogStatusNotification", m.log_status())
     return _status("NotImplemented" if extended else "Rejected"), None
@@ -420,7 +433,7 @@ def _send_local_list(cp: ChargePoint, p: dict[str, Any]) -> Answer:
 _V16: dict[str, Callable[[ChargePoint, dict[str, Any]], Answer]] = {
     "Reset": _reset_16,
     "RemoteStartTransaction": _remote_start_16,
-    "RemoteStopTransaction": _remote_stop_16,
+    "RemoteStopTransaction": _remote_stop,
     "UnlockConnector": _unlock_16,
     "GetConfiguration": _get_configuration,
     "ChangeConfiguration": _change_configuration,
@@ -468,18 +481,8 @@ def _request_start(cp: ChargePoint, p: dict[str, Any]) -> Answer:
     if isinstance(profile, dict):
         if profile.get("chargingProfilePurpose") != "TxProfile":
             return _status("Rejected"), None
-        schedule = (profile.get("chargingSchedule") or [{}])[0]
-        cp.profiles[profile.get("id", -1)] = (c.id, _limit_w(schedule.get("chargingRateUnit"), schedule.get("chargingSchedulePeriod")))
-        _apply_limits(cp)
+        _add_profile(cp, profile.get("id", -1), c.id, (profile.get("chargingSchedule") or [{}])[0])
     return _status("Accepted"), lambda: cp.remote_start(c, tag, p["remoteStartId"])
-
-
-def _request_stop(cp: ChargePoint, p: dict[str, Any]) -> Answer:
-    tx_id = p["transactionId"]
-    for c in cp.connectors.values():
-        if c.tx is not None and c.tx.id == tx_id and c.tx.stop_reason is None:
-            return _status("Accepted"), lambda c=c: cp.stop_transaction(c, "Remote")
-    return _status("Rejected"), None
 
 
 def _unlock_2(cp: ChargePoint, p: dict[str, Any]) -> Answer:
@@ -564,26 +567,18 @@ def _trigger_2(cp: ChargePoint, p: dict[str, Any]) -> Answer:
     targets = _targets(cp, evse_id)
     if targets is None:
         return _status("Rejected"), None
-    if what == "BootNotification":
-        return _status("Accepted"), lambda: cp.loop.create_task(cp.triggered_boot())
-    if what == "Heartbeat":
-        return _status("Accepted"), cp.send_heartbeat
+    either = _trigger_either(cp, what)
+    if either is not None:
+        return either
     if what == "StatusNotification":
         return _status("Accepted"), lambda: [cp.set_status(c, c.status, force=True) for c in targets]
-    if what == "MeterValues":
-        def meter() -> None:
-            for c in targets:
-                c.advance(cp.loop.time())
-                sample = m.meter_value(cp.version, m.timestamp(), c.register, c.effective_power(), "Trigger")
-                cp.send("MeterValues", m.meter_values(cp.version, c.id, sample))
-        return _status("Accepted"), meter
+    if what == "MeterValues":  # outside the transaction, if any (TransactionEvent is the one within)
+        return _status("Accepted"), lambda: [cp.send(*cp.meter_now(c, in_transaction=False)) for c in targets]
     if what == "TransactionEvent":
         busy = [c for c in targets if c.tx is not None]
         if not busy:
             return _status("Rejected"), None
         return _status("Accepted"), lambda: [cp.send(*cp.meter_now(c)) for c in busy if c.tx is not None]
-    if what == "FirmwareStatusNotification":
-        return _status("Accepted"), lambda: cp.send("FirmwareStatusNotification", m.firmware_status(cp.version))
     if what == "LogStatusNotification":
         return _status("Accepted"), lambda: cp.send("LogStatusNotification", m.log_status())
     return _status("NotImplemented"), None
@@ -606,8 +601,7 @@ def _set_profile(cp: ChargePoint, target: int, profile_id: int, purpose: str, st
         c = cp.connector(target)
         if c is None or c.tx is None:
             return _status("Rejected"), None
-    cp.profiles[profile_id] = (target, _limit_w(schedule.get("chargingRateUnit"), schedule.get("chargingSchedulePeriod")))
-    _apply_limits(cp)
+    _add_profile(cp, profile_id, target, schedule)
     return _status("Accepted"), None
 
 
@@ -661,7 +655,7 @@ def _transaction_status(cp: ChargePoint, p: dict[str, Any]) -> Answer:
 _V2: dict[str, Callable[[ChargePoint, dict[str, Any]], Answer]] = {
     "Reset": _reset_2,
     "RequestStartTransaction": _request_start,
-    "RequestStopTransaction": _request_stop,
+    "RequestStopTransaction": _remote_stop,
     "UnlockConnector": _unlock_2,
     "GetVariables": _get_variables,
     "SetVariables": _set_variables,
