@@ -28,7 +28,7 @@ from engine.bus.message import _UNSET as MESSAGE_UNSET
 from engine.bus.message import Message
 from rules.env import _DECODED_UNSET, Env, column, payload_json, put_path
 from rules.paths import path_of, take_step
-from rules.values import UNDEFINED, compare
+from rules.values import UNDEFINED, compare, same
 
 if TYPE_CHECKING:
     from rules.compiler import CompiledRule, Field
@@ -53,7 +53,7 @@ class _Source:
         self.on_message = on_message  # the function takes the bus message, and there is no Env
         self.names: dict[str, Any] = {
             "U": UNDEFINED, "_UNSET": _DECODED_UNSET, "_step": take_step, "_compare": compare,
-            "_put_path": put_path, "_NULLS": (None, UNDEFINED),
+            "_put_path": put_path, "_same": same, "_NULLS": (None, UNDEFINED),
             "_dget": dict.get, "_MISS": _MISS, "_MESSAGE_UNSET": MESSAGE_UNSET,
             "_payload_json": payload_json, "_column": column,
         }
@@ -102,6 +102,8 @@ class _Source:
         elif kind in _ARITHMETIC:
             op = self.bind(functions.OPERATORS[_ARITHMETIC[kind]])
             return f"{op}({self.expr(node.this)}, {self.expr(node.expression)})"
+        elif kind is exp.Case:
+            return self.case(node)
         elif kind is exp.Anonymous:
             call = self.call(node)
             if call is not None:
@@ -183,13 +185,38 @@ class _Source:
         a = self.temp()
         left = self.expr(node.this)
         right_node = node.expression
-        if op in ("=", "!=") and isinstance(right_node, exp.Literal) and right_node.is_string:
-            text = self.bind(right_node.this)
-            return f"(({a} {py} {text}) if type({a} := {left}) is str else _compare({op!r}, {a}, {text}))"
+        if isinstance(right_node, exp.Literal):
+            # `x > 10`: a value of the constant's own type compares directly, anything else the EMQX way
+            value = literal_value(right_node)
+            k, kind = self.bind(value), type(value).__name__
+            return f"(({a} {py} {k}) if type({a} := {left}) is {kind} else _compare({op!r}, {a}, {k}))"
         b, t = self.temp(), self.temp()
         right = self.expr(right_node)
         return (f"(({a} {py} {b}) if ({t} := type({a} := {left})) is type({b} := {right}) "
                 f"and ({t} is str or {t} is int or {t} is float) else _compare({op!r}, {a}, {b}))")
+
+    def case(self, node: exp.Case) -> str:
+        """`V1 if C1 else V2 if C2 else D`: the conditions in order, one value computed. With a
+        subject (`CASE x WHEN ...`), each WHEN is a pattern match: equal and of the same type."""
+        default = node.args.get("default")
+        text = self.expr(default) if default is not None else "U"
+        subject = self.temp() if node.this is not None else None
+        branches = []
+        for branch in node.args.get("ifs") or []:
+            cond, value = branch.this, branch.args["true"]
+            if subject is None:
+                test = f"{self.truth(cond)} is True"
+            elif isinstance(cond, exp.Literal) and cond.is_string:
+                test = f"(type({subject}) is str and {subject} == {self.bind(cond.this)})"
+            else:
+                test = f"_same({subject}, {self.expr(cond)})"
+            branches.append((test, self.expr(value)))
+        for test, value in reversed(branches):
+            text = f"({value} if {test} else {text})"
+        if subject is None:
+            return text
+        # the subject first, once: the walrus sits in a test that is always true
+        return f"({text} if ({subject} := {self.expr(node.this)}) is not _MISS else None)"
 
     def call(self, node: exp.Anonymous) -> str | None:
         """A function call with the argument count the compiler already checked; None for div/mod."""

@@ -259,7 +259,19 @@ def test_outgoing_buffer_requeue_keeps_order_and_bounds():
         buf.append(Message("t", str(i).encode()))
     buf.requeue_front([Message("t", b"0"), Message("t", b"1"), Message("t", b"2")])
     assert buf.dropped == 1  # six for five places: the oldest ("0") goes
-    assert [buf.popleft().payload for _ in range(len(buf))] == [b"1", b"2", b"3", b"4", b"5"]
+    assert [m.payload for m in buf.take(10, 0)] == [b"1", b"2", b"3", b"4", b"5"]
+
+
+def test_outgoing_buffer_take_stops_at_a_later_subscription_stamp():
+    from connectors.mqtt.buffer import OutgoingBuffer
+
+    buf = OutgoingBuffer(10)
+    for i, stamp in enumerate([0, 1, 1, 2, 1]):
+        buf.append(Message("t", str(i).encode()), stamp)
+    assert [m.payload for m in buf.take(2, 1)] == [b"0", b"1"]  # the limit
+    assert [m.payload for m in buf.take(10, 1)] == [b"2"]  # "3" waits for subscription 2, and "4" behind it
+    assert buf.take(10, 1) == [] and len(buf) == 2
+    assert [m.payload for m in buf.take(10, 2)] == [b"3", b"4"]
 
 
 def test_echo_filter_counts_and_expires(monkeypatch):

@@ -60,6 +60,26 @@ async def test_many_messages_in_few_writes_arrive_in_order(mosquitto):
     await pub.disconnect()
 
 
+@pytest.mark.parametrize(("v5", "qos"), [(True, 1), (True, 2), (False, 1), (False, 2)])
+async def test_acknowledgements_by_token_reach_on_ack_once_each(mosquitto, v5, qos):
+    sub, pub, got = await pair(mosquitto.port, v5)
+    await sub.subscribe([("k/#", qos)])
+    acked: list[int] = []
+    pub.on_ack = acked.append
+    futures = [pub.publish("k/x", b"%d" % i, qos=qos, token=1000 + i) for i in range(300)]
+    futures.append(pub.publish("k/y", b"with a future", qos=qos))  # the two kinds side by side
+    assert futures[:300] == [None] * 300
+    await asyncio.wait_for(futures[300], 10)
+    for _ in range(200):
+        if len(acked) == 300 and len(got) == 301:
+            break
+        await asyncio.sleep(0.05)
+    assert sorted(acked) == list(range(1000, 1300))
+    assert [p for _, p, _, _ in got] == [b"%d" % i for i in range(300)] + [b"with a future"]
+    await sub.disconnect()
+    await pub.disconnect()
+
+
 async def test_no_local_on_v5_and_retain_flag(mosquitto):
     got = []
     client = await MqttClient.connect("127.0.0.1", mosquitto.port, client_id="self", on_message=lambda *m: got.append(m), v5=True)

@@ -28,6 +28,8 @@ def _message(payload: bytes | dict, topic: str = "ocpp/cp/CP1", **headers) -> Me
     """SELECT clientid, payload.Payload.connectorId AS c FROM "t" WHERE payload.Action = 'Boot' AND payload.Payload.status = 'Faulted'""",
     """SELECT upper(clientid) AS cid, payload.a + 1 AS n FROM "t" WHERE payload.x > 2 OR NOT payload.y""",
     """SELECT topic, qos, timestamp FROM "t" WHERE payload.a IS NOT NULL""",
+    """SELECT CASE payload.a WHEN 'x' THEN 1 WHEN 2 THEN 2 ELSE 3 END AS c FROM "t" """,
+    """SELECT CASE WHEN payload.a > 1 THEN 'big' END AS c FROM "t" """,
 ])
 def test_rules_that_only_read_run_on_the_bare_message(sql):
     rule = compile_sql(sql, "r")
@@ -39,7 +41,7 @@ def test_rules_that_only_read_run_on_the_bare_message(sql):
     """SELECT * FROM "t" """,
     """SELECT payload.a AS x, x + 1 AS y FROM "t" """,  # x is written into the input for y
     """SELECT clientid() AS c FROM "t" """,  # reads the input itself
-    """SELECT CASE WHEN payload.a = 1 THEN 'one' ELSE 'other' END AS c FROM "t" """,  # a closure, given the Env
+    """SELECT payload.a IN (1, 2) AS c FROM "t" """,  # a closure, given the Env
 ])
 def test_rules_that_need_the_env_run_through_it(sql):
     rule = compile_sql(sql, "r")
@@ -52,6 +54,20 @@ def test_foreach_rules_keep_the_closures():
     rule = compile_sql("""FOREACH payload.xs AS x DO x.v AS v FROM "t" """, "r")
     assert rule.sources == []
     assert rule.run(_message({"xs": [{"v": 1}, {"v": 2}]})) == [{"v": 1}, {"v": 2}]
+
+
+@pytest.mark.parametrize(("a", "expected"), [("x", 1), (2, 2), (2.0, 3), ("2", 3), (None, 3)])
+def test_case_with_a_subject_is_a_pattern_match(a, expected):
+    sql = """SELECT CASE payload.a WHEN 'x' THEN 1 WHEN 2 THEN 2 ELSE 3 END AS c FROM "t" """
+    assert outputs(sql, {"a": a}) == [{"c": expected}]  # 2.0 is not 2 here, though 2.0 = 2
+
+
+def test_case_computes_the_subject_once_and_only_the_chosen_value():
+    sql = """SELECT CASE uuid_v4() WHEN 'x' THEN 1 WHEN 'y' THEN 2 ELSE sqrt(payload.a) END AS c FROM "t" """
+    assert outputs(sql, {"a": 4}) == [{"c": 2.0}]
+    # the branches not chosen are not computed: sqrt('bad') would raise
+    sql = """SELECT CASE WHEN payload.a = 1 THEN 'one' ELSE sqrt(payload.a) END AS c FROM "t" """
+    assert outputs(sql, {"a": 1}) == [{"c": "one"}]
 
 
 def test_a_value_first_read_in_a_branch_that_did_not_run_is_read_when_needed():

@@ -141,3 +141,20 @@ def test_trie_agrees_with_direct_matcher(filters, topics):
     for topic in topics:
         expected = sorted(i for i, f in enumerate(filters) if i % 2 and matches(f, topic))
         assert sorted(trie.match(topic)) == expected, topic
+    # the walk's results are kept per topic: adding filters back must be seen at once
+    for i, f in enumerate(filters):
+        if i % 2 == 0:
+            trie.add(f, i)
+    for topic in topics:
+        expected = sorted(i for i, f in enumerate(filters) if matches(f, topic))
+        assert sorted(trie.match(topic)) == expected, topic
+
+
+def test_trie_match_results_are_the_callers_own():
+    trie: TopicTrie[str] = TopicTrie()
+    trie.add("a/+", "wild")
+    trie.add("a/b", "exact")
+    first = trie.match("a/b")
+    first.append("changed")  # a caller's list: the kept result is not touched
+    assert trie.match("a/b") == ["exact", "wild"]
+    assert trie.match("a/c") == ["wild"]

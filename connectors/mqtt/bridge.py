@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import itertools
 import logging
 import random
@@ -34,6 +33,7 @@ from engine.bus.trie import TopicTrie
 log = logging.getLogger("ocppgw.mqtt")
 
 SUBSCRIBE_BATCH = 200
+SEND_BATCH = 500
 ORIGIN = "mqtt"
 
 
@@ -247,44 +247,45 @@ class MqttBridge:
     async def _send(self, client: MqttClient) -> None:
         qos = self.options.qos
         window = self.options.max_inflight
-        sent_since_yield = 0
+        inflight, buffer, seq, echo = self._inflight, self._buffer, self._seq, self._echo
+        client.on_ack = self._acked
+        publish = client.publish
         while True:
-            if not self._buffer:
-                if not self._inflight:
+            if not buffer:
+                if not inflight:
                     self._drained.set()
                 self._outbox_event.clear()
                 await self._outbox_event.wait()
                 continue
-            if len(self._inflight) >= window:
+            room = window - len(inflight)
+            if room <= 0:
                 self._window_event.clear()
                 await self._window_event.wait()
                 continue
-            if self._buffer.head_stamp() > self._subscribed_upto:
+            # what may go now: in order, up to the window, none queued before its subscriptions
+            # were acknowledged, and at most SEND_BATCH before the loop gets to flush and read
+            batch = buffer.take(min(room, SEND_BATCH), self._subscribed_upto)
+            if not batch:
                 self._subs_done.clear()
                 await self._subs_done.wait()
                 continue
-            message = self._buffer.popleft()
-            seq = next(self._seq)
-            self._inflight[seq] = message
-            if self._echo is not None and self._wanted_trie.match(message.topic):
-                self._echo.expect(message.topic, message.payload)
-            ack = client.publish(message.topic, message.payload, qos, message.retain)
-            if ack is None:
-                self._acked(seq)
-            else:
-                ack.add_done_callback(functools.partial(self._on_ack, seq))
-            sent_since_yield += 1
-            if sent_since_yield >= 500:  # a long backlog: let the loop flush and read in between
-                sent_since_yield = 0
-                await asyncio.sleep(0)
+            for message in batch:
+                if echo is not None and self._wanted_trie.match(message.topic):
+                    echo.expect(message.topic, message.payload)
+                if qos:
+                    token = next(seq)
+                    inflight[token] = message
+                    publish(message.topic, message.payload, qos, message.retain, token)
+                else:
+                    publish(message.topic, message.payload, 0, message.retain)
+            if not qos:
+                self.published += len(batch)
+            if len(batch) == SEND_BATCH:
+                await asyncio.sleep(0)  # a long backlog: let the loop flush and read in between
 
-    def _on_ack(self, seq: int, ack: asyncio.Future) -> None:
-        if ack.cancelled() or ack.exception() is not None:
-            return  # stays in _inflight; requeued when the connection is found dead
-        self._acked(seq)
-
-    def _acked(self, seq: int) -> None:
-        if self._inflight.pop(seq, None) is not None:
+    def _acked(self, token: int) -> None:
+        """The broker acknowledged a publish (the client's on_ack)."""
+        if self._inflight.pop(token, None) is not None:
             self.published += 1
         self._window_event.set()
         if not self._buffer and not self._inflight:

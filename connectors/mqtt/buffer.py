@@ -33,11 +33,16 @@ class OutgoingBuffer:
             self.dropped += 1
         self._queue.append((message, stamp))
 
-    def popleft(self) -> Message:
-        return self._queue.popleft()[0]
-
-    def head_stamp(self) -> int:
-        return self._queue[0][1]
+    def take(self, limit: int, upto_stamp: int) -> list[Message]:
+        """Up to `limit` messages from the head, stopping at the first stamped after `upto_stamp`."""
+        queue, taken = self._queue, []
+        while queue and len(taken) < limit:
+            message, stamp = queue[0]
+            if stamp > upto_stamp:
+                break
+            queue.popleft()
+            taken.append(message)
+        return taken
 
     def requeue_front(self, messages: Iterable[Message]) -> None:
         """Put unacknowledged messages back at the head, in their order, for the next connection."""

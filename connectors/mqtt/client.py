@@ -5,7 +5,9 @@ gateway's CPU went to the MQTT client: a `send` per publish, a task and an
 `asyncio.wait` per received message, bookkeeping that walks every pending
 call. This client writes everything one loop turn produced in one
 `transport.write`, hands received messages to a callback as they are parsed,
-and resolves acknowledgements as futures. It covers what the bridge uses:
+and reports acknowledgements through one callback with the sender's token
+(futures only for the rare operations: subscribe, unsubscribe, a publish
+without a token). It covers what the bridge uses:
 CONNECT, PUBLISH at QoS 0/1/2 both ways, SUBSCRIBE (with no-local on v5),
 UNSUBSCRIBE, keepalive pings, DISCONNECT.
 """
@@ -26,6 +28,9 @@ _CONNACK_V4 = {1: "unacceptable protocol version", 2: "identifier rejected", 3: 
 _CONNACK_V5 = {0x80: "unspecified error", 0x84: "unsupported protocol version", 0x85: "client identifier not valid",
                0x86: "bad user name or password", 0x87: "not authorized", 0x88: "server unavailable",
                0x89: "server busy", 0x8A: "banned"}
+
+
+_NO_TOKEN: Any = object()
 
 
 class MqttError(Exception):
@@ -63,6 +68,8 @@ class MqttClient(asyncio.Protocol):
         self._flush_scheduled = False
         self._ids = 0
         self._pending: dict[int, asyncio.Future[Any]] = {}  # packet id → ack future
+        self._tokens: dict[int, Any] = {}  # packet id → token of a publish acknowledged through on_ack
+        self.on_ack: Callable[[Any], None] = lambda token: None
         self._qos2_in: set[int] = set()
         self._connack: asyncio.Future[None] = self._loop.create_future()
         self.closed: asyncio.Future[None] = self._loop.create_future()
@@ -118,23 +125,35 @@ class MqttClient(asyncio.Protocol):
     def _next_id(self) -> int:
         for _ in range(65535):
             self._ids = self._ids % 65535 + 1
-            if self._ids not in self._pending:
+            if self._ids not in self._pending and self._ids not in self._tokens:
                 return self._ids
         raise MqttError("no free packet identifier (65535 in flight)")
 
-    def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> asyncio.Future[Any] | None:
-        """Queue a PUBLISH; for QoS 1/2 a future resolved by the broker's acknowledgement."""
+    def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False,
+                token: Any = None) -> asyncio.Future[Any] | None:
+        """Queue a PUBLISH. For QoS 1/2: with a `token`, `on_ack(token)` is called when the broker
+        acknowledges it (no future: the bridge's hot path); without, a future is returned."""
         if self.closed.done():
             raise MqttError("not connected")
-        body = _string(topic)
+        name = topic.encode()
+        length = 2 + len(name) + len(payload) + (2 if qos else 0) + (1 if self.v5 else 0)
+        out = self._out
+        out.append(bytes((0x30 | (qos << 1) | int(retain),)) + (
+            bytes((length,)) if length < 128 else _varint(length)) + len(name).to_bytes(2, "big") + name)
         future = None
         if qos:
             packet_id = self._next_id()
-            body += struct.pack("!H", packet_id)
-            future = self._pending[packet_id] = self._loop.create_future()
+            out.append(packet_id.to_bytes(2, "big"))
+            if token is None:
+                future = self._pending[packet_id] = self._loop.create_future()
+            else:
+                self._tokens[packet_id] = token
         if self.v5:
-            body += b"\x00"
-        self._write(_packet(PUBLISH, (qos << 1) | int(retain), body + payload))
+            out.append(b"\x00")
+        out.append(payload)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
         return future
 
     def subscribe(self, topics: list[tuple[str, int]], no_local: bool = True) -> asyncio.Future[list[int]]:
@@ -193,6 +212,7 @@ class MqttClient(asyncio.Protocol):
         if self._connack.done() and not self._connack.cancelled():
             self._connack.exception()  # seen: a lost connection is reported through `closed`
         self._pending.clear()
+        self._tokens.clear()  # their owner resends what was not acknowledged
         if self._keepalive_task:
             self._keepalive_task.cancel()
         if not self.closed.done():
@@ -244,7 +264,12 @@ class MqttClient(asyncio.Protocol):
         if kind == PUBLISH:
             self._on_publish(flags, body)
         elif kind in (PUBACK, PUBCOMP):
-            self._resolve(struct.unpack_from("!H", body)[0], None)
+            packet_id = struct.unpack_from("!H", body)[0]
+            token = self._tokens.pop(packet_id, _NO_TOKEN)
+            if token is not _NO_TOKEN:
+                self.on_ack(token)
+            else:
+                self._resolve(packet_id, None)
         elif kind == PUBREC:
             packet_id = struct.unpack_from("!H", body)[0]
             self._write(_packet(PUBREL, 0x02, struct.pack("!H", packet_id)))

@@ -2,7 +2,9 @@
 
 Exact filters (one per charge point is the common case) sit in a dict and
 cost one lookup; only wildcard filters go into the trie, which is walked
-level by level along the exact child, `+` and `#`.
+level by level along the exact child, `+` and `#`. What the walk finds for
+a topic is kept (up to `WILD_CACHE_MAX` topics) until a wildcard filter is
+added or removed, so the steady state is two dict lookups per topic.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from typing import Generic, TypeVar
 from engine.bus.topic import is_wildcard
 
 T = TypeVar("T")
+
+WILD_CACHE_MAX = 16_384
 
 
 class _Node(Generic[T]):
@@ -30,12 +34,14 @@ class TopicTrie(Generic[T]):
         self._exact: dict[str, list[T]] = {}
         self._root: _Node[T] = _Node()
         self._count = 0
+        self._wild_cache: dict[str, tuple[T, ...]] = {}
 
     def __len__(self) -> int:
         return self._count
 
     def add(self, topic_filter: str, value: T) -> None:
         if is_wildcard(topic_filter):
+            self._wild_cache.clear()
             node = self._root
             for level in topic_filter.split("/"):
                 node = node.children.setdefault(level, _Node())
@@ -64,6 +70,7 @@ class TopicTrie(Generic[T]):
         if value not in path[-1].values:
             return False
         path[-1].values.remove(value)
+        self._wild_cache.clear()
         levels = topic_filter.split("/")
         for depth in range(len(levels), 0, -1):  # prune empty branches
             node = path[depth]
@@ -74,10 +81,18 @@ class TopicTrie(Generic[T]):
         return True
 
     def match(self, topic: str) -> list[T]:
-        found = list(self._exact.get(topic, ()))
-        if self._root.children:
+        """The values of every filter matching `topic`: a new list, safe to change while iterating."""
+        exact = self._exact.get(topic)
+        if not self._root.children:
+            return list(exact) if exact else []
+        wild = self._wild_cache.get(topic)
+        if wild is None:
+            found: list[T] = []
             self._walk(self._root, topic.split("/"), 0, topic.startswith("$"), found)
-        return found
+            if len(self._wild_cache) >= WILD_CACHE_MAX:
+                self._wild_cache.clear()
+            wild = self._wild_cache[topic] = tuple(found)
+        return [*exact, *wild] if exact else list(wild)
 
     def _walk(self, node: _Node[T], levels: list[str], depth: int, dollar: bool, found: list[T]) -> None:
         children = node.children
