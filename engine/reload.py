@@ -71,7 +71,7 @@ async def reload(node: Node, new: Settings) -> ReloadReport:
         errors.append(str(exc))
     registry = None
     try:
-        registry = node.schema_registry(new)
+        registry = node.schema_registry(new, node.ocpp.registry if node.ocpp is not None else None)
     except Exception as exc:
         errors.append(str(exc))
     stop_connectors, handovers = [], []

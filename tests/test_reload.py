@@ -171,3 +171,29 @@ async def test_reload_keeps_unchanged_connections_running(tmp_path, mosquitto):
             await eventually(lambda: gw.ctx.sessions["C1"].recv_cnt == 1)
             await asyncio.sleep(0.1)
             assert not gw.events.named("client_disconnected")
+
+
+async def test_reload_keeps_the_compiled_schemas_unless_their_files_changed(tmp_path, mosquitto):
+    import shutil
+
+    from engine.ocpp.schemas import DEFAULT_SCHEMA_DIR
+
+    schemas = tmp_path / "schemas"
+    shutil.copytree(DEFAULT_SCHEMA_DIR / "ocpp1.6", schemas / "ocpp1.6")
+    conf = f'gateway.ocpp {{ message_format_checking = all, json_schema_dir = "{schemas}" }}\n'
+    async with running_gateway(tmp_path, mosquitto.port, conf) as gw:
+        first = gw.ctx.registry
+        assert first is not None
+        await reconfigure(gw, tmp_path, rule("out/a"))
+        assert gw.ctx.registry is first  # nothing under json_schema_dir changed: not compiled again
+        async with websockets.connect(gw.url("CP1"), subprotocols=["ocpp1.6"]) as ws:
+            await ws.send('[2,"1","Heartbeat",{}]')
+            await eventually(lambda: gw.ctx.sessions["CP1"].recv_cnt == 1)
+            heartbeat = schemas / "ocpp1.6" / "Heartbeat.json"
+            text = heartbeat.read_text().replace('"properties": {},', '"properties": {}, "required": ["x"],')
+            heartbeat.write_text(text)
+            await reconfigure(gw, tmp_path, rule("out/a"))
+            assert gw.ctx.registry is not first  # an edited schema file is read again
+            await ws.send('[2,"2","Heartbeat",{}]')
+            answer = await recv_json(ws)
+            assert answer[:4] == [4, "2", "OccurenceConstraintViolation", "payload: required property 'x' missing"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from typing import Any
 
 from starlette.requests import Request
@@ -21,7 +23,8 @@ def refused(errors: list[str]) -> Response:
 async def apply_overlay(node: Any, overlay: dict[str, Any]) -> Response:
     """Check the file + `overlay` as a whole, apply it, and only then keep the overlay."""
     try:
-        settings = load_settings(node.config_path, overlay=overlay)
+        # parsing HOCON takes milliseconds of pure Python: in a thread, the loop keeps serving meanwhile
+        settings = await asyncio.to_thread(load_settings, node.config_path, overlay=overlay)
         report = await node.reload(settings)
     except (ConfigError, ReloadError) as exc:
         return refused(exc.errors)

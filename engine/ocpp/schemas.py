@@ -108,12 +108,23 @@ _PROPERTY: Final = frozenset(
 )
 
 
+def fingerprint(root: Path) -> tuple[tuple[str, int, int], ...]:
+    """Name, size and modification time of every schema file under `root`: equal means unchanged."""
+    found = []
+    for version in VERSIONS:
+        for path in sorted((root / version).glob("*.json")) if (root / version).is_dir() else ():
+            stat = path.stat()
+            found.append((f"{version}/{path.name}", stat.st_size, stat.st_mtime_ns))
+    return tuple(found)
+
+
 class SchemaRegistry:
     def __init__(self, schema_dir: str | Path | None = None) -> None:
         root = DEFAULT_SCHEMA_DIR if schema_dir is None else Path(schema_dir)
         if not root.is_dir():
             raise SchemaError(f"schema directory {str(root)!r} is not an existing directory")
         self.schema_dir = root
+        self.fingerprint = fingerprint(root)
         self._validators: dict[tuple[str, str, str], jsonschema_rs.Validator] = {}
         self._actions: set[tuple[str, str]] = set()
         for version in VERSIONS:
@@ -134,6 +145,11 @@ class SchemaRegistry:
 
     def __len__(self) -> int:
         return len(self._validators)
+
+    def unchanged(self, schema_dir: str | Path | None) -> bool:
+        """Would a registry built from `schema_dir` now be this one? (Files compared by name, size, mtime.)"""
+        root = DEFAULT_SCHEMA_DIR if schema_dir is None else Path(schema_dir)
+        return root == self.schema_dir and root.is_dir() and fingerprint(root) == self.fingerprint
 
     def versions(self) -> set[str]:
         return {version for version, _ in self._actions}
