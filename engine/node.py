@@ -219,18 +219,20 @@ class Node:
 
     async def reload_from_files(self):
         """Re-read the config file (and the overlay) and apply it."""
-        from engine.config import ConfigError, load_settings
+        from engine.config import ConfigError, load_settings_in_background
         from engine.reload import ReloadError
 
         try:
-            # parsing HOCON takes milliseconds of pure Python: in a thread, the loop keeps serving meanwhile
-            settings = await asyncio.to_thread(load_settings, self.config_path)
+            settings = await load_settings_in_background(self.config_path)
         except ConfigError as exc:
             raise ReloadError(exc.errors) from None
         return await self.reload(settings)
 
     async def stop(self) -> None:
+        from engine.config.loader import stop_background_loader
+
         log.info("node %s stopping", self.settings.node.name)
+        stop_background_loader()
         if self.admin_server is not None:
             await self.admin_server.shutdown()
             self.admin_server = None

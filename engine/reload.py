@@ -78,7 +78,7 @@ async def reload(node: Node, new: Settings) -> ReloadReport:
     if resources is not None:
         stop_connectors, handovers = resources.adopt(node.resources)
         try:
-            compiled = RuleEngine(node.bus, resources.resolve).compile(new.rule_engine.rules)
+            compiled = RuleEngine(node.bus, resources.resolve).compile(new.rule_engine.rules, node.rules.rules)
         except RuleLoadError as exc:
             errors.extend(exc.errors)
     if errors:

@@ -124,13 +124,20 @@ class RuleEngine:
         self.external = external
         self.rules: dict[str, RunningRule] = {}
 
-    def compile(self, rules: dict[str, RuleSettings]) -> dict[str, RunningRule]:
-        """Compile every rule and build its actions; raise `RuleLoadError` listing every problem."""
+    def compile(self, rules: dict[str, RuleSettings], reuse: dict[str, RunningRule] | None = None,
+                ) -> dict[str, RunningRule]:
+        """Compile every rule and build its actions; raise `RuleLoadError` listing every problem.
+        A rule in `reuse` (the running set) with the same SQL keeps its compiled form: a reload
+        compiles only what changed (about a millisecond per rule, on the event loop)."""
         built: dict[str, RunningRule] = {}
         errors: list[str] = []
         for rule_id, settings in rules.items():
+            previous = reuse.get(rule_id) if reuse else None
             try:
-                rule = compile_sql(settings.sql, rule_id)
+                if previous is not None and previous.rule.sql == settings.sql:
+                    rule = previous.rule  # compiled rules hold no per-message state
+                else:
+                    rule = compile_sql(settings.sql, rule_id)
                 actions = build_actions(settings.actions, self.bus, rule_id, self.external)
             except RuleSyntaxError as exc:
                 errors.append(str(exc))

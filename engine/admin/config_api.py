@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from typing import Any
 
 from starlette.requests import Request
@@ -11,7 +9,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from engine.admin.common import bad_request, json_response
-from engine.config import ConfigError, dump_hocon, load_settings
+from engine.config import ConfigError, dump_hocon, load_settings_in_background
 from engine.config.overlay import merge, parse_hocon, read_overlay, write_overlay
 from engine.reload import ReloadError
 
@@ -23,8 +21,7 @@ def refused(errors: list[str]) -> Response:
 async def apply_overlay(node: Any, overlay: dict[str, Any]) -> Response:
     """Check the file + `overlay` as a whole, apply it, and only then keep the overlay."""
     try:
-        # parsing HOCON takes milliseconds of pure Python: in a thread, the loop keeps serving meanwhile
-        settings = await asyncio.to_thread(load_settings, node.config_path, overlay=overlay)
+        settings = await load_settings_in_background(node.config_path, overlay=overlay)
         report = await node.reload(settings)
     except (ConfigError, ReloadError) as exc:
         return refused(exc.errors)

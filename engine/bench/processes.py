@@ -8,6 +8,7 @@ process (SIGTERM, then SIGKILL) by its own pid.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import os
@@ -25,6 +26,8 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+
+from engine.children import die_with_parent
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 ADMIN = ("admin", "public")
@@ -121,20 +124,6 @@ def _clean_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("OCPPGW_")}
 
 
-try:  # looked up here, not in the child between fork and exec
-    import ctypes
-
-    _prctl = ctypes.CDLL(None, use_errno=True).prctl
-except (OSError, AttributeError, ImportError):
-    _prctl = None
-
-
-def _die_with_parent() -> None:
-    """In the child before exec: SIGTERM when the bench process dies, however it dies (Linux)."""
-    if _prctl is not None:
-        _prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
 class Service:
     """A child process with its log in a file."""
 
@@ -147,7 +136,7 @@ class Service:
         self.proc = subprocess.Popen(
             args, cwd=workdir, env=env or _clean_env(), stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE if stdout_pipe else self._log, stderr=self._log, start_new_session=True,
-            preexec_fn=_die_with_parent,
+            preexec_fn=die_with_parent,
         )
 
     @property
@@ -347,6 +336,24 @@ dashboard.listeners.http.bind = "127.0.0.1:{self.dashboard_port}"
                 return answer.status, answer.read()
         except urllib.error.HTTPError as exc:
             return exc.code, exc.read()
+
+    async def api_async(self, method: str, path: str, body: bytes = b"", timeout: float = 10.0) -> tuple[int, bytes]:
+        """`api` on the caller's event loop: no thread in the load's process, whose latency figures a
+        thread holding the GIL for milliseconds would spoil (B6 reloads every second)."""
+        token = base64.b64encode(f"{ADMIN[0]}:{ADMIN[1]}".encode()).decode()
+
+        async def exchange() -> tuple[int, bytes]:
+            reader, writer = await asyncio.open_connection("127.0.0.1", self.dashboard_port)
+            try:
+                writer.write(f"{method} /api/v5{path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Basic {token}\r\n"
+                             f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode() + body)
+                answer = await reader.read()  # Connection: close: the body ends with the stream
+            finally:
+                writer.close()
+            head, _, content = answer.partition(b"\r\n\r\n")
+            return int(head.split(b" ", 2)[1]), content
+
+        return await asyncio.wait_for(exchange(), timeout)
 
     def metric(self, name: str) -> float | None:
         """The value of ocppgw_<name> in /api/v5/prometheus/stats (summed over its labels), or None."""

@@ -392,7 +392,7 @@ async def b6(opts: Options) -> dict[str, Any]:
                 started = time.perf_counter()
                 gw.write_config(_reload_extra(flip))
                 flip = not flip
-                status, body = await asyncio.to_thread(gw.api, "POST", "/configs/reload", b"", 20.0)
+                status, body = await gw.api_async("POST", "/configs/reload", timeout=20.0)
                 took = time.perf_counter() - started
                 reloads.append((status, b'"reloaded"' in body, took))
                 await asyncio.sleep(max(0.0, 1.0 - took))
