@@ -197,3 +197,24 @@ async def test_reload_keeps_the_compiled_schemas_unless_their_files_changed(tmp_
             await ws.send('[2,"2","Heartbeat",{}]')
             answer = await recv_json(ws)
             assert answer[:4] == [4, "2", "OccurenceConstraintViolation", "payload: required property 'x' missing"]
+
+
+async def test_a_reload_compiles_only_the_rules_that_changed(tmp_path, mosquitto):
+    def other(topic: str) -> str:
+        return f'''
+        rule_engine.rules.other {{
+          sql = """SELECT clientid FROM "{topic}" """
+          actions = [{{function = console}}]
+        }}
+        '''
+
+    async with running_gateway(tmp_path, mosquitto.port, rule("out/a") + other("x/#")) as gw:
+        before = {rule_id: running.rule for rule_id, running in gw.node.rules.rules.items()}
+        await reconfigure(gw, tmp_path, rule("out/b") + other("y/#"))  # route: same SQL, new action
+        after = gw.node.rules.rules
+        assert after["route"].rule is before["route"]  # same SQL: not compiled again
+        assert after["other"].rule is not before["other"] and after["other"].rule.topics == ["y/#"]
+        got: list[str] = []
+        gw.node.bus.subscribe("out/#", lambda m: got.append(m.topic))
+        gw.node.bus.publish(Message("in/1", b'{"n": 1}', origin="test"))
+        assert got == ["out/b"]  # the kept rule runs the new action
