@@ -4,10 +4,17 @@ A closure per node costs a Python call per node per message; for the common
 rule (a few payload paths, comparisons with constants, AND/OR) that call
 overhead is most of the time. This module writes the rule as the source of
 one function, `apply(env)`, and compiles it once. Node kinds it knows become
-inline expressions; any other node (CASE, IN, `=~`, FOREACH...) calls the
-closure the compiler already built for it, so the generated function always
-computes exactly what the closures compute, in the same order, raising the
-same errors.
+inline expressions; any other node (IN, `=~`, ...) calls the closure the
+compiler already built for it, so the generated function always computes
+exactly what the closures compute, in the same order, raising the same
+errors. FOREACH rules keep the closures.
+
+A rule that only reads (no `*`, no alias read back, no fallback closure, no
+function that reads the input itself) gets a second function, `run(message)`,
+that reads the bus message's headers and cached JSON directly: building the
+per-message Env costs about as much as a whole simple rule. A path prefix
+read more than once (`payload.Payload` for several fields) is kept in a
+local for the message, unless a field writes its first name.
 
 Inline expressions keep intermediate values in walrus temporaries, one
 name per node (`_t3`), so evaluation order is Python's left to right, as in
@@ -18,14 +25,15 @@ source except through `repr()` of a str/int/float/bool/None.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from sqlglot import exp
 
-from rules import functions
 from engine.bus.message import _UNSET as MESSAGE_UNSET
 from engine.bus.message import Message
+from rules import functions
 from rules.env import _DECODED_UNSET, Env, column, payload_json, put_path
 from rules.paths import path_of, take_step
 from rules.values import UNDEFINED, compare, same
@@ -66,8 +74,8 @@ class _Source:
 
     def bind(self, value: Any) -> str:
         """A name for a value the function needs (a constant, a helper, a fallback closure)."""
-        if type(value) in _PLAIN and (type(value) is not float or value == value):
-            return repr(value)  # plain constants are written as literals (nan has no literal)
+        if type(value) in _PLAIN and (type(value) is not float or math.isfinite(value)):
+            return repr(value)  # plain constants are written as literals (inf and nan have none)
         name = f"_k{len(self.names)}"
         self.names[name] = value
         return name

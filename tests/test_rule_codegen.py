@@ -103,6 +103,11 @@ def test_sql_strings_are_data_never_code(text):
     assert rule.run(_message({"x": "other"})) == ()
 
 
+def test_constants_without_a_python_literal():
+    rule = compile_sql("""SELECT 1e999 AS big, payload.x > 1e999 AS above FROM "t" """, "r")
+    assert rule.run(_message({"x": 1})) == [{"big": float("inf"), "above": False}]
+
+
 def test_names_with_quotes_are_data_never_code():
     rule = compile_sql("""SELECT "it's" AS v FROM "t" """, "r")  # a double-quoted name is a column
     assert rule.run(_message({}, **{"it's": 3})) == [{"v": 3}]
