@@ -391,9 +391,7 @@ def _may_read(node: exp.Expression, name: str) -> bool:
 def _path_getter(steps: list[Any]) -> Closure:
     first, rest = steps[0], steps[1:]
     if first == "payload" and rest:
-        if len(rest) <= 3 and all(type(k) is str for k in rest):
-            return _payload_keys(*rest)
-
+        # (rules without FOREACH inline their paths: rules.codegen)
         def get_payload(env: Env) -> Any:
             value = env._decoded
             if value is _UNSET:
@@ -416,34 +414,6 @@ def _path_getter(steps: list[Any]) -> Closure:
         return value
 
     return get
-
-
-def _payload_keys(k1: str, k2: str | None = None, k3: str | None = None) -> Closure:
-    """payload.a[.b[.c]], the common case, unrolled: a dict lookup per step, no loop."""
-    U = UNDEFINED
-
-    def one(env: Env) -> Any:
-        v = env._decoded
-        if v is _UNSET:
-            v = env.payload_value()
-        return v.get(k1, U) if type(v) is dict else take_step(v, k1)
-
-    def two(env: Env) -> Any:
-        v = env._decoded
-        if v is _UNSET:
-            v = env.payload_value()
-        v = v.get(k1, U) if type(v) is dict else take_step(v, k1)
-        return v.get(k2, U) if type(v) is dict else take_step(v, k2)
-
-    def three(env: Env) -> Any:
-        v = env._decoded
-        if v is _UNSET:
-            v = env.payload_value()
-        v = v.get(k1, U) if type(v) is dict else take_step(v, k1)
-        v = v.get(k2, U) if type(v) is dict else take_step(v, k2)
-        return v.get(k3, U) if type(v) is dict else take_step(v, k3)
-
-    return one if k2 is None else two if k3 is None else three
 
 
 _HANDLERS: dict[type, Callable[[_Compiler, Any], Closure]] = {

@@ -31,6 +31,7 @@ from engine.children import die_with_parent
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 ADMIN = ("admin", "public")
+_ADMIN_AUTH = "Basic " + base64.b64encode(f"{ADMIN[0]}:{ADMIN[1]}".encode()).decode()
 
 
 class BenchError(Exception):
@@ -329,8 +330,7 @@ dashboard.listeners.http.bind = "127.0.0.1:{self.dashboard_port}"
     def api(self, method: str, path: str, body: bytes | None = None, timeout: float = 10.0) -> tuple[int, bytes]:
         request = urllib.request.Request(f"http://127.0.0.1:{self.dashboard_port}/api/v5{path}", data=body,
                                          method=method)
-        token = base64.b64encode(f"{ADMIN[0]}:{ADMIN[1]}".encode()).decode()
-        request.add_header("Authorization", f"Basic {token}")
+        request.add_header("Authorization", _ADMIN_AUTH)
         try:
             with urllib.request.urlopen(request, timeout=timeout) as answer:
                 return answer.status, answer.read()
@@ -340,12 +340,10 @@ dashboard.listeners.http.bind = "127.0.0.1:{self.dashboard_port}"
     async def api_async(self, method: str, path: str, body: bytes = b"", timeout: float = 10.0) -> tuple[int, bytes]:
         """`api` on the caller's event loop: no thread in the load's process, whose latency figures a
         thread holding the GIL for milliseconds would spoil (B6 reloads every second)."""
-        token = base64.b64encode(f"{ADMIN[0]}:{ADMIN[1]}".encode()).decode()
-
         async def exchange() -> tuple[int, bytes]:
             reader, writer = await asyncio.open_connection("127.0.0.1", self.dashboard_port)
             try:
-                writer.write(f"{method} /api/v5{path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Basic {token}\r\n"
+                writer.write(f"{method} /api/v5{path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: {_ADMIN_AUTH}\r\n"
                              f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode() + body)
                 answer = await reader.read()  # Connection: close: the body ends with the stream
             finally:
