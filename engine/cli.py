@@ -9,7 +9,7 @@ import logging
 import signal
 import sys
 
-from engine import __version__, ctl, simulate
+from engine import __version__, ctl, gctune, simulate
 from engine.config import ConfigError, dump_hocon, load_settings
 
 EXIT_CONFIG = 2
@@ -182,6 +182,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     settings = _load(args.config)
     setup_logging(settings.log.level, settings.log.format)
+    gctune.tune()
     try:
         import uvloop
 

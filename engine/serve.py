@@ -28,8 +28,9 @@ def bind_socket(bind: Bind, key: str) -> socket.socket:
 
 
 async def start_server(app: Any, sock: socket.socket, ssl: Any = None, **options: Any) -> uvicorn.Server:
+    options.setdefault("http", "httptools")
     config = uvicorn.Config(
-        app, http="httptools", lifespan="off", log_config=None, access_log=False, server_header=False,
+        app, lifespan="off", log_config=None, access_log=False, server_header=False,
         date_header=False, proxy_headers=False, timeout_graceful_shutdown=5, backlog=4096, **options,
     )
     config.load()

@@ -8,6 +8,7 @@ the figures are for docs/benchmarks.md, not for CI).
 from __future__ import annotations
 
 import json
+import random
 import subprocess
 import sys
 from numbers import Real
@@ -59,7 +60,7 @@ def test_scenario_runs_at_small_scale(scenario: str) -> None:
     if scenario == "B6":
         assert isinstance(g["reloads"], int) and isinstance(g["reloads_failed"], int)
     if scenario == "B7":
-        for key in ("connected", "gateway_connections", "max_per_s_over_1s", "bucket_excess"):
+        for key in ("connected", "gateway_connections", "stamps", "max_in_1s", "bucket_excess"):
             assert _number_or_none(g[key]), (key, g)
         assert isinstance(g["refused"], dict)
 
@@ -80,10 +81,24 @@ def test_histogram_percentiles() -> None:
 
 
 def test_rate_check() -> None:
-    # a token bucket of 10/s, burst 10: 10 at once, then one every 0.1 s, sampled every 0.1 s
-    samples = [(0.0, 0), (0.01, 10)] + [(0.01 + 0.1 * k, 10 + k) for k in range(1, 31)]
-    ok = rate_check(samples, rate=10, burst=10, slack=0.5)
-    assert ok["bucket_excess"] <= 0 and 10 <= ok["max_per_s_over_1s"] <= 20
-    over = rate_check([(0.0, 0), (1.0, 25)], rate=10, burst=10, slack=0.5)
-    assert over["bucket_excess"] > 0 and over["max_per_s_over_1s"] == 25
-    assert rate_check([(0.0, 3)], rate=10, burst=10, slack=0)["bucket_excess"] is None
+    # a token bucket of 10/s, burst 10: 10 at once, then one every 0.1 s
+    times = [0.0] * 10 + [0.1 * k for k in range(1, 31)]
+    ok = rate_check(times, rate=10, burst=10, slack=0.5)
+    assert ok["bucket_excess"] <= 0 and ok["max_in_1s"] == 20  # the burst and the next 10 within [0, 1]
+    over = rate_check([0.0] * 5 + [1.0] * 20, rate=10, burst=10, slack=0.5)
+    # the worst interval is the instant 1.0 itself: 20 connections against a burst of 10
+    assert over["bucket_excess"] == 20 - (10 + 0.5) and over["max_in_1s"] == 25
+    assert rate_check([], rate=10, burst=10, slack=0) == {"bucket_excess": None, "max_in_1s": 0}
+
+
+def test_rate_check_matches_every_interval() -> None:
+    """The one-pass excess equals the largest over all pairs of events, checked the slow way."""
+    rng = random.Random(7)
+    for _ in range(50):
+        times = sorted(rng.uniform(0, 3) for _ in range(rng.randint(1, 60)))
+        got = rate_check(times, rate=8, burst=5, slack=0.25)
+        slow = max((j - i + 1) - (5 + 8 * (times[j] - times[i]) + 0.25)
+                   for i in range(len(times)) for j in range(i, len(times)))
+        assert got["bucket_excess"] == round(slow, 1)
+        most = max(sum(1 for u in times if t <= u <= t + 1.0) for t in times)
+        assert got["max_in_1s"] == most

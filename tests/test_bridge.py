@@ -128,6 +128,36 @@ async def test_unsubscribes_when_last_remote_subscription_goes(mosquitto):
     await bridge.stop()
 
 
+async def test_subscription_churn_ends_with_exactly_the_wanted_filters(mosquitto):
+    """Filters come and go while earlier SUBSCRIBE/UNSUBSCRIBE packets are still in flight (the sync
+    only looks at what changed since its last pass): the broker ends up with exactly what is wanted,
+    and a command on a kept filter arrives."""
+    bus = Bus()
+    bridge = make_bridge(bus, mosquitto.port)
+    got: list[Message] = []
+    await bridge.start()
+    assert await bridge.wait_connected(5)
+    subs = {i: bus.subscribe(f"ocpp/cs/C{i}", got.append, remote=True) for i in range(600)}
+    await asyncio.sleep(0)  # the first batch is on its way
+    for i in range(0, 600, 2):
+        bus.unsubscribe(subs.pop(i))
+    for i in range(0, 100, 2):
+        subs[i] = bus.subscribe(f"ocpp/cs/C{i}", got.append, remote=True)
+    await asyncio.sleep(0.01)
+    for i in range(1, 40, 2):
+        bus.unsubscribe(subs.pop(i))
+    wanted = {f"ocpp/cs/C{i}" for i in subs}
+    await eventually(lambda: bridge._on_broker == wanted)
+    async with subscriber(mosquitto.port) as client:
+        await client.publish("ocpp/cs/C41", b"kept", qos=1)
+        await client.publish("ocpp/cs/C3", b"gone", qos=1)
+        await client.publish("ocpp/cs/C98", b"back", qos=1)
+    await eventually(lambda: sorted(m.payload for m in got) == [b"back", b"kept"])
+    await asyncio.sleep(0.2)
+    assert sorted(m.payload for m in got) == [b"back", b"kept"]
+    await bridge.stop()
+
+
 async def test_outage_keeps_every_message_in_order(mosquitto):
     bus = Bus()
     bridge = make_bridge(bus, mosquitto.port)

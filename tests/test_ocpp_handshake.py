@@ -170,3 +170,99 @@ async def test_plain_http_request_is_told_to_upgrade(tmp_path, mosquitto):
         async with httpx.AsyncClient() as client:
             response = await client.get(f"http://127.0.0.1:{gw.ocpp_port}/ocpp/CP1")
         assert response.status_code == 426 and "WebSocket" in response.text
+
+
+async def raw_upgrade(port: int, path: str, extra: str = "") -> tuple[str, dict[str, str], bytes]:
+    """One upgrade request on a bare socket: (status line, headers, body read until the server closed)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                 f"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+                 f"Sec-WebSocket-Protocol: ocpp1.6\r\n{extra}\r\n".encode())
+    answer = await asyncio.wait_for(reader.read(), 5)  # to EOF: a refusal closes the connection
+    writer.close()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    status, *lines = head.decode().split("\r\n")
+    return status, {k.lower(): v.strip() for k, v in (line.split(":", 1) for line in lines)}, body
+
+
+async def test_refusals_are_complete_http_answers_and_log_no_error(tmp_path, mosquitto, caplog):
+    """Refusals on the path or the capacity are answered before any WebSocket machinery exists, the
+    others (subprotocol, login) after it: either way a whole HTTP answer, the connection closed,
+    counted, announced, and no ERROR in the log (uvicorn logs one per denial unless told the
+    handshake is over)."""
+    from tests.servers import free_port
+
+    port = free_port()
+    conf = f"""
+    gateway.ocpp.listeners.ws.default {{ bind = "127.0.0.1:{port}", max_conn_rate = 1 }}
+    gateway.ocpp.authentication {{ enable = true, password_hash_algorithm {{ name = pbkdf2, iterations = 1000 }} }}
+    """
+    caplog.set_level("WARNING")
+    async with running_gateway(tmp_path, mosquitto.port, conf) as gw:
+        status, headers, body = await raw_upgrade(port, "/elsewhere/CP1")
+        assert status == "HTTP/1.1 404 Not Found" and b"no OCPP endpoint" in body
+        assert headers["connection"] == "close" and int(headers["content-length"]) == len(body)
+        assert headers["content-type"] == "text/plain; charset=utf-8"
+        status, _, body = await raw_upgrade(port, "/ocpp/a%2Fb")
+        assert status == "HTTP/1.1 400 Bad Request" and b"without '/'" in body
+        # the only token of the bucket goes to a handshake that then fails its login (no credentials):
+        # a 401 from the ASGI side, with its challenge
+        status, headers, body = await raw_upgrade(port, "/ocpp/CPA")
+        assert status == "HTTP/1.1 401 Unauthorized" and headers["www-authenticate"].startswith("Basic")
+        status, headers, body = await raw_upgrade(port, "/ocpp/CPB")
+        assert status == "HTTP/1.1 503 Service Unavailable" and b"max_conn_rate" in body
+        assert int(headers["content-length"]) == len(body)
+        await asyncio.sleep(0.1)
+        refused = dict(gw.ctx.metrics.refused)
+        assert refused == {"not_found": 1, "client_identifier_not_valid": 1, "not_authorized": 1,
+                           "server_unavailable": 1}, refused
+        connacks = {e["clientid"]: e["reason_code"] for e in gw.events.named("client_connack")}
+        assert connacks == {"a/b": "client_identifier_not_valid", "CPA": "not_authorized",
+                            "CPB": "server_unavailable"}, connacks
+        assert not gw.ctx.sessions
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert errors == [], errors
+
+
+async def test_capacity_holds_exactly_under_a_burst_and_nothing_stays_reserved(tmp_path, mosquitto):
+    """Handshakes are let through when their headers arrive but their sessions start later, so a
+    burst must count the ones in between: 40 at once against max_connections = 5 give exactly 5
+    sessions. Handshakes that vanish halfway (the client closes right after its request) give their
+    place and their max_conn_rate token back."""
+    from tests.servers import free_port
+
+    port = free_port()
+    conf = f"""gateway.ocpp.listeners.ws.default {{ bind = "127.0.0.1:{port}", max_connections = 5, max_conn_rate = 50 }}"""
+    async with running_gateway(tmp_path, mosquitto.port, conf) as gw:
+        listener = gw.node.listeners["ocpp:ws:default"].app
+        url = f"ws://127.0.0.1:{port}/ocpp/"
+        opened: list = []
+
+        async def one(i: int) -> int:
+            try:
+                opened.append(await websockets.connect(url + f"B{i}", subprotocols=["ocpp1.6"]))
+                return 101
+            except InvalidStatus as exc:
+                assert b"max_connections" in exc.response.body
+                return exc.response.status_code
+
+        statuses = await asyncio.gather(*(one(i) for i in range(40)))
+        assert statuses.count(101) == 5 and statuses.count(503) == 35
+        assert len(gw.ctx.sessions) == 5
+        for ws in opened:
+            await ws.close()
+        await asyncio.sleep(0.2)
+
+        async def vanish(i: int) -> None:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(f"GET /ocpp/V{i} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                         f"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+                         f"Sec-WebSocket-Protocol: ocpp1.6\r\n\r\n".encode())
+            writer.transport.abort()
+
+        await asyncio.gather(*(vanish(i) for i in range(20)))
+        deadline = asyncio.get_running_loop().time() + 5
+        while (listener.admitting or listener.connections) and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.05)
+        assert listener.admitting == 0 and listener.connections == 0 and listener.rate.reserved == 0
+        assert not gw.ctx.sessions

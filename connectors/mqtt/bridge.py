@@ -71,6 +71,7 @@ class MqttBridge:
         for topic in options.subscriptions:
             self._wanted_trie.add(topic, topic)
         self._on_broker: set[str] = set()
+        self._dirty: set[str] = set()  # filters whose wanted state changed since the last sync
         self._outbox_event = asyncio.Event()
         self._window_event = asyncio.Event()
         # A message waits until the subscriptions made before it are acknowledged: a charge point's
@@ -134,6 +135,7 @@ class MqttBridge:
         if count == 0:
             self._sub_generation += 1
             self._wanted_trie.add(topic_filter, topic_filter)
+            self._dirty.add(topic_filter)
             self._subs_event.set()
 
     def remote_removed(self, topic_filter: str) -> None:
@@ -141,6 +143,7 @@ class MqttBridge:
         if count <= 1:
             self._wanted.pop(topic_filter, None)
             self._wanted_trie.remove(topic_filter, topic_filter)
+            self._dirty.add(topic_filter)
             self._subs_event.set()
         else:
             self._wanted[topic_filter] = count - 1
@@ -220,6 +223,7 @@ class MqttBridge:
 
     async def _serve(self, client: MqttClient) -> None:
         self._client = client
+        self._dirty.update(self._wanted)  # a new connection subscribes to everything again
         self._subs_event.set()
         tasks = [
             asyncio.create_task(self._send(client)),
@@ -297,9 +301,12 @@ class MqttBridge:
             await self._subs_event.wait()
             self._subs_event.clear()
             generation = self._sub_generation  # every subscription added so far is in `wanted` now
-            wanted = set(self._wanted)
-            to_add = sorted(wanted - self._on_broker)
-            to_remove = sorted(self._on_broker - wanted)
+            # only the filters that changed since the last pass: a connect storm adds thousands,
+            # one wake-up each, and comparing whole sets every time would cost O(n) per wake-up
+            dirty, self._dirty = self._dirty, set()
+            wanted, on_broker = self._wanted, self._on_broker
+            to_add = sorted(t for t in dirty if t in wanted and t not in on_broker)
+            to_remove = sorted(t for t in dirty if t not in wanted and t in on_broker)
             for i in range(0, len(to_add), SUBSCRIBE_BATCH):
                 batch = to_add[i : i + SUBSCRIBE_BATCH]
                 codes = await client.subscribe([(t, qos) for t in batch], no_local=True)

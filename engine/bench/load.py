@@ -539,17 +539,23 @@ async def storm(url: str, n: int, *, prefix: str = "ST", deadline_s: float = 120
                   "accepted_at": accepted_at, "refused": dict(refused), "failures": dict(failures)}
 
 
-def rate_check(samples: list[tuple[float, int]], rate: float, burst: float, slack: float) -> dict[str, Any]:
-    """Against (time, connections so far) samples read from the server: the largest amount by which
-    any interval between two samples holds more new connections than a token bucket allows
-    (burst + rate x length + slack; <= 0: honoured throughout), and the highest rate over any
-    interval of at least a second."""
+def rate_check(times: list[float], rate: float, burst: float, slack: float) -> dict[str, Any]:
+    """Against the sorted times at which the server accepted each connection: the largest amount by
+    which any interval holds more new connections than a token bucket allows (burst + rate x length
+    + slack; <= 0: honoured throughout), and the most connections accepted within any 1 s.
+
+    Over events i < j the interval [t_i, t_j] holds j - i + 1 of them, so the excess is the largest
+    (j - rate t_j) - (i - rate t_i) + 1 - burst - slack: one pass keeping the smallest i - rate t_i."""
+    if not times:
+        return {"bucket_excess": None, "max_in_1s": 0}
     worst = -math.inf
-    fastest = 0.0
-    for i, (t1, c1) in enumerate(samples):
-        for t2, c2 in samples[i + 1:]:
-            dt, dc = t2 - t1, c2 - c1
-            worst = max(worst, dc - (burst + rate * dt + slack))
-            if dt >= 1.0:
-                fastest = max(fastest, dc / dt)
-    return {"bucket_excess": round(worst, 1) if samples[1:] else None, "max_per_s_over_1s": round(fastest, 1)}
+    lowest = math.inf
+    first = 0
+    most = 0
+    for j, t in enumerate(times):
+        lowest = min(lowest, j - rate * t)
+        worst = max(worst, (j - rate * t) - lowest + 1 - burst - slack)
+        while t - times[first] > 1.0:
+            first += 1
+        most = max(most, j - first + 1)
+    return {"bucket_excess": round(worst, 1), "max_in_1s": most}

@@ -292,6 +292,16 @@ rule_engine.rules.bench_boot {{
 '''
 
 
+CONNECTED_TOPIC = "bench/connected"
+# B7: when the gateway accepted each charge point, by its own clock (ms), to `bench/connected/<cid>`
+CONNECTED_RULE = f'''
+rule_engine.rules.bench_connected {{
+  sql = """SELECT clientid, connected_at FROM "$events/client_connected" """
+  actions = [{{function = republish, args {{topic = "{CONNECTED_TOPIC}/${{clientid}}", payload = "${{connected_at}}"}}}}]
+}}
+'''
+
+
 class Gateway(Service):
     """`ocpp-gateway run` with a config of its own in a temp dir, bridged to `mqtt_port`."""
 

@@ -5,6 +5,12 @@ subprotocol, TLS client certificate, HTTP Basic login. A refusal is an HTTP
 answer (400/401/403/404/503) and leaves nothing behind. An accepted
 connection gets a `Session`; its frames are fed to it as they arrive.
 
+The refusals that need nothing but the path (bad path or charge point id,
+max_connections, max_conn_rate) are answered by `OcppHttpProtocol` as soon as
+the request's headers are parsed, before uvicorn builds the WebSocket protocol
+and the ASGI task: in a connect storm most handshakes are such refusals, and a
+limiter that costs as much as an accepted connection protects nothing.
+
 `OcppProtocol` extends uvicorn's sans-I/O WebSocket protocol with two things
 ASGI does not carry: the TLS peer certificate, and a synchronous send, so a
 bus handler can write a frame in order without a task per message.
@@ -18,8 +24,12 @@ import logging
 import socket
 import ssl
 import time
+import urllib.parse
+from http import HTTPStatus
 from typing import Any
 
+import httptools
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 from engine.config.schema import ListenerSettings, WssListenerSettings
@@ -42,6 +52,12 @@ class ListenerError(Exception):
 class OcppProtocol(WebSocketsSansIOProtocol):
     ping_timed_out = False
     session: Any = None  # once set, frames go straight to it instead of through the ASGI queue
+    admission: Admission | None = None  # set by OcppHttpProtocol, ended by the handshake
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        if self.admission is not None:  # gone before the handshake ran
+            self.admission.end()
 
     def send_receive_event_to_app(self) -> None:
         session = self.session
@@ -106,6 +122,35 @@ class OcppProtocol(WebSocketsSansIOProtocol):
         self.close_timer = self.loop.call_later(self.close_timeout, self.transport.close)
 
 
+class OcppHttpProtocol(HttpToolsProtocol):
+    """uvicorn's HTTP protocol; an upgrade request the listener turns down on its path or its
+    capacity gets its HTTP answer here and the connection is closed. `ocpp_app` is set on a
+    subclass per listener (`for_app`)."""
+
+    ocpp_app: OcppApp
+
+    @classmethod
+    def for_app(cls, app: OcppApp) -> type[OcppHttpProtocol]:
+        return type(cls.__name__, (cls,), {"ocpp_app": app})
+
+    def handle_websocket_upgrade(self) -> None:
+        app = self.ocpp_app
+        path = urllib.parse.unquote(httptools.parse_url(self.url).path.decode("latin-1"))
+        try:
+            admission = app.admit(path)
+        except Refusal as refusal:
+            app.refused(refusal, app.cid_of(path), None, "", self.client)
+            self.transport.write(refusal.http_response())
+            self.transport.close()
+            return
+        super().handle_websocket_upgrade()  # the WebSocket protocol takes over; its ASGI task runs later
+        protocol = self.transport.get_protocol()
+        if isinstance(protocol, OcppProtocol) and not self.transport.is_closing():
+            protocol.admission = admission
+        else:  # uvicorn or websockets turned the request down itself (a bad Sec-WebSocket-Key, say)
+            admission.end()
+
+
 class Refusal(Exception):
     def __init__(self, status: int, message: str, reason_code: str | None, headers: list[tuple[bytes, bytes]] | None = None):
         super().__init__(message)
@@ -114,23 +159,73 @@ class Refusal(Exception):
         self.reason_code = reason_code  # for $events/client_connack; None: not an OCPP client at all
         self.headers = headers or []
 
+    def http_response(self) -> bytes:
+        """The whole HTTP answer, for a refusal made before uvicorn's WebSocket protocol exists."""
+        body = self.message.encode() + b"\n"
+        head = [f"HTTP/1.1 {self.status} {HTTPStatus(self.status).phrase}".encode(),
+                b"content-type: text/plain; charset=utf-8", b"content-length: %d" % len(body), b"connection: close"]
+        head += [name + b": " + value for name, value in self.headers]
+        return b"\r\n".join(head) + b"\r\n\r\n" + body
+
 
 class RateLimit:
-    """Token bucket: `rate` new connections per second, bursts up to `rate`."""
+    """Token bucket: `rate` new connections per second, bursts up to `rate`. A token is reserved when
+    a handshake is let through and taken when the handshake runs (or given back if it never does),
+    so that the bucket counts connections at the moment they are made, whatever the loop's backlog
+    between the two; reserved tokens are not offered to anyone else."""
 
     def __init__(self, rate: float) -> None:
         self.rate = rate
         self.tokens = rate
+        self.reserved = 0  # never more than tokens
         self.stamp = time.monotonic()
 
-    def take(self) -> bool:
+    def _refill(self) -> None:
         now = time.monotonic()
         self.tokens = min(self.rate, self.tokens + (now - self.stamp) * self.rate)
         self.stamp = now
-        if self.tokens >= 1:
-            self.tokens -= 1
+
+    def reserve(self) -> bool:
+        self._refill()
+        if self.tokens - self.reserved >= 1:
+            self.reserved += 1
             return True
         return False
+
+    def take_reserved(self) -> None:
+        self._refill()
+        self.tokens -= 1
+        self.reserved -= 1
+
+    def release(self) -> None:
+        self.reserved -= 1
+
+
+class Admission:
+    """One handshake let through: a place under max_connections and a token of max_conn_rate, held
+    from `OcppApp.admit` until its session exists or the handshake ends (`end`, idempotent)."""
+
+    __slots__ = ("app", "bucket", "token", "held")
+
+    def __init__(self, app: OcppApp) -> None:
+        self.app = app
+        self.bucket = app.rate  # a reload may replace the app's bucket meanwhile
+        self.token = True
+        self.held = True
+        app.admitting += 1
+
+    def take_token(self) -> None:
+        if self.token:
+            self.token = False
+            self.bucket.take_reserved()
+
+    def end(self) -> None:
+        if self.held:
+            self.held = False
+            self.app.admitting -= 1
+        if self.token:
+            self.token = False
+            self.bucket.release()
 
 
 class OcppApp:
@@ -142,6 +237,7 @@ class OcppApp:
         self.kind = kind
         self.authenticator = authenticator
         self.connections = 0
+        self.admitting = 0  # handshakes let through whose session does not exist yet
         self.apply(settings)
 
     def apply(self, settings: ListenerSettings) -> None:
@@ -171,27 +267,46 @@ class OcppApp:
                         "headers": [(b"content-type", b"text/plain"), (b"upgrade", b"websocket")]})
             await send({"type": "http.response.body", "body": body})
 
+    def refused(self, refusal: Refusal, cid: str, username: str | None, proto: str, client: Any) -> None:
+        """Count a refused handshake and announce it ($events/client_connack) if it was an OCPP one."""
+        self.ctx.metrics.refused[refusal.reason_code or "not_found"] += 1
+        if refusal.reason_code:
+            peer = tuple(client or ("", 0))
+            self.ctx.publish_event("client_connack", {
+                "clientid": cid, "username": username, "peername": f"{peer[0]}:{peer[1]}", "peerhost": peer[0],
+                "proto_name": "OCPP", "proto_ver": proto, "reason_code": refusal.reason_code,
+                "description": refusal.message,
+            })
+
     async def websocket(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        transport: OcppProtocol = scope["extensions"]["ocppgw"]["transport"]
+        try:
+            await self.serve(scope, receive, send, transport)
+        finally:
+            if transport.admission is not None:
+                transport.admission.end()
+                transport.admission = None
+
+    async def serve(self, scope: dict[str, Any], receive: Any, send: Any, transport: OcppProtocol) -> None:
         await receive()  # websocket.connect
         peer = tuple(scope.get("client") or ("", 0))
         try:
-            cid, proto, echo, username = await self.handshake(scope)
+            cid, proto, echo, username = await self.handshake(scope, transport)
         except Refusal as refusal:
-            self.ctx.metrics.refused[refusal.reason_code or "not_found"] += 1
-            if refusal.reason_code:
-                self.ctx.publish_event("client_connack", {
-                    "clientid": scope.get("ocppgw_cid", ""), "username": scope.get("ocppgw_username"),
-                    "peername": f"{peer[0]}:{peer[1]}", "peerhost": peer[0], "proto_name": "OCPP",
-                    "proto_ver": scope.get("ocppgw_proto", ""), "reason_code": refusal.reason_code,
-                    "description": refusal.message,
-                })
+            self.refused(refusal, scope.get("ocppgw_cid", ""), scope.get("ocppgw_username"),
+                         scope.get("ocppgw_proto", ""), peer)
             body = refusal.message.encode() + b"\n"
             await send({"type": "websocket.http.response.start", "status": refusal.status,
                         "headers": [(b"content-type", b"text/plain; charset=utf-8")] + refusal.headers})
             await send({"type": "websocket.http.response.body", "body": body})
+            # uvicorn's sans-I/O protocol does not count a denial response as the end of the handshake
+            # and would log "ASGI callable returned without completing handshake" at ERROR for every
+            # refusal (an open upstream bug, Kludex/uvicorn#3138)
+            transport.handshake_complete = True
             return
-        transport: OcppProtocol = scope["extensions"]["ocppgw"]["transport"]
+        del scope["extensions"]["ocppgw"]  # it referred back to the transport
         await send({"type": "websocket.accept", "subprotocol": proto if echo else None})
+        transport.request = transport.response = None  # the handshake's headers: not needed any more
         old = self.ctx.sessions.get(cid)
         if old is not None:
             log.info("charge point %s connected again: the old connection is taken over", cid)
@@ -203,6 +318,8 @@ class OcppApp:
         self.ctx.sessions[cid] = session
         transport.session = session
         self.connections += 1
+        transport.admission.end()
+        transport.admission = None
         metrics = self.ctx.metrics
         metrics.connections += 1
         metrics.connections_total += 1
@@ -232,22 +349,41 @@ class OcppApp:
             metrics.connections -= 1
             metrics.by_proto[proto] -= 1
 
-    async def handshake(self, scope: dict[str, Any]) -> tuple[str, str, bool, str | None]:
-        """(cid, subprotocol, echo the subprotocol?, username) or a `Refusal`."""
-        path: str = scope["path"]
+    def cid_of(self, path: str) -> str:
+        """The charge point id a path names ("" for a path outside the endpoint)."""
+        return path[len(self.prefix):] if path.startswith(self.prefix) else ""
+
+    def check_path(self, path: str) -> str:
+        """The charge point id of a request's path, or a `Refusal` (404, 400)."""
         if not path.startswith(self.prefix):
             raise Refusal(404, f"no OCPP endpoint at {path!r}; connect to {self.prefix}<charge point id>", None)
         cid = path[len(self.prefix):]
-        scope["ocppgw_cid"] = cid
         if not cid:
             raise Refusal(400, "the charge point id (the last part of the path) is empty", "client_identifier_not_valid")
         if any(ch in cid for ch in "/+#") or len(cid) > MAX_CID_LENGTH or not cid.isprintable():
             raise Refusal(400, f"the charge point id must be printable, at most {MAX_CID_LENGTH} characters, "
                           "without '/', '+' or '#'", "client_identifier_not_valid")
-        if self.connections >= self.settings.max_connections:
+        return cid
+
+    def admit(self, path: str) -> Admission:
+        """The checks on the path and on the listener's capacity, in the order they answer:
+        `OcppHttpProtocol` makes them before any WebSocket machinery exists. A `Refusal`, or the
+        place and the token the handshake holds until it ends."""
+        self.check_path(path)
+        if self.connections + self.admitting >= self.settings.max_connections:
             raise Refusal(503, "the listener is at max_connections", "server_unavailable")
-        if not self.rate.take():
+        if not self.rate.reserve():
             raise Refusal(503, "too many new connections per second (max_conn_rate)", "server_unavailable")
+        return Admission(self)
+
+    async def handshake(self, scope: dict[str, Any], transport: OcppProtocol) -> tuple[str, str, bool, str | None]:
+        """(cid, subprotocol, echo the subprotocol?, username) or a `Refusal`. The capacity was
+        checked already (`admit`); the path is checked again as uvicorn's WebSocket protocol read it."""
+        scope["ocppgw_cid"] = self.cid_of(scope["path"])
+        if transport.admission is None:  # served without OcppHttpProtocol
+            transport.admission = self.admit(scope["path"])
+        cid = self.check_path(scope["path"])
+        transport.admission.take_token()  # refused or not from here on, this handshake spent a token
         proto, echo = self.pick_subprotocol(scope.get("subprotocols") or [])
         scope["ocppgw_proto"] = proto
         if isinstance(self.settings, WssListenerSettings) and self.settings.ssl_options.cn_must_match_cid:
@@ -351,7 +487,7 @@ class OcppListener:
         ssl_ctx = server_tls_context(s, self.key) if isinstance(s, WssListenerSettings) else None
         ping = s.websocket.ping_interval or None
         self.server = await start_server(
-            self.app, sock, ssl=ssl_ctx, ws=OcppProtocol, ws_max_size=int(s.websocket.max_frame_size),
+            self.app, sock, ssl=ssl_ctx, http=OcppHttpProtocol.for_app(self.app), ws=OcppProtocol, ws_max_size=int(s.websocket.max_frame_size),
             ws_ping_interval=ping, ws_ping_timeout=ping,
         )
         self.sock = sock

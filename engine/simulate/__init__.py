@@ -75,8 +75,10 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
 
 
 def run_cli(args: argparse.Namespace) -> int:
+    from engine import gctune
     from engine.simulate.run import main
 
+    gctune.tune()  # thousands of connections here too
     return main(args)
 
 
