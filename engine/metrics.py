@@ -300,6 +300,7 @@ class NodeCollector(Collector):
         for name, attr, doc in (
             ("mqtt_bridge_dropped", "dropped", "Messages dropped because the bridge's buffer was full."),
             ("mqtt_bridge_published", "published", "Messages published to the MQTT broker."),
+            ("mqtt_bridge_refused", "refused", "Messages the MQTT broker refused (MQTT 5 reason code 0x80 or more)."),
             ("mqtt_bridge_received", "received", "Messages received from the MQTT broker."),
             ("mqtt_bridge_reconnects", "reconnects", "Times the bridge lost the MQTT broker and connected again."),
             ("mqtt_bridge_echo_suppressed", "echo_suppressed", "Our own messages the broker echoed back, ignored."),

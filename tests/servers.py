@@ -46,10 +46,12 @@ class Mosquitto:
     """A mosquitto broker on a free loopback port; can be killed and started again on the same port.
 
     `users` turns on password authentication; `tls` = (cafile, certfile, keyfile) makes the
-    listener TLS-only.
+    listener TLS-only; `acl` is the text of an acl_file (mosquitto's `topic read|write|readwrite
+    <filter>` lines).
     """
 
-    def __init__(self, users: dict[str, str] | None = None, tls: tuple[Path, Path, Path] | None = None) -> None:
+    def __init__(self, users: dict[str, str] | None = None, tls: tuple[Path, Path, Path] | None = None,
+                 acl: str | None = None) -> None:
         self.binary = ensure_debian_package("mosquitto", "mosquitto")
         self.port = free_port()
         self.dir = Path(tempfile.mkdtemp(prefix="mosq-"))
@@ -65,6 +67,9 @@ class Mosquitto:
             listener += f"allow_anonymous false\npassword_file {passwd}\n"
         else:
             listener += "allow_anonymous true\n"
+        if acl is not None:
+            (self.dir / "acl").write_text(acl)
+            listener += f"acl_file {self.dir / 'acl'}\n"
         self.conf.write_text(
             listener
             +

@@ -10,6 +10,7 @@ import pytest
 
 from connectors.mqtt import BridgeOptions, MqttBridge
 from engine.bus import Bus, Message
+from tests.servers import Mosquitto
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -156,6 +157,33 @@ async def test_subscription_churn_ends_with_exactly_the_wanted_filters(mosquitto
     await asyncio.sleep(0.2)
     assert sorted(m.payload for m in got) == [b"back", b"kept"]
     await bridge.stop()
+
+
+async def test_messages_the_broker_refuses_are_counted_not_retried(caplog):
+    """MQTT 5: a broker that refuses some publishes (here its ACL: reason code 0x87) gets them once;
+    they are counted as refused (not published), logged once per reason code, and the messages
+    around them still go through in order."""
+    broker = Mosquitto(acl="topic read ocpp/#\ntopic readwrite ocpp/cp/CP1\n")  # no writing to ocpp/cp/DENIED
+    broker.start()
+    try:
+        bus = Bus()
+        bridge = make_bridge(bus, broker.port)
+        await bridge.start()
+        assert await bridge.wait_connected(5)
+        async with subscriber(broker.port, "ocpp/cp/#") as sub:
+            for i in range(10):
+                cid = "DENIED" if i % 3 == 0 else "CP1"
+                bus.publish(Message(f"ocpp/cp/{cid}", str(i).encode(), origin="ocpp"))
+            got = await take(sub, 6)
+            assert [p for _, p in got] == [b"1", b"2", b"4", b"5", b"7", b"8"]
+            await eventually(lambda: bridge.refused == 4 and bridge.published == 6)
+            assert bridge.buffered == 0
+            await nothing_more(sub)
+        warnings = [r.getMessage() for r in caplog.records if "refused a message" in r.getMessage()]
+        assert len(warnings) == 1 and "0x87 not authorized" in warnings[0] and "ocpp/cp/DENIED" in warnings[0]
+        await bridge.stop()
+    finally:
+        broker.kill()
 
 
 async def test_outage_keeps_every_message_in_order(mosquitto):

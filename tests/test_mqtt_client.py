@@ -65,7 +65,7 @@ async def test_acknowledgements_by_token_reach_on_ack_once_each(mosquitto, v5, q
     sub, pub, got = await pair(mosquitto.port, v5)
     await sub.subscribe([("k/#", qos)])
     acked: list[int] = []
-    pub.on_ack = acked.append
+    pub.on_ack = lambda token, code: acked.append(token) if code < 0x80 else None
     futures = [pub.publish("k/x", b"%d" % i, qos=qos, token=1000 + i) for i in range(300)]
     futures.append(pub.publish("k/y", b"with a future", qos=qos))  # the two kinds side by side
     assert futures[:300] == [None] * 300
@@ -78,6 +78,34 @@ async def test_acknowledgements_by_token_reach_on_ack_once_each(mosquitto, v5, q
     assert [p for _, p, _, _ in got] == [b"%d" % i for i in range(300)] + [b"with a future"]
     await sub.disconnect()
     await pub.disconnect()
+
+
+@pytest.mark.parametrize("qos", [1, 2])
+async def test_a_publish_the_broker_refuses_fails_with_its_reason_code(qos):
+    """MQTT 5: mosquitto answers a publish its ACL denies with reason code 0x87; the future fails
+    with it, on_ack gets it, and the messages around it are still delivered."""
+    broker = Mosquitto(acl="topic readwrite ok/#\ntopic read denied/#\n")
+    broker.start()
+    try:
+        sub, pub, got = await pair(broker.port, True)
+        await sub.subscribe([("#", qos)])
+        with pytest.raises(MqttError, match="refused the message: 0x87 not authorized"):
+            await asyncio.wait_for(pub.publish("denied/x", b"no", qos=qos), 5)
+        codes: dict[int, int] = {}
+        pub.on_ack = codes.__setitem__
+        pub.publish("ok/1", b"before", qos=qos, token=1)
+        pub.publish("denied/y", b"no", qos=qos, token=2)
+        pub.publish("ok/2", b"after", qos=qos, token=3)
+        for _ in range(100):
+            if len(codes) == 3 and len(got) == 2:
+                break
+            await asyncio.sleep(0.05)
+        assert codes[2] == 0x87 and codes[1] < 0x80 and codes[3] < 0x80
+        assert [p for _, p, _, _ in got] == [b"before", b"after"]
+        await sub.disconnect()
+        await pub.disconnect()
+    finally:
+        broker.kill()
 
 
 async def test_no_local_on_v5_and_retain_flag(mosquitto):

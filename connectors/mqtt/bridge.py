@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from connectors.mqtt.buffer import EchoFilter, OutgoingBuffer
-from connectors.mqtt.client import MqttClient, MqttError
+from connectors.mqtt.client import MqttClient, MqttError, publish_refusal
 from engine.bus.message import Message
 from engine.bus.trie import TopicTrie
 
@@ -89,6 +89,8 @@ class MqttBridge:
         self._connected_once = asyncio.Event()
         self.connected = False
         self.published = 0
+        self.refused = 0  # messages the broker answered with a reason code >= 0x80
+        self._refusals_logged: set[int] = set()
         self.received = 0
         self.reconnects = 0
         self.last_error = ""
@@ -287,9 +289,18 @@ class MqttBridge:
             if len(batch) == SEND_BATCH:
                 await asyncio.sleep(0)  # a long backlog: let the loop flush and read in between
 
-    def _acked(self, token: int) -> None:
-        """The broker acknowledged a publish (the client's on_ack)."""
-        if self._inflight.pop(token, None) is not None:
+    def _acked(self, token: int, code: int) -> None:
+        """The broker answered a publish (the client's on_ack). A refusal (MQTT 5 reason code >= 0x80:
+        not authorized, quota exceeded, topic invalid...) is final: sending it again would get the
+        same answer, so the message is counted as refused and logged, not retried."""
+        message = self._inflight.pop(token, None)
+        if message is not None and code >= 0x80:
+            self.refused += 1
+            if code not in self._refusals_logged:
+                self._refusals_logged.add(code)
+                log.warning("the MQTT broker refused a message on %s: %s (counted in mqtt_bridge_refused; "
+                            "logged once per reason code)", message.topic, publish_refusal(code))
+        elif message is not None:
             self.published += 1
         self._window_event.set()
         if not self._buffer and not self._inflight:

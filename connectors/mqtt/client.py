@@ -30,6 +30,16 @@ _CONNACK_V5 = {0x80: "unspecified error", 0x84: "unsupported protocol version", 
                0x89: "server busy", 0x8A: "banned"}
 
 
+# MQTT 5 reason codes a broker answers a PUBLISH with (PUBACK, PUBREC) when it refuses it
+PUBLISH_REFUSED = {0x80: "unspecified error", 0x83: "implementation specific error", 0x87: "not authorized",
+                   0x90: "topic name invalid", 0x91: "packet identifier in use", 0x97: "quota exceeded",
+                   0x99: "payload format invalid"}
+
+
+def publish_refusal(code: int) -> str:
+    return f"0x{code:02x} {PUBLISH_REFUSED.get(code, 'refused')}"
+
+
 _NO_TOKEN: Any = object()
 
 
@@ -69,7 +79,8 @@ class MqttClient(asyncio.Protocol):
         self._ids = 0
         self._pending: dict[int, asyncio.Future[Any]] = {}  # packet id → ack future
         self._tokens: dict[int, Any] = {}  # packet id → token of a publish acknowledged through on_ack
-        self.on_ack: Callable[[Any], None] = lambda token: None
+        # on_ack(token, reason code): 0 or another code below 0x80 = delivered; 0x80 and up = refused
+        self.on_ack: Callable[[Any, int], None] = lambda token, code: None
         self._qos2_in: set[int] = set()
         self._connack: asyncio.Future[None] = self._loop.create_future()
         self.closed: asyncio.Future[None] = self._loop.create_future()
@@ -131,8 +142,9 @@ class MqttClient(asyncio.Protocol):
 
     def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False,
                 token: Any = None) -> asyncio.Future[Any] | None:
-        """Queue a PUBLISH. For QoS 1/2: with a `token`, `on_ack(token)` is called when the broker
-        acknowledges it (no future: the bridge's hot path); without, a future is returned."""
+        """Queue a PUBLISH. For QoS 1/2: with a `token`, `on_ack(token, reason code)` is called when
+        the broker answers it (no future: the bridge's hot path); without, a future is returned,
+        which fails with MqttError if the broker refuses the message (MQTT 5 reason code >= 0x80)."""
         if self.closed.done():
             raise MqttError("not connected")
         name = topic.encode()
@@ -265,14 +277,14 @@ class MqttClient(asyncio.Protocol):
             self._on_publish(flags, body)
         elif kind in (PUBACK, PUBCOMP):
             packet_id = struct.unpack_from("!H", body)[0]
-            token = self._tokens.pop(packet_id, _NO_TOKEN)
-            if token is not _NO_TOKEN:
-                self.on_ack(token)
-            else:
-                self._resolve(packet_id, None)
+            self._published(packet_id, body[2] if len(body) > 2 else 0)  # MQTT 3.1.1: no reason code
         elif kind == PUBREC:
             packet_id = struct.unpack_from("!H", body)[0]
-            self._write(_packet(PUBREL, 0x02, struct.pack("!H", packet_id)))
+            code = body[2] if len(body) > 2 else 0
+            if code >= 0x80:  # refused: the QoS 2 exchange ends here, without PUBREL
+                self._published(packet_id, code)
+            else:
+                self._write(_packet(PUBREL, 0x02, struct.pack("!H", packet_id)))
         elif kind == PUBREL:
             packet_id = struct.unpack_from("!H", body)[0]
             self._qos2_in.discard(packet_id)
@@ -295,6 +307,17 @@ class MqttClient(asyncio.Protocol):
                 self._connack.set_exception(MqttError(f"the broker refused the connection: {reasons.get(code, code)}"))
         elif kind == DISCONNECT and self.transport is not None:
             self.transport.close()
+
+    def _published(self, packet_id: int, code: int) -> None:
+        token = self._tokens.pop(packet_id, _NO_TOKEN)
+        if token is not _NO_TOKEN:
+            self.on_ack(token, code)
+        elif code >= 0x80:
+            future = self._pending.pop(packet_id, None)
+            if future is not None and not future.done():
+                future.set_exception(MqttError(f"the broker refused the message: {publish_refusal(code)}"))
+        else:
+            self._resolve(packet_id, None)
 
     def _resolve(self, packet_id: int, value: Any) -> None:
         future = self._pending.pop(packet_id, None)

@@ -125,21 +125,24 @@ class Session:
             self._idle_timer = self._loop.call_later(idle, self._idle_expired)
         self._arm_keepalive()
 
+    def _downstream_filter(self) -> str:
+        return self.mountpoint + self.ctx.dnstream_topic.render(self._vars(""))
+
     def _subscribe(self) -> None:
-        topic = self.mountpoint + self.ctx.dnstream_topic.render(self._vars(""))
-        self._subscription = self.ctx.bus.subscribe(topic, self.on_downstream, remote=True, name=f"session:{self.cid}")
+        self._subscription = self.ctx.bus.subscribe(self._downstream_filter(), self.on_downstream, remote=True,
+                                                    name=f"session:{self.cid}")
 
     def resubscribe(self, mountpoint: str) -> None:
-        """After a reload changed the mountpoint or the downstream topic: move the subscription.
-        The new one is made before the old goes, so no command falls in between."""
+        """After a reload: if the mountpoint or the downstream topic changed, move the subscription
+        (the new one is made before the old goes, so no command falls in between); otherwise leave
+        it be: every reload passes here for every session."""
         old = self._subscription
         self.mountpoint = mountpoint
+        if old is not None and old.topic_filter == self._downstream_filter():
+            return
         self._subscribe()
-        if old is not None and old.topic_filter != self._subscription.topic_filter:
+        if old is not None:
             self.ctx.bus.unsubscribe(old)
-        elif old is not None:
-            self.ctx.bus.unsubscribe(self._subscription)
-            self._subscription = old
 
     def close(self, reason: str, code: int = 1000) -> None:
         """End the session (idempotent): unsubscribe, drop what waits, tell the rules why."""
