@@ -129,7 +129,21 @@ def _offset_text(offset: int, style: str) -> str:
 # --- RFC 3339 --------------------------------------------------------------------------------
 
 
+_last_second: list[Any] = [None, None, ""]  # (seconds, local_offset used, text): now_rfc3339() per message
+
+
 def to_rfc3339(epoch: int, factor: int) -> str:
+    if factor == 1:
+        last = _last_second
+        if last[0] == epoch and last[1] is local_offset:
+            return last[2]
+        last[2] = _to_rfc3339(epoch, 1)
+        last[0], last[1] = epoch, local_offset
+        return last[2]
+    return _to_rfc3339(epoch, factor)
+
+
+def _to_rfc3339(epoch: int, factor: int) -> str:
     secs, fraction = divmod(epoch, factor)
     offset = local_offset(secs)
     y, mo, d, h, mi, s = _split_seconds(secs + offset)
