@@ -323,7 +323,12 @@ class Load:
             now = time.perf_counter()
             due = cp.due + self.interval
             if due < now - self.interval:
-                due = now  # fell behind: no catching up in a burst
+                # fell behind (a stall somewhere): skip the slots missed, no catching up in a burst, and
+                # keep this charge point's phase. Starting again from `now` would put every charge point
+                # the stall held up on the same instant from then on, and each stall would add to a
+                # clump that never spreads again: B6 saw the median latency triple that way, from its
+                # own load, while the gateway's CPU per call stayed the same.
+                due += math.ceil((now - due) / self.interval) * self.interval
             cp.due = due
             if due <= now:
                 cp.send_call()

@@ -487,8 +487,8 @@ class OcppListener:
         ssl_ctx = server_tls_context(s, self.key) if isinstance(s, WssListenerSettings) else None
         ping = s.websocket.ping_interval or None
         self.server = await start_server(
-            self.app, sock, ssl=ssl_ctx, http=OcppHttpProtocol.for_app(self.app), ws=OcppProtocol, ws_max_size=int(s.websocket.max_frame_size),
-            ws_ping_interval=ping, ws_ping_timeout=ping,
+            self.app, sock, ssl=ssl_ctx, http=OcppHttpProtocol.for_app(self.app), ws=OcppProtocol,
+            ws_max_size=int(s.websocket.max_frame_size), ws_ping_interval=ping, ws_ping_timeout=ping,
         )
         self.sock = sock
         log.info("OCPP listener %s on %s://%s%s", self.app.full_name, self.app.kind, s.bind, s.websocket.path)
