@@ -220,6 +220,15 @@ async def test_refusals_are_complete_http_answers_and_log_no_error(tmp_path, mos
         assert connacks == {"a/b": "client_identifier_not_valid", "CPA": "not_authorized",
                             "CPB": "server_unavailable"}, connacks
         assert not gw.ctx.sessions
+        # odd request targets: each gets its answer and nothing breaks ("ocpp/CP1" is not even HTTP:
+        # uvicorn answers it before the listener sees it)
+        for target, answer in (("*", "404"), ("http://h/ocpp/CP1", "404"), ("//x", "404"),
+                               ("ocpp/CP1", "400"), ("/ocpp/CP%00", "400"), ("/ocpp/CP1#frag", "400")):
+            status, _, _ = await raw_upgrade(port, target)
+            assert status.startswith(f"HTTP/1.1 {answer} "), (target, status)
+        refused = dict(gw.ctx.metrics.refused)
+        assert refused["not_found"] == 4 and refused["client_identifier_not_valid"] == 3, refused
+        assert not gw.ctx.sessions
     errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
     assert errors == [], errors
 

@@ -28,7 +28,6 @@ import urllib.parse
 from http import HTTPStatus
 from typing import Any
 
-import httptools
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
@@ -135,7 +134,8 @@ class OcppHttpProtocol(HttpToolsProtocol):
 
     def handle_websocket_upgrade(self) -> None:
         app = self.ocpp_app
-        path = urllib.parse.unquote(httptools.parse_url(self.url).path.decode("latin-1"))
+        # the path as uvicorn's WebSocket protocol will give it to the app, so both see the same
+        path = urllib.parse.unquote(self.url.decode("ascii", "surrogateescape").partition("?")[0])
         try:
             admission = app.admit(path)
         except Refusal as refusal:
