@@ -180,4 +180,5 @@ def _needs_restart(old: ListenerSettings, new: ListenerSettings) -> bool:
         return True
     if isinstance(old, WssListenerSettings) and isinstance(new, WssListenerSettings):
         return old.ssl_options != new.ssl_options
-    return old.websocket.max_frame_size != new.websocket.max_frame_size or old.websocket.ping_interval != new.websocket.ping_interval
+    o, n = old.websocket, new.websocket
+    return (o.max_frame_size, o.ping_interval, o.compress) != (n.max_frame_size, n.ping_interval, n.compress)

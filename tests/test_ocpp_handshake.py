@@ -275,3 +275,22 @@ async def test_capacity_holds_exactly_under_a_burst_and_nothing_stays_reserved(t
             await asyncio.sleep(0.05)
         assert listener.admitting == 0 and listener.connections == 0 and listener.rate.reserved == 0
         assert not gw.ctx.sessions
+
+
+async def test_compression_only_when_configured(tmp_path, mosquitto):
+    """A client offering permessage-deflate (websockets does by default) does not get it unless the
+    listener says websocket.compress = true; with it, frames still flow both ways."""
+    from tests.servers import free_port
+
+    port = free_port()
+    conf = f'gateway.ocpp.listeners.ws.packed {{ bind = "127.0.0.1:{port}", websocket.compress = true }}\n'
+    async with running_gateway(tmp_path, mosquitto.port, conf) as gw:
+        backend = Backend(mosquitto.port)
+        async with websockets.connect(gw.url("PLAIN"), subprotocols=["ocpp1.6"], compression="deflate") as ws:
+            assert ws.response.headers.get("Sec-WebSocket-Extensions") is None
+        url = f"ws://127.0.0.1:{port}/ocpp/PACKED"
+        async with websockets.connect(url, subprotocols=["ocpp1.6"], compression="deflate") as ws:
+            assert ws.response.headers["Sec-WebSocket-Extensions"].startswith("permessage-deflate")
+            await subscribed(gw, "PACKED")
+            await still_serving(gw, backend, ws, "PACKED")
+        backend.close()

@@ -95,6 +95,19 @@ async def test_listener_bind_change_restarts_only_that_listener(tmp_path, mosqui
             await eventually(lambda: gw.ctx.sessions["KEEP"].recv_cnt == 1)
 
 
+async def test_turning_compression_on_restarts_the_listener_and_applies(tmp_path, mosquitto):
+    async with running_gateway(tmp_path, mosquitto.port) as gw:
+        p = ["ocpp1.6"]
+        async with websockets.connect(gw.url("BEFORE"), subprotocols=p, compression="deflate") as ws:
+            assert ws.response.headers.get("Sec-WebSocket-Extensions") is None
+        report = await reconfigure(gw, tmp_path, "gateway.ocpp.listeners.ws.default.websocket.compress = true\n")
+        assert any(line.startswith("listener ocpp:ws:default restarted") for line in report.changed), report.changed
+        async with websockets.connect(gw.url("AFTER"), subprotocols=p, compression="deflate") as ws:
+            assert ws.response.headers["Sec-WebSocket-Extensions"].startswith("permessage-deflate")
+            await ws.send('[2,"c","Heartbeat",{}]')
+            await eventually(lambda: "AFTER" in gw.ctx.sessions and gw.ctx.sessions["AFTER"].recv_cnt == 1)
+
+
 async def test_authentication_turned_on_applies_to_new_connections(tmp_path, mosquitto):
     async with running_gateway(tmp_path, mosquitto.port) as gw:
         p = ["ocpp1.6"]

@@ -154,6 +154,7 @@ class WebsocketSettings:
     fail_if_no_subprotocol: bool = True
     ping_interval: Duration = Duration(0)  # 0s: off
     max_frame_size: Size = Size(2 * 1024 * 1024)
+    compress: bool = False  # permessage-deflate when the client offers it (EMQX's websocket.compress)
 
 
 @dataclass(frozen=True)

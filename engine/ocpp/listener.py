@@ -489,6 +489,7 @@ class OcppListener:
         self.server = await start_server(
             self.app, sock, ssl=ssl_ctx, http=OcppHttpProtocol.for_app(self.app), ws=OcppProtocol,
             ws_max_size=int(s.websocket.max_frame_size), ws_ping_interval=ping, ws_ping_timeout=ping,
+            ws_per_message_deflate=s.websocket.compress,
         )
         self.sock = sock
         log.info("OCPP listener %s on %s://%s%s", self.app.full_name, self.app.kind, s.bind, s.websocket.path)
