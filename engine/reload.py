@@ -156,7 +156,7 @@ async def _apply_ocpp(node: Node, old: Settings, new: Settings, report: ReloadRe
         else:
             if listener.settings != target[2]:
                 report.changed.append(f"listener {full_name}")
-            listener.app.apply(target[2])
+            listener.apply(target[2])
             listener.app.authenticator = authenticator
     for full_name, (kind, name, settings) in wanted.items():
         if full_name not in node.listeners:
@@ -176,9 +176,7 @@ async def _apply_ocpp(node: Node, old: Settings, new: Settings, report: ReloadRe
 
 
 def _needs_restart(old: ListenerSettings, new: ListenerSettings) -> bool:
+    """Only a new address or new TLS settings need a new socket; the rest is applied in place."""
     if old.bind != new.bind or type(old) is not type(new):
         return True
-    if isinstance(old, WssListenerSettings) and isinstance(new, WssListenerSettings):
-        return old.ssl_options != new.ssl_options
-    o, n = old.websocket, new.websocket
-    return (o.max_frame_size, o.ping_interval, o.compress) != (n.max_frame_size, n.ping_interval, n.compress)
+    return isinstance(old, WssListenerSettings) and isinstance(new, WssListenerSettings) and old.ssl_options != new.ssl_options

@@ -95,17 +95,30 @@ async def test_listener_bind_change_restarts_only_that_listener(tmp_path, mosqui
             await eventually(lambda: gw.ctx.sessions["KEEP"].recv_cnt == 1)
 
 
-async def test_turning_compression_on_restarts_the_listener_and_applies(tmp_path, mosquitto):
+async def test_websocket_options_apply_to_new_connections_without_a_restart(tmp_path, mosquitto):
+    """Compression, frame size and pings change in place: the charge point connected before the
+    reload stays, with what it started with; one that connects after gets the new values."""
     async with running_gateway(tmp_path, mosquitto.port) as gw:
         p = ["ocpp1.6"]
-        async with websockets.connect(gw.url("BEFORE"), subprotocols=p, compression="deflate") as ws:
-            assert ws.response.headers.get("Sec-WebSocket-Extensions") is None
-        report = await reconfigure(gw, tmp_path, "gateway.ocpp.listeners.ws.default.websocket.compress = true\n")
-        assert any(line.startswith("listener ocpp:ws:default restarted") for line in report.changed), report.changed
-        async with websockets.connect(gw.url("AFTER"), subprotocols=p, compression="deflate") as ws:
-            assert ws.response.headers["Sec-WebSocket-Extensions"].startswith("permessage-deflate")
-            await ws.send('[2,"c","Heartbeat",{}]')
-            await eventually(lambda: "AFTER" in gw.ctx.sessions and gw.ctx.sessions["AFTER"].recv_cnt == 1)
+        async with websockets.connect(gw.url("BEFORE"), subprotocols=p, compression="deflate") as before:
+            assert before.response.headers.get("Sec-WebSocket-Extensions") is None
+            report = await reconfigure(gw, tmp_path, """gateway.ocpp.listeners.ws.default.websocket {
+              compress = true, max_frame_size = "1KB", ping_interval = 30s }
+            """)
+            assert report.changed == ["listener ocpp:ws:default"], report.changed
+            async with websockets.connect(gw.url("AFTER"), subprotocols=p, compression="deflate") as after:
+                assert after.response.headers["Sec-WebSocket-Extensions"].startswith("permessage-deflate")
+                await after.send('[2,"c","Heartbeat",{}]')
+                await eventually(lambda: "AFTER" in gw.ctx.sessions and gw.ctx.sessions["AFTER"].recv_cnt == 1)
+                assert gw.ctx.sessions["AFTER"].transport.ping_interval == 30
+                big = '[2,"b","DataTransfer",{"vendorId":"x","data":"%s"}]' % ("y" * 2000)
+                await before.send(big)  # the old limit (2 MB) still holds for the old connection
+                await eventually(lambda: gw.ctx.sessions["BEFORE"].recv_cnt == 1)
+                await after.send(big)  # the new one: 1 KB
+                await asyncio.wait_for(after.wait_closed(), 5)
+                assert after.close_code == 1009
+            assert gw.ctx.sessions["BEFORE"].transport.ping_interval is None
+            assert not before.close_code
 
 
 async def test_authentication_turned_on_applies_to_new_connections(tmp_path, mosquitto):

@@ -485,14 +485,21 @@ class OcppListener:
         except BindError as exc:
             raise ListenerError(str(exc)) from None
         ssl_ctx = server_tls_context(s, self.key) if isinstance(s, WssListenerSettings) else None
-        ping = s.websocket.ping_interval or None
         self.server = await start_server(
             self.app, sock, ssl=ssl_ctx, http=OcppHttpProtocol.for_app(self.app), ws=OcppProtocol,
-            ws_max_size=int(s.websocket.max_frame_size), ws_ping_interval=ping, ws_ping_timeout=ping,
-            ws_per_message_deflate=s.websocket.compress,
+            **_websocket_options(s),
         )
         self.sock = sock
         log.info("OCPP listener %s on %s://%s%s", self.app.full_name, self.app.kind, s.bind, s.websocket.path)
+
+    def apply(self, settings: ListenerSettings) -> None:
+        """A reload's settings, bind and TLS unchanged: the handshake's checks apply at once; frame
+        size, pings and compression to the connections made from now on (uvicorn reads them from its
+        config when a connection starts), while connected charge points keep what they have."""
+        self.app.apply(settings)
+        if self.server is not None:
+            for key, value in _websocket_options(settings).items():
+                setattr(self.server.config, key, value)
 
     def stop_accepting(self) -> None:
         if self.server:
@@ -508,3 +515,9 @@ class OcppListener:
         if self.sock:
             self.sock.close()
         log.info("OCPP listener %s stopped", self.app.full_name)
+
+
+def _websocket_options(s: ListenerSettings) -> dict[str, Any]:
+    ping = s.websocket.ping_interval or None
+    return {"ws_max_size": int(s.websocket.max_frame_size), "ws_ping_interval": ping, "ws_ping_timeout": ping,
+            "ws_per_message_deflate": s.websocket.compress}
