@@ -172,7 +172,15 @@ async def _run(settings, config_path: str | None) -> int:
         logging.getLogger("ocppgw").exception("unexpected error while starting")
         await node.stop()
         return EXIT_START
+
+    def connection_counts() -> tuple[int, int]:
+        m = node.ocpp.metrics if node.ocpp is not None else None
+        return (m.connections_total, m.connections) if m is not None else (0, 0)
+
+    freezer = gctune.Freezer(connection_counts)
+    freezer.start()
     await stop.wait()
+    freezer.stop()
     await node.stop()
     return 0
 

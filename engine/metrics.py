@@ -22,6 +22,7 @@ stops with itself:
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import resource
@@ -337,6 +338,9 @@ class NodeCollector(Collector):
         cpu = _counter("process_cpu_seconds", "CPU time (user and system) the gateway process used.")
         cpu.add_metric([], times.user + times.system)
         families.append(cpu)
+        frozen = _gauge("gc_frozen_objects", "Objects the garbage collector's full passes skip (see engine/gctune.py).")
+        frozen.add_metric([], gc.get_freeze_count())
+        families.append(frozen)
         fds = open_fds()
         if fds is not None:
             fd_gauge = _gauge("process_open_fds", "File descriptors the gateway process holds open.")

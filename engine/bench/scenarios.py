@@ -261,9 +261,11 @@ B4_BAR_CONNECTIONS = 50_000
 B4_BAR_KB = 30.0
 
 
-async def _hold(url: str, server: Service, n: int, every: float, hold: float, warm: int) -> dict[str, Any]:
+async def _hold(url: str, server: Service, n: int, every: float, hold: float, warm: int,
+                extras: Callable[[], dict[str, Any]] | None = None) -> dict[str, Any]:
     """Connect `warm` charge points (boot, heartbeat), read the server's RSS, then `n` more; after all
-    booted and `hold` seconds of heartbeats, read it again: the growth per connection."""
+    booted and `hold` seconds of heartbeats, read it again: the growth per connection. `extras` (the
+    gateway's own figures) are read then too, before the charge points go."""
     warm_load = loadgen.Load(url, "W")
     warm_holder = loadgen.Holder(warm_load, every)
     await warm_load.connect(warm, on_connected=warm_holder.on_connected)
@@ -293,6 +295,8 @@ async def _hold(url: str, server: Service, n: int, every: float, hold: float, wa
         "refused": connected["refused"], "failures": connected["failures"],
         "closed_by_server": dict(load.close_reasons + warm_load.close_reasons),
     }
+    if extras is not None:
+        out.update(extras())
     await load.close(timeout=30)
     await warm_load.close()
     return out
@@ -315,8 +319,7 @@ async def b4(opts: Options) -> dict[str, Any]:
         gw = wd.add(Gateway(wd.path, cores.server, mosquitto.port, extra=boot_rule(int(every)) + ANSWER_RULE))
         base = wd.add(Baseline(wd.path, cores.server))
         b = await _hold(base.url, base, n, every, hold, warm)
-        g = await _hold(gw.url, gw, n, every, hold, warm)
-        g.update(_gateway_extras(gw))
+        g = await _hold(gw.url, gw, n, every, hold, warm, extras=lambda: _gateway_extras(gw))
     kb, base_kb = g["kb_per_connection"], b["kb_per_connection"]
     ratio = kb / base_kb if kb is not None and base_kb else None
     complete = g["connections"] == n and g["booted"] == n and g["alive_at_end"] == n
