@@ -10,7 +10,7 @@ collector took 2.2 s of 4.3 s CPU with the default, 0.4 s of 2.6 s with a
 threshold of 10,000; its longest pause went from 525 ms to 32 ms.
 
 A full pass still walks every object, so its pause grows with the number of
-charge points (850 ms at 19,300). `Freezer` keeps the connections' objects out
+charge points (1.3 s over what 19,300 connections hold). `Freezer` keeps the connections' objects out
 of it: once a few hundred charge points have connected, everything alive is
 moved to the permanent generation (`gc.freeze()`, which costs nothing), and
 full passes only walk what came after. Frozen objects are still freed by
