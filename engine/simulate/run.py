@@ -21,6 +21,7 @@ import sys
 import urllib.parse
 from typing import Any, TextIO
 
+from engine import gctune
 from engine.simulate import handlers
 from engine.simulate.charger import ChargePoint
 from engine.simulate.options import SimOptions
@@ -336,7 +337,13 @@ def main(args: argparse.Namespace) -> int:
                 loop.add_signal_handler(sig, interrupt)
             except (NotImplementedError, RuntimeError):
                 pass
-        return await fleet.run()
+        # thousands of connections here too: keep them out of the collector's full passes
+        freezer = gctune.Freezer(lambda: (fleet.stats.connects, fleet.stats.connected))
+        freezer.start()
+        try:
+            return await fleet.run()
+        finally:
+            freezer.stop()
 
     try:
         import uvloop
