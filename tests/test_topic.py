@@ -134,6 +134,7 @@ def test_trie_agrees_with_direct_matcher(filters, topics):
     for topic in topics:
         expected = sorted(i for i, f in enumerate(filters) if matches(f, topic))
         assert sorted(trie.match(topic)) == expected, topic
+        assert trie.has_match(topic) is bool(expected), topic
     # removing half keeps the rest exact
     for i, f in enumerate(filters):
         if i % 2 == 0:
@@ -141,6 +142,7 @@ def test_trie_agrees_with_direct_matcher(filters, topics):
     for topic in topics:
         expected = sorted(i for i, f in enumerate(filters) if i % 2 and matches(f, topic))
         assert sorted(trie.match(topic)) == expected, topic
+        assert trie.has_match(topic) is bool(expected), topic
     # the walk's results are kept per topic: adding filters back must be seen at once
     for i, f in enumerate(filters):
         if i % 2 == 0:

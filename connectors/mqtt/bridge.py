@@ -123,9 +123,9 @@ class MqttBridge:
 
     def forward(self, message: Message) -> None:
         """Bus handler: queue a local message for the broker if the forward rules say so."""
-        if message.origin == ORIGIN or self._exclude.match(message.topic):
+        if message.origin == ORIGIN or self._exclude.has_match(message.topic):
             return
-        if not (message.origin.startswith("rule") or self._forward.match(message.topic)):
+        if not (message.origin.startswith("rule") or self._forward.has_match(message.topic)):
             return
         self._buffer.append(message, self._sub_generation)
         self._drained.clear()

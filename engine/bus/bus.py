@@ -92,7 +92,7 @@ class Bus:
         return delivered
 
     def has_subscribers(self, topic: str) -> bool:
-        return bool(self._trie.match(topic))
+        return self._trie.has_match(topic)
 
     def watch_remote(self, watcher: RemoteWatcher) -> None:
         self._watchers.append(watcher)

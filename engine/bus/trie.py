@@ -85,6 +85,14 @@ class TopicTrie(Generic[T]):
         exact = self._exact.get(topic)
         if not self._root.children:
             return list(exact) if exact else []
+        wild = self._wild(topic)
+        return [*exact, *wild] if exact else list(wild)
+
+    def has_match(self, topic: str) -> bool:
+        """Whether any filter matches `topic` (no list built: the bridge asks this of every message)."""
+        return bool(self._exact.get(topic)) or (bool(self._root.children) and bool(self._wild(topic)))
+
+    def _wild(self, topic: str) -> tuple[T, ...]:
         wild = self._wild_cache.get(topic)
         if wild is None:
             found: list[T] = []
@@ -92,7 +100,7 @@ class TopicTrie(Generic[T]):
             if len(self._wild_cache) >= WILD_CACHE_MAX:
                 self._wild_cache.clear()
             wild = self._wild_cache[topic] = tuple(found)
-        return [*exact, *wild] if exact else list(wild)
+        return wild
 
     def _walk(self, node: _Node[T], levels: list[str], depth: int, dollar: bool, found: list[T]) -> None:
         children = node.children
