@@ -31,7 +31,7 @@ class TopicTrie(Generic[T]):
     """Maps topic filters to values; `match(topic)` returns the values of every matching filter."""
 
     def __init__(self) -> None:
-        self._exact: dict[str, list[T]] = {}
+        self._exact: dict[str, tuple[T, ...]] = {}  # replaced, never changed: match() hands them out
         self._root: _Node[T] = _Node()
         self._count = 0
         self._wild_cache: dict[str, tuple[T, ...]] = {}
@@ -47,7 +47,7 @@ class TopicTrie(Generic[T]):
                 node = node.children.setdefault(level, _Node())
             node.values.append(value)
         else:
-            self._exact.setdefault(topic_filter, []).append(value)
+            self._exact[topic_filter] = self._exact.get(topic_filter, ()) + (value,)
         self._count += 1
 
     def remove(self, topic_filter: str, value: T) -> bool:
@@ -56,8 +56,11 @@ class TopicTrie(Generic[T]):
             values = self._exact.get(topic_filter)
             if not values or value not in values:
                 return False
-            values.remove(value)
-            if not values:
+            i = values.index(value)
+            values = values[:i] + values[i + 1:]
+            if values:
+                self._exact[topic_filter] = values
+            else:
                 del self._exact[topic_filter]
             self._count -= 1
             return True
@@ -80,17 +83,21 @@ class TopicTrie(Generic[T]):
         self._count -= 1
         return True
 
-    def match(self, topic: str) -> list[T]:
-        """The values of every filter matching `topic`: a new list, safe to change while iterating."""
-        exact = self._exact.get(topic)
+    def match(self, topic: str) -> tuple[T, ...]:
+        """The values of every filter matching `topic`, exact filters first. A tuple that later adds
+        and removes leave alone, so a caller may change subscriptions while it goes through one
+        (the bus publishes twice per OCPP call: no list is built for it)."""
+        exact = self._exact.get(topic, ())
         if not self._root.children:
-            return list(exact) if exact else []
+            return exact
         wild = self._wild(topic)
-        return [*exact, *wild] if exact else list(wild)
+        if not wild:
+            return exact
+        return exact + wild if exact else wild
 
     def has_match(self, topic: str) -> bool:
         """Whether any filter matches `topic` (no list built: the bridge asks this of every message)."""
-        return bool(self._exact.get(topic)) or (bool(self._root.children) and bool(self._wild(topic)))
+        return topic in self._exact or (bool(self._root.children) and bool(self._wild(topic)))
 
     def _wild(self, topic: str) -> tuple[T, ...]:
         wild = self._wild_cache.get(topic)
