@@ -9,7 +9,7 @@ import logging
 import signal
 import sys
 
-from engine import __version__, ctl, gctune, simulate
+from engine import __version__, ctl, eventloop, gctune, simulate
 from engine.config import ConfigError, dump_hocon, load_settings
 
 EXIT_CONFIG = 2
@@ -177,10 +177,8 @@ async def _run(settings, config_path: str | None) -> int:
         m = node.ocpp.metrics if node.ocpp is not None else None
         return (m.connections_total, m.connections) if m is not None else (0, 0)
 
-    freezer = gctune.Freezer(connection_counts)
-    freezer.start()
-    await stop.wait()
-    freezer.stop()
+    async with gctune.Freezer(connection_counts):
+        await stop.wait()
     await node.stop()
     return 0
 
@@ -191,13 +189,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     settings = _load(args.config)
     setup_logging(settings.log.level, settings.log.format)
     gctune.tune()
-    try:
-        import uvloop
-
-        runner = asyncio.Runner(loop_factory=uvloop.new_event_loop)
-    except ImportError:
-        runner = asyncio.Runner()
-    with runner:
+    with eventloop.runner() as runner:
         return runner.run(_run(settings, args.config))
 
 

@@ -76,6 +76,13 @@ class Freezer:
             self.freezes += 1
             self.accepted_at_freeze = accepted
 
+    async def __aenter__(self) -> Freezer:
+        self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.stop()
+
     def start(self) -> None:
         """Freeze what starting built (modules, schemas, compiled rules: ~100k objects that live as
         long as the process), then check once a second."""

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from connectors.mqtt.client import MqttClient
+from engine import eventloop
 from engine.bench import load as loadgen
 from engine.bench.processes import (
     ANSWER_RULE,
@@ -513,13 +514,7 @@ def run(name: str, opts: Options) -> dict[str, Any]:
     runner = RUNNERS[name]
     if not asyncio.iscoroutinefunction(runner):
         return runner(opts)
-    try:
-        import uvloop
-
-        loop_factory = uvloop.new_event_loop
-    except ImportError:
-        loop_factory = None
-    with asyncio.Runner(loop_factory=loop_factory) as r:
+    with eventloop.runner() as r:
         return r.run(runner(opts))
 
 

@@ -159,9 +159,13 @@ class Refusal(Exception):
         self.reason_code = reason_code  # for $events/client_connack; None: not an OCPP client at all
         self.headers = headers or []
 
+    @property
+    def body(self) -> bytes:
+        return self.message.encode() + b"\n"
+
     def http_response(self) -> bytes:
         """The whole HTTP answer, for a refusal made before uvicorn's WebSocket protocol exists."""
-        body = self.message.encode() + b"\n"
+        body = self.body
         head = [f"HTTP/1.1 {self.status} {HTTPStatus(self.status).phrase}".encode(),
                 b"content-type: text/plain; charset=utf-8", b"content-length: %d" % len(body), b"connection: close"]
         head += [name + b": " + value for name, value in self.headers]
@@ -295,10 +299,9 @@ class OcppApp:
         except Refusal as refusal:
             self.refused(refusal, scope.get("ocppgw_cid", ""), scope.get("ocppgw_username"),
                          scope.get("ocppgw_proto", ""), peer)
-            body = refusal.message.encode() + b"\n"
             await send({"type": "websocket.http.response.start", "status": refusal.status,
                         "headers": [(b"content-type", b"text/plain; charset=utf-8")] + refusal.headers})
-            await send({"type": "websocket.http.response.body", "body": body})
+            await send({"type": "websocket.http.response.body", "body": refusal.body})
             # uvicorn's sans-I/O protocol does not count a denial response as the end of the handshake
             # and would log "ASGI callable returned without completing handshake" at ERROR for every
             # refusal (an open upstream bug, Kludex/uvicorn#3138)

@@ -21,7 +21,7 @@ import sys
 import urllib.parse
 from typing import Any, TextIO
 
-from engine import gctune
+from engine import eventloop, gctune
 from engine.simulate import handlers
 from engine.simulate.charger import ChargePoint
 from engine.simulate.options import SimOptions
@@ -338,20 +338,10 @@ def main(args: argparse.Namespace) -> int:
             except (NotImplementedError, RuntimeError):
                 pass
         # thousands of connections here too: keep them out of the collector's full passes
-        freezer = gctune.Freezer(lambda: (fleet.stats.connects, fleet.stats.connected))
-        freezer.start()
-        try:
+        async with gctune.Freezer(lambda: (fleet.stats.connects, fleet.stats.connected)):
             return await fleet.run()
-        finally:
-            freezer.stop()
 
-    try:
-        import uvloop
-
-        runner = asyncio.Runner(loop_factory=uvloop.new_event_loop)
-    except ImportError:
-        runner = asyncio.Runner()
-    with runner:
+    with eventloop.runner() as runner:
         try:
             summary = runner.run(go())
         except asyncio.CancelledError:
