@@ -29,6 +29,9 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from engine import fds
 
 
+LINGER = 2.0  # seconds a refused connection's further input is read and discarded before it is closed
+
+
 @dataclass(frozen=True)
 class HeadLimits:
     timeout: float = 15.0
@@ -100,12 +103,21 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         transport.abort()  # nothing to say to a peer that said nothing in time
 
     def _refuse(self, status: int, reason: str, message: str) -> None:
+        """Answer and close. The peer may still be sending (the rest of a huge URL): closing a socket
+        with unread input resets it, and the reset can destroy our answer before the peer reads it.
+        So half-close, discard what still comes (unparsed), and close for good at EOF or after LINGER."""
         self._refused = True
         self.disarm()
         self.count(reason)
-        if not self.transport.is_closing():
-            self.transport.write(simple_response(status, message))
-            self.transport.close()
+        transport = self.transport
+        if transport.is_closing():
+            return
+        transport.write(simple_response(status, message))
+        if transport.can_write_eof():
+            transport.write_eof()
+            self._head_timer = self.loop.call_later(LINGER, transport.abort)
+        else:
+            transport.close()
 
     def data_received(self, data: bytes) -> None:
         if self._refused:
@@ -120,11 +132,8 @@ class GuardedHttpProtocol(HttpToolsProtocol):
                     super().data_received(data[:room])
                 if self._refused or self.transport.is_closing() or not self._in_head:
                     return
-                if self._url_bytes and not self.headers:
-                    self._refuse(414, "uri_too_long", f"the request line is longer than {limits.max_request_line} bytes")
-                else:
-                    self._refuse(431, "headers_too_large",
-                                 f"the request headers are larger than {limits.max_header_size} bytes")
+                # a URL over its cap was refused (414) by on_url while the parser read the part that fits
+                self._refuse(431, "headers_too_large", f"the request headers are larger than {limits.max_header_size} bytes")
                 return
         super().data_received(data)
 
