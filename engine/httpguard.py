@@ -137,6 +137,16 @@ class GuardedHttpProtocol(HttpToolsProtocol):
                 return
         super().data_received(data)
 
+    # what the parser may still call for the rest of a chunk after a refusal: nothing more is answered
+
+    def send_400_response(self, msg: str) -> None:
+        if not self._refused:
+            super().send_400_response(msg)
+
+    def handle_websocket_upgrade(self) -> None:
+        if not self._refused:
+            super().handle_websocket_upgrade()
+
     # parser callbacks
 
     def on_message_begin(self) -> None:

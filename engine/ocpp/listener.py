@@ -197,6 +197,8 @@ class OcppHttpProtocol(GuardedHttpProtocol):
             self.pending.count -= 1
 
     def handle_websocket_upgrade(self) -> None:
+        if self._refused:  # the parser went on after a 414/431 in the same chunk
+            return
         self._uncount()  # from here on the handshake's Admission holds the place
         app = self.ocpp_app
         raw_path = self.url.partition(b"?")[0]
