@@ -19,6 +19,8 @@ live (`head_limits`); `guarded` makes one with fixed limits and a counter.
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 from collections import Counter
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -30,6 +32,37 @@ from engine import fds
 
 
 LINGER = 2.0  # seconds a refused connection's further input is read and discarded before it is closed
+LOG_EVERY = 10.0  # seconds between two identical lines of the HTTP layer (a flood of bad requests: one line)
+
+
+class OncePerPeriod(logging.Filter):
+    """Lets a message through once per `every` seconds; the next one that passes says how many were held back."""
+
+    def __init__(self, every: float) -> None:
+        super().__init__()
+        self.every = every
+        self._last: dict[str, float] = {}
+        self._held: Counter[str] = Counter()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        key = str(record.msg)
+        now = time.monotonic()
+        last = self._last.get(key)
+        if last is not None and now - last < self.every:
+            self._held[key] += 1
+            return False
+        self._last[key] = now
+        held = self._held.pop(key, 0)
+        if held:
+            record.msg = f"{record.msg} ({held} more since the last such line)"
+        return True
+
+
+# uvicorn's HTTP protocol logs one WARNING per bad request ("Invalid HTTP request received."): ours
+# says it once per LOG_EVERY; its level is above uvicorn's TRACE, which uvicorn checks per connection
+http_log = logging.getLogger("ocppgw.http")
+http_log.setLevel(logging.INFO)
+http_log.addFilter(OncePerPeriod(LOG_EVERY))
 
 
 @dataclass(frozen=True)
@@ -61,10 +94,11 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         return self.limits
 
     def count(self, reason: str) -> None:
-        """A refusal: handshake_timeout, uri_too_long, headers_too_large."""
+        """A refusal: handshake_timeout, uri_too_long, headers_too_large, bad_request."""
         self.refusals[reason] += 1
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        self.logger = http_log
         super().connection_made(transport)
         limits = self.head_limits()
         self._limits = limits
@@ -141,6 +175,9 @@ class GuardedHttpProtocol(HttpToolsProtocol):
 
     def send_400_response(self, msg: str) -> None:
         if not self._refused:
+            self._refused = True  # and nothing more is parsed
+            self.disarm()
+            self.count("bad_request")
             super().send_400_response(msg)
 
     def handle_websocket_upgrade(self) -> None:

@@ -210,3 +210,26 @@ async def test_admin_style_server_gets_the_same_limits():
     finally:
         await server.shutdown()
         sock.close()
+
+
+async def test_bad_requests_are_counted_and_logged_once_per_period(caplog):
+    """uvicorn would log a WARNING per bad request: a flood of them is one line (and a counter)."""
+    import logging
+
+    async def app(scope, receive, send):
+        raise AssertionError("no bad request reaches the app")
+
+    port = free_port()
+    sock = bind_socket(Bind("127.0.0.1", port), "test")
+    server = await start_server(app, sock)
+    try:
+        with caplog.at_level(logging.INFO):
+            for i in range(30):
+                answer = await answer_of(port, b"GET / HTTP/1.1\r\nBad Header\x01: %d\r\n\r\n" % i)
+                assert answer.startswith(b"HTTP/1.1 400 "), answer
+        lines = [r for r in caplog.records if "Invalid HTTP request" in r.getMessage()]
+        assert len(lines) <= 1 and "Traceback" not in caplog.text
+        assert server.config.http_protocol_class.refusals == {"bad_request": 30}
+    finally:
+        await server.shutdown()
+        sock.close()
