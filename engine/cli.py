@@ -128,7 +128,12 @@ def cmd_rule_test(args: argparse.Namespace) -> int:
 
 def _loop_exception_handler(loop: asyncio.AbstractEventLoop, context: dict) -> None:
     """Expected socket races (a peer vanishing under a socket callback) in one line; the rest as usual."""
+    from engine import fds
+
     exc = context.get("exception")
+    if exc is not None and fds.is_accept_error(context):
+        fds.accept_error(exc)  # counted, one line per 10 s at most (asyncio retries the accept by itself)
+        return
     if isinstance(exc, OSError) and exc.errno in (errno.EBADF, errno.ENOTCONN, errno.EPIPE):
         logging.getLogger("ocppgw.loop").debug("%s: %s", context.get("message", "socket callback"), exc)
         return
@@ -183,11 +188,30 @@ async def _run(settings, config_path: str | None) -> int:
     return 0
 
 
+def _raise_open_file_limit(settings) -> None:
+    """Every connection is a file descriptor: take the hard limit (a login shell's soft 1,024 would
+    cap the node near 1,000 charge points), and say so if the listeners may need more than that."""
+    from engine import fds
+
+    log = logging.getLogger("ocppgw.fds")
+    before, after = fds.raise_nofile_limit()
+    if after != before:
+        log.info("open-file limit raised from %d to %d", before, after)
+    ocpp = settings.gateway.ocpp
+    listeners = {f"gateway.ocpp.listeners.{kind}.{name}": listener.max_connections
+                 for kind, group in (("ws", ocpp.listeners.ws), ("wss", ocpp.listeners.wss))
+                 for name, listener in group.items() if listener.enable} if ocpp.enable else {}
+    warning = fds.fd_headroom_warning(listeners, after)
+    if warning:
+        log.warning("%s", warning)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from engine.log import setup_logging
 
     settings = _load(args.config)
     setup_logging(settings.log.level, settings.log.format)
+    _raise_open_file_limit(settings)
     gctune.tune()
     with eventloop.runner() as runner:
         return runner.run(_run(settings, args.config))

@@ -236,9 +236,20 @@ class NodeCollector(Collector):
 
     def _listeners(self) -> list[Metric]:
         current = _gauge("listener_connections", "Charge points connected now, by listener.", ["listener"])
+        pending = _gauge("listener_pending_handshakes",
+                         "Connections accepted and not upgraded (nor turned down) yet, by listener.", ["listener"])
         for name, listener in sorted((getattr(self.node, "listeners", None) or {}).items()):
             current.add_metric([name], listener.app.connections)
-        return [current]
+            waiting = getattr(listener, "pending", None)
+            if waiting is not None:
+                pending.add_metric([name], waiting.count)
+        admin = _counter("admin_http_refused", "Admin API connections closed or requests refused before they "
+                         "reached the API (handshake_timeout, uri_too_long, headers_too_large).", ["reason"])
+        server = getattr(self.node, "admin_server", None)
+        refusals = getattr(getattr(getattr(server, "config", None), "http_protocol_class", None), "refusals", None)
+        for reason, count in sorted((refusals or {}).items()):
+            admin.add_metric([reason], count)
+        return [current, pending, admin]
 
     def _rules(self) -> list[Metric]:
         engine = getattr(self.node, "rules", None)
@@ -346,6 +357,16 @@ class NodeCollector(Collector):
             fd_gauge = _gauge("process_open_fds", "File descriptors the gateway process holds open.")
             fd_gauge.add_metric([], fds)
             families.append(fd_gauge)
+        from engine import fds as fdlimits
+
+        max_fds = _gauge("process_max_fds", "The soft open-file limit of the gateway process.")
+        max_fds.add_metric([], fdlimits.soft_limit())
+        accept_errors = _counter("accept_errors", "Connections that could not be accepted, or were closed as they "
+                                 "were because they took one of the last file descriptors (fd_reserve), by reason.",
+                                 ["reason"])
+        for reason, count in sorted(fdlimits.stats.accept_errors.items()):
+            accept_errors.add_metric([reason], count)
+        families += [max_fds, accept_errors]
         monitor = self.lag_monitor()
         if monitor is not None:
             last = _gauge("event_loop_lag_seconds", "How late the event loop ran its last lag probe.")

@@ -1,4 +1,9 @@
-"""Run a uvicorn server on a socket we bind ourselves, so a busy port is our clear error, not uvicorn's exit."""
+"""Run a uvicorn server on a socket we bind ourselves, so a busy port is our clear error, not uvicorn's exit.
+
+Every server gets the request-head limits of `engine.httpguard` (a head timeout, a
+cap on the request line and the headers, a reserve of file descriptors): the OCPP
+listeners through their own subclass, the admin API through `guarded(limits)`.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,8 @@ from typing import Any
 import uvicorn
 
 from engine.config.types import Bind
+from engine.fds import ADMIN_RESERVE
+from engine.httpguard import HeadLimits, guarded
 
 
 class BindError(Exception):
@@ -27,8 +34,12 @@ def bind_socket(bind: Bind, key: str) -> socket.socket:
     return sock
 
 
-async def start_server(app: Any, sock: socket.socket, ssl: Any = None, **options: Any) -> uvicorn.Server:
-    options.setdefault("http", "httptools")
+async def start_server(app: Any, sock: socket.socket, ssl: Any = None, limits: HeadLimits | None = None,
+                       **options: Any) -> uvicorn.Server:
+    """`limits` apply unless `http` names a protocol class of its own (a subclass of
+    `GuardedHttpProtocol`); the class's `refusals` counts what they turned away."""
+    if "http" not in options:
+        options["http"] = guarded(limits or HeadLimits(fd_reserve=ADMIN_RESERVE))
     config = uvicorn.Config(
         app, lifespan="off", log_config=None, access_log=False, server_header=False,
         date_header=False, proxy_headers=False, timeout_graceful_shutdown=5, backlog=4096, **options,

@@ -233,3 +233,90 @@ def test_ocpp_traffic_reaches_subscribers_of_the_embedded_broker(tmp_path):
         sub.loop_stop()
         sub.disconnect()
         assert gw.stop() == 0
+
+
+def _popen_with(**kwargs):
+    """GatewayProcess.start with more Popen arguments (a session of its own, rlimits in the child)."""
+    import functools
+    from unittest import mock
+
+    return mock.patch("tests.gateway.subprocess.Popen", functools.partial(subprocess.Popen, **kwargs))
+
+
+def test_ctrl_c_to_the_process_group_stops_cleanly_with_the_embedded_broker(tmp_path):
+    """A terminal's Ctrl-C signals the whole foreground process group. The embedded broker must not
+    take it (it would die under the node, which would log 'restarting' and could not flush); the node
+    stops it itself, last."""
+    gw = GatewayProcess(tmp_path)
+    with _popen_with(start_new_session=True):  # the gateway leads its own group, as a shell's job does
+        gw.start()
+    broker = gw.broker_pid()
+    gw.wait_log(r"mqtt bridge connected", timeout=15)
+    os.killpg(gw.proc.pid, signal.SIGINT)
+    assert gw.wait() == 0
+    assert wait_dead(broker)
+    assert "restarting" not in gw.log and "exited with code" not in gw.log, gw.log
+    stopping = gw.log.index("stopping")
+    assert gw.log.index("embedded MQTT broker stopped") > stopping  # stopped by the node, after the rest
+    assert "Traceback" not in gw.log
+
+
+def _limits(pid: int) -> tuple[int, int]:
+    with open(f"/proc/{pid}/limits") as f:
+        for line in f:
+            if line.startswith("Max open files"):
+                soft, hard = line.split()[3:5]
+                return int(soft), int(hard)
+    raise AssertionError("no open-file limit in /proc/<pid>/limits")
+
+
+def test_run_raises_its_open_file_limit_and_warns_when_listeners_need_more(tmp_path):
+    import resource
+
+    def low_soft_limit() -> None:  # what a login shell gives: soft 256 here, hard 4096
+        resource.setrlimit(resource.RLIMIT_NOFILE, (256, 4096))
+
+    from tests.servers import free_port
+
+    conf = (f"gateway.ocpp.listeners.ws.default.max_connections = 4000\n"
+            f'gateway.ocpp.listeners.ws.other {{ bind = "127.0.0.1:{free_port()}", max_connections = 500 }}\n')
+    gw = GatewayProcess(tmp_path, config=conf)
+    with _popen_with(preexec_fn=low_soft_limit):
+        gw.start()
+    try:
+        assert _limits(gw.proc.pid) == (4096, 4096)
+        gw.wait_log(r"open-file limit raised from 256 to 4096")
+        line = gw.wait_log(r"\[warning\].*the listeners accept up to 4500 connections.*open-file limit is 4096").group(0)
+        assert "gateway.ocpp.listeners.ws.other.max_connections = 500" in line
+    finally:
+        assert gw.stop() == 0
+
+
+def test_no_headroom_warning_when_the_listeners_fit():
+    from engine.fds import fd_headroom_warning
+
+    assert fd_headroom_warning({"a": 1000, "b": 24}, 1024) is None
+    assert "up to 1025" in fd_headroom_warning({"a": 1000, "b": 25}, 1024)
+
+
+def test_loop_handler_counts_accept_errors_in_one_line_per_period(caplog):
+    import asyncio
+    import errno
+    import logging
+
+    from engine import fds
+    from engine.cli import _loop_exception_handler
+
+    loop = asyncio.new_event_loop()
+    before = fds.stats.accept_errors["emfile"]
+    try:
+        with caplog.at_level(logging.DEBUG):
+            for _ in range(50):  # asyncio reports every failed accept (it retries after a second)
+                _loop_exception_handler(loop, {"message": "socket.accept() out of system resource",
+                                               "exception": OSError(errno.EMFILE, "Too many open files"),
+                                               "socket": None})
+        lines = [r for r in caplog.records if "accepting a connection failed" in r.getMessage()]
+        assert len(lines) <= 1 and "Traceback" not in caplog.text  # once per 10 s at most (0 if logged just before)
+        assert fds.stats.accept_errors["emfile"] == before + 50
+    finally:
+        loop.close()

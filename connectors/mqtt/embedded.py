@@ -46,6 +46,9 @@ class EmbeddedBroker:
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
             preexec_fn=die_with_parent,
+            # a session of its own: Ctrl-C in the terminal signals the foreground process group, and
+            # the broker must outlive the node's shutdown (it is stopped last, after the flush)
+            start_new_session=True,
             env=env,
         )
         try:

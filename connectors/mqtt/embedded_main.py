@@ -35,8 +35,10 @@ async def _serve(host: str, port: int) -> int:
         return 2
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    # the gateway stops us with SIGTERM once it has flushed; SIGINT is a terminal's Ctrl-C, meant for
+    # the gateway (we run in a session of our own, so it should not reach us anyway)
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     print("READY", flush=True)
     await stop.wait()
     await broker.shutdown()

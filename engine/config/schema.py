@@ -155,6 +155,10 @@ class WebsocketSettings:
     ping_interval: Duration = Duration(0)  # 0s: off
     max_frame_size: Size = Size(2 * 1024 * 1024)
     compress: bool = False  # permessage-deflate when the client offers it (EMQX's websocket.compress)
+    # the upgrade must be done this long after the TCP accept (EMQX's websocket.idle_timeout); 0s: no limit
+    idle_timeout: Duration = Duration(15)
+    max_request_line_length: Annotated[Size, Range(256, None)] = Size(8 * 1024)  # longer: 414, unparsed
+    max_header_size: Annotated[Size, Range(1024, None)] = Size(16 * 1024)  # all headers together; larger: 431
 
 
 @dataclass(frozen=True)

@@ -28,10 +28,11 @@ import urllib.parse
 from http import HTTPStatus
 from typing import Any
 
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
+from engine import fds
 from engine.config.schema import ListenerSettings, WssListenerSettings
+from engine.httpguard import GuardedHttpProtocol, HeadLimits
 from engine.ocpp.context import GatewayContext
 from engine.ocpp.session import Session
 from engine.serve import BindError, bind_socket, start_server
@@ -48,10 +49,35 @@ class ListenerError(Exception):
     """A listener that cannot start; the message names the key and the reason."""
 
 
+class PendingHandshakes:
+    """The connections of one listener that have not been upgraded (nor turned down) yet. Each holds
+    a file descriptor: beyond `pending_cap` of them, a new one is closed as it is accepted."""
+
+    __slots__ = ("count",)
+
+    def __init__(self) -> None:
+        self.count = 0
+
+
+def pending_cap(settings: ListenerSettings) -> int:
+    """How many accepted connections may wait for their upgrade at once: max_connections, and the
+    handshakes that max_conn_rate lets through within websocket.idle_timeout (a connect storm of
+    real charge points is answered, 503 if need be; more could not all be served in time anyway)."""
+    timeout = float(settings.websocket.idle_timeout) or 60.0
+    return settings.max_connections + int(settings.max_conn_rate * timeout)
+
+
 class OcppProtocol(WebSocketsSansIOProtocol):
     ping_timed_out = False
     session: Any = None  # once set, frames go straight to it instead of through the ASGI queue
     admission: Admission | None = None  # set by OcppHttpProtocol, ended by the handshake
+    head_guard: GuardedHttpProtocol | None = None  # its timer closes us if the handshake takes too long
+
+    async def send(self, message: Any) -> None:
+        await super().send(message)
+        if self.handshake_complete and self.head_guard is not None:
+            self.head_guard.disarm()  # accepted or turned down in time
+            self.head_guard = None
 
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
@@ -121,34 +147,94 @@ class OcppProtocol(WebSocketsSansIOProtocol):
         self.close_timer = self.loop.call_later(self.close_timeout, self.transport.close)
 
 
-class OcppHttpProtocol(HttpToolsProtocol):
-    """uvicorn's HTTP protocol; an upgrade request the listener turns down on its path or its
-    capacity gets its HTTP answer here and the connection is closed. `ocpp_app` is set on a
-    subclass per listener (`for_app`)."""
+class OcppHttpProtocol(GuardedHttpProtocol):
+    """uvicorn's HTTP protocol with the request-head limits of `GuardedHttpProtocol` (read live from the
+    listener's `websocket` settings); an upgrade request the listener turns down on its path or its
+    capacity gets its HTTP answer here and the connection is closed. `ocpp_app` and `pending` are set
+    on a subclass per listener (`for_app`)."""
 
     ocpp_app: OcppApp
+    pending: PendingHandshakes
+    _counted = False  # in `pending`
+    _limits_for: tuple[Any, HeadLimits] | None = None  # (settings, their limits), per listener class
 
     @classmethod
-    def for_app(cls, app: OcppApp) -> type[OcppHttpProtocol]:
-        return type(cls.__name__, (cls,), {"ocpp_app": app})
+    def for_app(cls, app: OcppApp, pending: PendingHandshakes | None = None) -> type[OcppHttpProtocol]:
+        return type(cls.__name__, (cls,), {"ocpp_app": app, "pending": pending or PendingHandshakes()})
+
+    def head_limits(self) -> HeadLimits:
+        settings = self.ocpp_app.settings
+        cached = type(self)._limits_for
+        if cached is None or cached[0] is not settings:
+            ws = settings.websocket
+            limits = HeadLimits(timeout=float(ws.idle_timeout), max_request_line=int(ws.max_request_line_length),
+                                max_header_size=int(ws.max_header_size), fd_reserve=fds.ACCEPT_RESERVE)
+            cached = type(self)._limits_for = (settings, limits)
+        return cached[1]
+
+    def count(self, reason: str) -> None:
+        self.ocpp_app.ctx.metrics.refused[reason] += 1
+
+    def connection_made(self, transport: Any) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        if transport.is_closing():
+            return
+        app = self.ocpp_app
+        self._counted = True
+        self.pending.count += 1
+        if self.pending.count > pending_cap(app.settings):
+            # closed at accept, as EMQX does at max_connections: reading a request would cost more
+            self.count("max_connections")
+            transport.abort()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._uncount()
+        super().connection_lost(exc)
+
+    def _uncount(self) -> None:
+        if self._counted:
+            self._counted = False
+            self.pending.count -= 1
 
     def handle_websocket_upgrade(self) -> None:
+        if self._refused:  # the parser went on after a 414/431 in the same chunk
+            return
+        self._uncount()  # from here on the handshake's Admission holds the place
         app = self.ocpp_app
-        # the path as uvicorn's WebSocket protocol will give it to the app, so both see the same
-        path = urllib.parse.unquote(self.url.decode("ascii", "surrogateescape").partition("?")[0])
+        raw_path = self.url.partition(b"?")[0]
+        try:
+            if self.scope.get("http_version") != "1.1":
+                raise Refusal(400, "a WebSocket upgrade needs HTTP/1.1", "protocol_error")
+            # strict: "%ff" and "%fe" must not both become U+FFFD, the same charge point id
+            path = urllib.parse.unquote(raw_path.decode("ascii", "surrogateescape"), errors="strict")
+        except UnicodeDecodeError:
+            refusal = Refusal(400, "the charge point id is not valid UTF-8 once percent-decoded",
+                              "client_identifier_not_valid")
+            path = urllib.parse.unquote(raw_path.decode("ascii", "surrogateescape"))
+            self._turn_down(refusal, path)
+            return
+        except Refusal as refusal:
+            self._turn_down(refusal, urllib.parse.unquote(raw_path.decode("ascii", "surrogateescape")))
+            return
         try:
             admission = app.admit(path)
         except Refusal as refusal:
-            app.refused(refusal, app.cid_of(path), None, "", self.client)
-            self.transport.write(refusal.http_response())
-            self.transport.close()
+            self._turn_down(refusal, path)
             return
         super().handle_websocket_upgrade()  # the WebSocket protocol takes over; its ASGI task runs later
         protocol = self.transport.get_protocol()
         if isinstance(protocol, OcppProtocol) and not self.transport.is_closing():
             protocol.admission = admission
+            protocol.head_guard = self
         else:  # uvicorn or websockets turned the request down itself (a bad Sec-WebSocket-Key, say)
             admission.end()
+
+    def _turn_down(self, refusal: Refusal, path: str) -> None:
+        self.disarm()
+        app = self.ocpp_app
+        app.refused(refusal, app.cid_of(path), None, "", self.client)
+        self.transport.write(refusal.http_response())
+        self.transport.close()
 
 
 class Refusal(Exception):
@@ -366,6 +452,9 @@ class OcppApp:
         if any(ch in cid for ch in "/+#") or len(cid) > MAX_CID_LENGTH or not cid.isprintable():
             raise Refusal(400, f"the charge point id must be printable, at most {MAX_CID_LENGTH} characters, "
                           "without '/', '+' or '#'", "client_identifier_not_valid")
+        if "\ufffd" in cid:  # what a lenient percent-decoding makes of bytes that are not UTF-8
+            raise Refusal(400, "the charge point id is not valid UTF-8 once percent-decoded",
+                          "client_identifier_not_valid")
         return cid
 
     def admit(self, path: str) -> Admission:
@@ -476,6 +565,7 @@ class OcppListener:
         self.key = f"gateway.ocpp.listeners.{kind}.{name}"
         self.server: Any = None
         self.sock: socket.socket | None = None
+        self.pending = PendingHandshakes()  # accepted, not upgraded yet (metrics: listener_pending_handshakes)
 
     @property
     def settings(self) -> ListenerSettings:
@@ -489,7 +579,7 @@ class OcppListener:
             raise ListenerError(str(exc)) from None
         ssl_ctx = server_tls_context(s, self.key) if isinstance(s, WssListenerSettings) else None
         self.server = await start_server(
-            self.app, sock, ssl=ssl_ctx, http=OcppHttpProtocol.for_app(self.app), ws=OcppProtocol,
+            self.app, sock, ssl=ssl_ctx, http=OcppHttpProtocol.for_app(self.app, self.pending), ws=OcppProtocol,
             **_websocket_options(s),
         )
         self.sock = sock
