@@ -42,8 +42,6 @@ def conf(interval: int = 2, extra: str = "") -> str:
     gateway.ocpp.message_format_checking = all
     gateway.ocpp.heartbeat_checking_times_backoff = 3
     gateway.ocpp.listeners.ws.default.max_conn_rate = 5000
-    # the simulated fleet comes from one loopback address (or a few): no per-source limit
-    gateway.ocpp.listeners.ws.default.max_conn_rate_per_source = 0
     rule_engine.rules.boot_accept {{
       sql = """SELECT clientid, payload.UniqueId AS id, now_rfc3339() AS Payload.currentTime,
                       {interval} AS Payload.interval, 'Accepted' AS Payload.status
