@@ -3,6 +3,8 @@
 The per-source and per-cid rates, the failed-login ban per source and flapping_detect per cid are
 checked before the listener-wide max_conn_rate bucket; the clients that arrive from other
 addresses (127.0.0.2 and up: the whole of 127/8 is loopback) or as other charge points are served.
+Loopback is exempt from the per-source limits by default (`per_source_exempt`), so the tests of
+those limits empty that list.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from websockets.exceptions import InvalidStatus
 
 from engine.auth import UserStore
 from engine.metrics import node_registry, render
-from engine.ocpp.admission import KeyedBuckets, WindowBan, source_key
+from engine.ocpp.admission import KeyedBuckets, WindowBan, networks, source_key
 from tests.ocpp_support import running_gateway
 from tests.servers import free_port
 
@@ -62,7 +64,8 @@ async def test_a_flood_of_failed_logins_from_one_address_does_not_lock_others_ou
     conf = f"""
     gateway.ocpp.authentication {{ password_hash_algorithm {{ name = pbkdf2, iterations = 1000 }},
                                    max_failed_logins_per_source = 5 }}
-    gateway.ocpp.listeners.ws.default {{ bind = "127.0.0.1:{port}", max_conn_rate = 50, max_conn_rate_per_source = 5 }}
+    gateway.ocpp.listeners.ws.default {{ bind = "127.0.0.1:{port}", max_conn_rate = 50, max_conn_rate_per_source = 5,
+                                         per_source_exempt = [] }}
     """
     wrong = base64.b64encode(b"GOOD:wrong").decode()
     async with running_gateway(tmp_path, mosquitto.port, conf) as gw:
@@ -101,7 +104,8 @@ async def test_a_flood_of_failed_logins_from_one_address_does_not_lock_others_ou
 
 async def test_failed_login_ban_is_per_source_and_expires(tmp_path, mosquitto):
     UserStore.in_data_dir(tmp_path / "data").add("CP1", "right")
-    conf = """gateway.ocpp.authentication { max_failed_logins_per_source = 2, failed_login_ban_time = 1s }"""
+    conf = """gateway.ocpp.authentication { max_failed_logins_per_source = 2, failed_login_ban_time = 1s }
+    gateway.ocpp.listeners.ws.default.per_source_exempt = []"""
     async with running_gateway(tmp_path, mosquitto.port, conf) as gw:
         url = gw.url("CP1")
         for _ in range(3):  # the third failure is one too many
@@ -118,7 +122,7 @@ async def test_failed_login_ban_is_per_source_and_expires(tmp_path, mosquitto):
 async def test_per_source_and_per_clientid_rates(tmp_path, mosquitto):
     port = free_port()
     conf = f"""gateway.ocpp.listeners.ws.default {{
-      bind = "127.0.0.1:{port}", max_conn_rate_per_source = 2, max_conn_rate_per_clientid = 2 }}"""
+      bind = "127.0.0.1:{port}", max_conn_rate_per_source = 2, max_conn_rate_per_clientid = 2, per_source_exempt = [] }}"""
     async with running_gateway(tmp_path, mosquitto.port, conf) as gw:
         url = f"ws://127.0.0.1:{port}/ocpp/"
         assert [(await status_of(url + f"S{i}"))[0] for i in range(3)] == [101, 101, 429]
@@ -156,12 +160,37 @@ async def test_flapping_detect_off_by_default(tmp_path, mosquitto):
             assert (await status_of(gw.url("CP"), f"127.0.1.{i + 1}"))[0] == 101
 
 
-def test_source_key_groups_ipv6_by_64():
+async def test_loopback_is_exempt_from_per_source_limits_by_default(tmp_path, mosquitto):
+    """A reverse proxy on the same host (or the simulator) brings every charge point from loopback:
+    the per-source limits do not apply to it unless per_source_exempt says otherwise."""
+    UserStore.in_data_dir(tmp_path / "data").add("CP1", "right")
+    conf = """gateway.ocpp.authentication.max_failed_logins_per_source = 1
+    gateway.ocpp.listeners.ws.default.max_conn_rate_per_source = 1"""
+    async with running_gateway(tmp_path, mosquitto.port, conf) as gw:
+        assert [(await status_of(gw.url(f"S{i}"), headers=basic(f"S{i}", "x")))[0] for i in range(4)] == [401] * 4
+        assert (await status_of(gw.url("CP1"), headers=basic("CP1", "right")))[0] == 101
+        assert not gw.ctx.metrics.refused["source_rate_exceeded"] and not gw.ctx.metrics.refused["too_many_failed_logins"]
+
+
+def test_per_source_exempt_is_checked(tmp_path):
+    from engine.config import ConfigError, load_settings
+
+    path = tmp_path / "gateway.conf"
+    path.write_text('gateway.ocpp.listeners.ws.default.per_source_exempt = ["10.0.0.0/8", "2001:db8::/32", "not-a-net"]')
+    with pytest.raises(ConfigError, match=r"per_source_exempt\[2\]"):
+        load_settings(path, {}, overlay=False)
+
+
+def test_source_key_groups_ipv6_by_64_and_skips_exempt_networks():
     assert source_key("192.0.2.7") == "192.0.2.7"
     assert source_key("2001:db8:1:2:aaaa::1") == source_key("2001:db8:1:2:bbbb::2") == "2001:db8:1:2::/64"
     assert source_key("2001:db8:1:3::1") != source_key("2001:db8:1:2::1")
     assert source_key("::ffff:192.0.2.7") == "192.0.2.7"
     assert source_key("fe80::1%eth0") == "fe80::/64"
+    exempt = networks(["127.0.0.0/8", "::1/128", "10.1.0.0/16"])
+    assert source_key("127.0.0.9", exempt) is None and source_key("::1", exempt) is None
+    assert source_key("::ffff:10.1.2.3", exempt) is None
+    assert source_key("10.2.0.1", exempt) == "10.2.0.1"
 
 
 def test_tables_are_bounded_and_forget_leniently():

@@ -327,8 +327,7 @@ log.level = warning
 mqtt.server = "mqtt://127.0.0.1:{self.mqtt_port}"
 gateway.ocpp {{
   message_format_checking = {self.checking}
-  # the load comes from a handful of loopback addresses: the per-source limit would be the bench's limit
-  listeners.ws.default {{ bind = "127.0.0.1:{self.ocpp_port}", max_conn_rate = {self.max_conn_rate}, max_conn_rate_per_source = 0 }}
+  listeners.ws.default {{ bind = "127.0.0.1:{self.ocpp_port}", max_conn_rate = {self.max_conn_rate} }}
 }}
 dashboard.listeners.http.bind = "127.0.0.1:{self.dashboard_port}"
 {extra}

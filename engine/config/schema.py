@@ -189,6 +189,9 @@ class ListenerSettings:
     # id, checked before the listener-wide max_conn_rate; 0: off
     max_conn_rate_per_source: NonNegative = 100
     max_conn_rate_per_clientid: NonNegative = 5
+    # Peers the per-source limits (rate, failed logins) do not apply to: a reverse proxy on the same
+    # host, the simulator. Addresses or networks.
+    per_source_exempt: list[str] = field(default_factory=lambda: ["127.0.0.0/8", "::1/128"])
     enable_authn: bool = True
     # None: gateway.ocpp.message_format_checking
     message_format_checking: Literal["all", "upstream_only", "dnstream_only", "disable"] | None = None

@@ -14,7 +14,9 @@ bucket:
   `max_conn_rate_per_source` / `max_conn_rate_per_clientid` new connections per second.
 
 A source address is the peer's IP address, or its /64 for IPv6 (one host usually has a whole
-/64). Every table is bounded (`MAX_KEYS` entries, least recently used forgotten first): a client
+/64). The listener's `per_source_exempt` networks (default: loopback, where a local reverse proxy
+or the simulator connects from) have no per-source limits: behind a proxy every charge point
+would share one address, and one client's failed logins would ban them all. Every table is bounded (`MAX_KEYS` entries, least recently used forgotten first): a client
 spraying addresses or ids cannot grow memory, and what is forgotten is forgotten leniently (a
 fresh bucket, no ban), never against a client.
 
@@ -39,17 +41,34 @@ MAX_KEYS = 65_536  # per table
 LOG_INTERVAL = 10.0  # seconds between two warnings about new bans (a spray must not flood the log)
 
 
-def source_key(host: str) -> str:
-    """The address the per-source limits count: the IP, or its /64 for IPv6."""
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def source_key(host: str, exempt: tuple[Network, ...] = ()) -> str | None:
+    """The address the per-source limits count: the IP, or its /64 for IPv6; None for a peer
+    in one of the `exempt` networks."""
     try:
-        addr = ipaddress.ip_address(host.partition("%")[0])
+        addr: ipaddress.IPv4Address | ipaddress.IPv6Address = ipaddress.ip_address(host.partition("%")[0])
     except ValueError:
         return host
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        addr = addr.ipv4_mapped
+    if any(addr in network for network in exempt):
+        return None
     if isinstance(addr, ipaddress.IPv6Address):
-        if addr.ipv4_mapped is not None:
-            return str(addr.ipv4_mapped)
         return str(ipaddress.IPv6Network((addr, 64), strict=False))
     return str(addr)
+
+
+def networks(texts: list[str]) -> tuple[Network, ...]:
+    """The parsed networks of a list the config check has already validated (bad ones skipped)."""
+    found = []
+    for text in texts:
+        try:
+            found.append(ipaddress.ip_network(text, strict=False))
+        except ValueError:
+            pass
+    return tuple(found)
 
 
 def is_loopback(host: str) -> bool:
@@ -154,8 +173,20 @@ class Guards:
         self.login_failures = WindowBan()  # by source address
         self.by_source: dict[str, KeyedBuckets] = {}  # per listener
         self.by_cid: dict[str, KeyedBuckets] = {}
+        self._exempt: dict[tuple[str, ...], tuple[Network, ...]] = {}
         self._logged = 0.0
         self._unlogged = 0
+
+    def source(self, client: Any, settings: ListenerSettings) -> str | None:
+        """The per-source key of a peer on this listener; None: no per-source limits for it."""
+        host = client[0] if client else ""
+        if not host:
+            return None
+        texts = tuple(settings.per_source_exempt)
+        exempt = self._exempt.get(texts)
+        if exempt is None:
+            exempt = self._exempt[texts] = networks(list(texts))
+        return source_key(host, exempt)
 
     def apply(self, flapping: FlappingDetectSettings) -> None:
         self.flapping_settings = flapping
@@ -171,8 +202,7 @@ class Guards:
                 return Denial(429, f"the charge point id is banned for {left:.0f}s more: it logged in more than "
                               f"{self.flapping_settings.max_count} times within "
                               f"{self.flapping_settings.window_time:g}s (flapping_detect)", "banned", left)
-        host = client[0] if client else ""
-        source = source_key(host) if host else ""
+        source = self.source(client, settings)
         if source and auth is not None and auth.max_failed_logins_per_source:
             left = self.login_failures.banned(source, now)
             if left:
@@ -188,11 +218,10 @@ class Guards:
                           "(max_conn_rate_per_clientid)", "clientid_rate_exceeded", 1.0)
         return None
 
-    def login_failed(self, client: Any, auth: AuthenticationSettings) -> None:
-        host = client[0] if client else ""
-        if not host or not auth.max_failed_logins_per_source:
+    def login_failed(self, client: Any, settings: ListenerSettings, auth: AuthenticationSettings) -> None:
+        source = self.source(client, settings)
+        if source is None or not auth.max_failed_logins_per_source:
             return
-        source = source_key(host)
         if self.login_failures.record(source, time.monotonic(), auth.max_failed_logins_per_source,
                                       auth.failed_login_window_time, auth.failed_login_ban_time):
             self._warn("charge point logins from %s refused for %gs: more than %d failed within %gs",

@@ -413,10 +413,10 @@ class OcppApp:
             # user_id_type = clientid: the charge point id is the login, whatever the Basic username says
             login = cid if auth_settings.user_id_type == "clientid" else username
             if login != cid and not auth_settings.allow_username_mismatch:
-                guards(self.ctx).login_failed(scope.get("client"), auth_settings)
+                guards(self.ctx).login_failed(scope.get("client"), self.settings, auth_settings)
                 raise Refusal(401, "the username must be the charge point id", "bad_username_or_password", challenge)
             if not await self.authenticator.authenticate(login, password):
-                guards(self.ctx).login_failed(scope.get("client"), auth_settings)
+                guards(self.ctx).login_failed(scope.get("client"), self.settings, auth_settings)
                 raise Refusal(401, "bad username or password", "bad_username_or_password", challenge)
         flapping = guards(self.ctx).logged_in(cid)  # the flapping_detect settings if this login is one too many
         if flapping is not None:
