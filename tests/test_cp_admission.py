@@ -210,3 +210,17 @@ def test_tables_are_bounded_and_forget_leniently():
     bans = WindowBan()
     assert [bans.record("x", t, 2, 10, 5) for t in (0, 1, 2)] == [False, False, True]
     assert [bans.record("y", t, 2, 10, 5) for t in (0, 1, 11, 12)] == [False, False, False, False]
+
+
+async def test_flapping_detect_applies_on_reload(tmp_path, mosquitto):
+    from engine.config import load_settings
+    from engine.ocpp.admission import guards
+
+    async with running_gateway(tmp_path, mosquitto.port, "") as gw:
+        assert not guards(gw.ctx).flapping_settings.enable
+        path = tmp_path / "gateway.conf"
+        path.write_text(path.read_text() + "\nflapping_detect { enable = true, max_count = 1, ban_time = 1m }\n")
+        await gw.node.reload(load_settings(path, {}, overlay=False))
+        assert guards(gw.ctx).flapping_settings.max_count == 1
+        assert (await status_of(gw.url("R")))[0] == 101
+        assert (await status_of(gw.url("R")))[0] == 429
