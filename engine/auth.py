@@ -382,6 +382,10 @@ class Authenticator:
     def __init__(self, settings: AuthenticationSettings, store: UserStore, cache_size: int = CACHE_SIZE) -> None:
         self.store = store
         self.cache = _Cache(cache_size)
+        # Failed verifications, the same way: a charge point retrying a wrong password (or someone
+        # replaying one) is refused again without another hash. Brute force (a new password each
+        # time) is what the per-source failed-login limit (engine/ocpp/admission.py) is for.
+        self.failures = _Cache(cache_size)
         # Our own threads, not the default executor: a connect storm queueing
         # thousands of hashes there would also delay getaddrinfo and other
         # to_thread users. hashlib and bcrypt release the GIL while hashing.
@@ -415,6 +419,8 @@ class Authenticator:
         key = self.cache.key(username, password)
         if known and self.cache.hit(key, record):
             return True
+        if self.failures.hit(key, record):
+            return False
         if _is_slow(record.params):
             if self._executor is None:
                 self._executor = ThreadPoolExecutor(max_workers=os.cpu_count() or 2, thread_name_prefix="authn")
@@ -423,6 +429,7 @@ class Authenticator:
         else:
             ok = record.matches(password)
         if not (ok and known):
+            self.failures.put(key, record)
             return False
         # The password may have changed or the user gone while we hashed: the change wins.
         current = self.store._record(username)

@@ -168,7 +168,7 @@ class NodeCollector(Collector):
         sections: list[tuple[str, Callable[[], list[Metric]]]] = [
             ("node", self._node), ("gateway", self._gateway), ("listeners", self._listeners),
             ("rules", self._rules), ("actions", self._actions), ("bridge", self._bridge),
-            ("bus", self._bus), ("process", self._process),
+            ("bus", self._bus), ("process", self._process), ("admission", self._admission),
         ]
         for name, section in sections:
             try:
@@ -250,6 +250,24 @@ class NodeCollector(Collector):
         for reason, count in sorted((refusals or {}).items()):
             admin.add_metric([reason], count)
         return [current, pending, admin]
+
+    def _admission(self) -> list[Metric]:
+        """Bans of the per-client admission checks (engine/ocpp/admission.py): flapping_detect by
+        charge point id, failed logins by source address. Their refusals are in handshakes_refused."""
+        import time
+
+        from engine.ocpp.admission import Guards, guards
+
+        ctx = getattr(self.node, "ocpp", None)
+        g = guards(ctx) if ctx is not None else Guards()
+        now = time.monotonic()
+        total = _counter("admission_bans", "Bans issued: flapping (a charge point id), failed_logins (a source "
+                         "address).", ["kind"])
+        active = _gauge("admission_bans_active", "Bans in force now.", ["kind"])
+        for kind, table in (("flapping", g.flapping), ("failed_logins", g.login_failures)):
+            total.add_metric([kind], table.bans_total)
+            active.add_metric([kind], table.active(now))
+        return [total, active]
 
     def _rules(self) -> list[Metric]:
         engine = getattr(self.node, "rules", None)

@@ -17,8 +17,9 @@ from connectors.mqtt import EmbeddedBroker, MqttBridge
 from connectors.mqtt.setup import bridge_options
 from connectors.registry import ResourceConfigError, Resources
 from engine.bus import Bus
-from engine.config.schema import Settings
+from engine.config.schema import ListenerSettings, Settings
 from engine.metrics import LoopLagMonitor
+from engine.ocpp.admission import guards, is_loopback
 from engine.ocpp.context import GatewayContext
 from engine.ocpp.listener import ListenerError, OcppListener
 from engine.ocpp.takeover import TakeoverNotices, notice_filter
@@ -29,6 +30,16 @@ log = logging.getLogger("ocppgw.node")
 
 class NodeError(Exception):
     """The node cannot start; the message says why, for the operator."""
+
+
+def open_beyond_loopback(listener: ListenerSettings, authenticator) -> bool:
+    """A listener anybody on the network may connect to without a password or a client certificate."""
+    if is_loopback(listener.bind.host):
+        return False
+    if authenticator is not None and listener.enable_authn:
+        return False
+    tls = getattr(listener, "ssl_options", None)
+    return not (tls and (tls.cn_must_match_cid or (tls.verify == "verify_peer" and tls.fail_if_no_peer_cert)))
 
 
 class Node:
@@ -134,6 +145,11 @@ class Node:
                 except ListenerError as exc:
                     raise NodeError(str(exc)) from None
                 self.listeners[listener.app.full_name] = listener
+                if open_beyond_loopback(listener_settings, authenticator):
+                    log.warning("OCPP listener %s on %s is reachable beyond loopback and lets charge points in "
+                                "without a login: set gateway.ocpp.authentication (and keep the listener's "
+                                "enable_authn = true) or bind it to 127.0.0.1", listener.app.full_name,
+                                listener_settings.bind)
 
     def schema_registry(self, settings: Settings, current=None):
         """The compiled schemas if anything checks messages (gateway-wide or on a listener), else None.
@@ -167,9 +183,12 @@ class Node:
         return self.apply_authentication(self.settings.gateway.ocpp.authentication)
 
     def apply_authentication(self, auth):
-        """The authenticator for these settings (None when off), reusing the running one."""
+        """The authenticator for these settings (None when off), reusing the running one; and the
+        admission guards' flapping_detect (start and reload both come through here)."""
         from engine.auth import Authenticator
 
+        if self.ocpp is not None:
+            guards(self.ocpp).apply(self.settings.flapping_detect)
         if not auth.enable:
             if self.authenticator is not None:
                 self.authenticator.close()

@@ -334,3 +334,53 @@ async def test_slow_hashes_do_not_block_the_loop(tmp_path: Path, params: Passwor
     finally:
         task.cancel()
         authn.close()
+
+
+async def test_failed_verifications_are_cached_and_do_not_hash_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A charge point retrying a wrong password (or an unknown user) is refused again without another
+    slow hash; a different password is still checked, and a password change is seen at once."""
+    store, authn = make(tmp_path, PBKDF2)
+    store.add("CP1", "right")
+    hashes = 0
+    real = auth._Record.matches
+
+    def counting(self, password):
+        nonlocal hashes
+        hashes += 1
+        return real(self, password)
+
+    monkeypatch.setattr(auth._Record, "matches", counting)
+    for _ in range(5):
+        assert not await authn.authenticate("CP1", "wrong")
+        assert not await authn.authenticate("NOBODY", "wrong")
+    assert hashes == 2
+    assert await authn.authenticate("CP1", "right")
+    assert hashes == 3
+    store.update("CP1", password="wrong")  # the refused password becomes the right one
+    assert await authn.authenticate("CP1", "wrong")
+    store.add("NOBODY", "wrong")  # the unknown user is created with the refused password
+    assert await authn.authenticate("NOBODY", "wrong")
+    assert not any(b"wrong" in digest for _, digest in authn.failures._entries)
+    authn.close()
+
+
+def test_authentication_block_is_on_unless_it_says_enable_false(tmp_path: Path) -> None:
+    """EMQX: an authenticator written in the config is on unless `enable = false`; no block at all
+    means no authenticator. user_id_type is EMQX's key too."""
+    from engine.config import load_settings
+
+    def authn(text: str) -> AuthenticationSettings:
+        path = tmp_path / "gateway.conf"
+        path.write_text(text)
+        return load_settings(path, {}, overlay=False).gateway.ocpp.authentication
+
+    assert authn("").enable is False
+    written = authn("gateway.ocpp.authentication { backend = built_in_database, mechanism = password_based, "
+                    "password_hash_algorithm { name = sha256 } }")
+    assert written.enable is True and written.user_id_type == "username"
+    assert authn("gateway.ocpp.authentication { enable = false }").enable is False
+    assert authn("gateway.ocpp.authentication.user_id_type = clientid").user_id_type == "clientid"
+    from engine.config import ConfigError
+
+    with pytest.raises(ConfigError, match="user_id_type"):
+        authn("gateway.ocpp.authentication.user_id_type = cert")

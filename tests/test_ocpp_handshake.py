@@ -294,3 +294,68 @@ async def test_compression_only_when_configured(tmp_path, mosquitto):
             await subscribed(gw, "PACKED")
             await still_serving(gw, backend, ws, "PACKED")
         backend.close()
+
+
+async def test_authentication_block_without_enable_is_on(tmp_path, mosquitto):
+    """Issue 12 #1: an authenticator written without `enable` used to let everyone in."""
+    UserStore.in_data_dir(tmp_path / "data").add("CP1", "secret1")
+    conf = """gateway.ocpp.authentication {
+      backend = built_in_database, mechanism = password_based, password_hash_algorithm { name = sha256 }
+    }"""
+    async with running_gateway(tmp_path, mosquitto.port, conf) as gw:
+        p = ["ocpp1.6"]
+        await refused(gw.url("CP1"), 401, subprotocols=p)
+        await refused(gw.url("CP1"), 401, subprotocols=p, additional_headers=basic("CP1", "wrong"))
+        async with websockets.connect(gw.url("CP1"), subprotocols=p, additional_headers=basic("CP1", "secret1")):
+            assert list(gw.ctx.sessions) == ["CP1"]
+
+
+async def test_authentication_enable_false_is_open(tmp_path, mosquitto):
+    UserStore.in_data_dir(tmp_path / "data").add("CP1", "secret1")
+    async with running_gateway(tmp_path, mosquitto.port, "gateway.ocpp.authentication { enable = false }") as gw:
+        async with websockets.connect(gw.url("CP2"), subprotocols=["ocpp1.6"]):
+            assert list(gw.ctx.sessions) == ["CP2"]
+
+
+async def test_user_id_type_clientid_logs_in_as_the_charge_point_id(tmp_path, mosquitto):
+    """user_id_type = clientid: the user is the charge point id, whatever the Basic username says."""
+    UserStore.in_data_dir(tmp_path / "data").add("CP1", "secret1")
+    async with running_gateway(tmp_path, mosquitto.port, "gateway.ocpp.authentication.user_id_type = clientid") as gw:
+        p = ["ocpp1.6"]
+        async with websockets.connect(gw.url("CP1"), subprotocols=p, additional_headers=basic("anything", "secret1")):
+            assert gw.ctx.sessions["CP1"].username == "anything"
+        await refused(gw.url("CP1"), 401, subprotocols=p, additional_headers=basic("CP1", "wrong"))
+        await refused(gw.url("CP2"), 401, subprotocols=p, additional_headers=basic("CP1", "secret1"))
+        await refused(gw.url("CP1"), 401, subprotocols=p)  # still no credentials, no login
+
+
+async def test_start_warns_once_per_open_listener_beyond_loopback(tmp_path, mosquitto, caplog):
+    """One WARNING per listener reachable beyond loopback that lets charge points in without a
+    login; none for loopback listeners or those that ask for a login."""
+    from tests.servers import free_port
+
+    def warned() -> list[str]:
+        return [r.getMessage() for r in caplog.records
+                if r.levelname == "WARNING" and "without a login" in r.getMessage()]
+
+    caplog.set_level("WARNING")
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    conf = f"""
+    gateway.ocpp.authentication {{ password_hash_algorithm.name = sha256 }}
+    gateway.ocpp.listeners.ws {{
+      public_open {{ bind = "0.0.0.0:{free_port()}", enable_authn = false }}
+      public_login {{ bind = "0.0.0.0:{free_port()}" }}
+      local_open {{ bind = "127.0.0.1:{free_port()}", enable_authn = false }}
+    }}
+    """
+    async with running_gateway(tmp_path / "a", mosquitto.port, conf):
+        pass
+    found = warned()
+    assert len(found) == 1 and "ocpp:ws:public_open" in found[0], found
+    caplog.clear()
+    conf = f'gateway.ocpp.listeners.ws.public {{ bind = "0.0.0.0:{free_port()}" }}'  # no authenticator at all
+    async with running_gateway(tmp_path / "b", mosquitto.port, conf):
+        pass
+    found = warned()
+    assert len(found) == 1 and "ocpp:ws:public" in found[0], found

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Callable
 from urllib.parse import urlsplit
 
@@ -86,6 +87,11 @@ def _check_ocpp(settings: Settings, fail: Fail) -> None:
                 fail(path + ("websocket", "supported_subprotocols"), [], "at least one subprotocol is needed")
             if listener.mountpoint is not None:
                 _check_mountpoint(path + ("mountpoint",), listener.mountpoint, fail)
+            for i, network in enumerate(listener.per_source_exempt):
+                try:
+                    ipaddress.ip_network(network, strict=False)
+                except ValueError:
+                    fail(path + (f"per_source_exempt[{i}]",), network, 'expected an address or a network ("10.0.0.0/8")')
             if kind == "wss":
                 ssl = listener.ssl_options
                 for key in ("certfile", "keyfile"):

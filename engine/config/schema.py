@@ -138,11 +138,20 @@ class PasswordHashSettings:
 
 @dataclass(frozen=True)
 class AuthenticationSettings:
-    enable: bool = False
+    # A written `authentication` block is on unless it says `enable = false` (as in EMQX); without
+    # the block there is no authenticator (OcppSettings.authentication's default is off).
+    enable: bool = True
     backend: Literal["built_in_database"] = "built_in_database"
     mechanism: Literal["password_based"] = "password_based"
     password_hash_algorithm: PasswordHashSettings = field(default_factory=PasswordHashSettings)
     allow_username_mismatch: bool = False
+    # EMQX's user_id_type: which login names the user: the Basic username, or the charge point id
+    user_id_type: Literal["username", "clientid"] = "username"
+    # Failed logins from one source address (IPv6: one /64): more than this within
+    # failed_login_window_time refuses that address's handshakes for failed_login_ban_time. 0: off.
+    max_failed_logins_per_source: NonNegative = 30
+    failed_login_window_time: Duration = Duration(60)
+    failed_login_ban_time: Duration = Duration(60)
 
 
 @dataclass(frozen=True)
@@ -180,6 +189,13 @@ class ListenerSettings:
     mountpoint: str | None = None  # None: the gateway's mountpoint
     max_connections: Positive = 1_024_000
     max_conn_rate: Positive = 1000
+    # New connections per second from one source address (IPv6: one /64) and for one charge point
+    # id, checked before the listener-wide max_conn_rate; 0: off
+    max_conn_rate_per_source: NonNegative = 100
+    max_conn_rate_per_clientid: NonNegative = 5
+    # Peers the per-source limits (rate, failed logins) do not apply to: a reverse proxy on the same
+    # host, the simulator. Addresses or networks.
+    per_source_exempt: list[str] = field(default_factory=lambda: ["127.0.0.0/8", "::1/128"])
     enable_authn: bool = True
     # None: gateway.ocpp.message_format_checking
     message_format_checking: Literal["all", "upstream_only", "dnstream_only", "disable"] | None = None
@@ -214,7 +230,7 @@ class OcppSettings:
     takeover_topic: str = "$ocppgw/takeover/${cid}"
     upstream: UpstreamSettings = field(default_factory=UpstreamSettings)
     dnstream: DnstreamSettings = field(default_factory=DnstreamSettings)
-    authentication: AuthenticationSettings = field(default_factory=AuthenticationSettings)
+    authentication: AuthenticationSettings = field(default_factory=lambda: AuthenticationSettings(enable=False))
     listeners: ListenersSettings = field(default_factory=ListenersSettings)
 
 
@@ -358,6 +374,17 @@ class DashboardSettings:
 
 
 @dataclass(frozen=True)
+class FlappingDetectSettings:
+    """EMQX's flapping_detect: a charge point id that logs in more than max_count times within
+    window_time is refused for ban_time."""
+
+    enable: bool = False
+    max_count: Positive = 15
+    window_time: Duration = Duration(60)
+    ban_time: Duration = Duration(300)
+
+
+@dataclass(frozen=True)
 class Settings:
     node: NodeSettings = field(default_factory=NodeSettings)
     log: LogSettings = field(default_factory=LogSettings)
@@ -367,3 +394,4 @@ class Settings:
     connectors: ConnectorsSettings = field(default_factory=ConnectorsSettings)
     actions: ActionsSettings = field(default_factory=ActionsSettings)
     dashboard: DashboardSettings = field(default_factory=DashboardSettings)
+    flapping_detect: FlappingDetectSettings = field(default_factory=FlappingDetectSettings)

@@ -112,6 +112,7 @@ EVENT_NAMES = {
     "client_connected": "client.connected",
     "client_disconnected": "client.disconnected",
     "client_connack": "client.connack",
+    "client_flapping": "client.flapping",
     "message_delivered": "message.delivered",
     "message_dropped": "message.dropped",
 }

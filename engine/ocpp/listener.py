@@ -33,6 +33,7 @@ from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIO
 from engine import fds
 from engine.config.schema import ListenerSettings, WssListenerSettings
 from engine.httpguard import GuardedHttpProtocol, HeadLimits
+from engine.ocpp.admission import guards
 from engine.ocpp.context import GatewayContext
 from engine.ocpp.session import Session
 from engine.serve import BindError, bind_socket, start_server
@@ -217,7 +218,7 @@ class OcppHttpProtocol(GuardedHttpProtocol):
             self._turn_down(refusal, urllib.parse.unquote(raw_path.decode("ascii", "surrogateescape")))
             return
         try:
-            admission = app.admit(path)
+            admission = app.admit(path, self.client)
         except Refusal as refusal:
             self._turn_down(refusal, path)
             return
@@ -457,11 +458,17 @@ class OcppApp:
                           "client_identifier_not_valid")
         return cid
 
-    def admit(self, path: str) -> Admission:
+    def admit(self, path: str, client: Any = None) -> Admission:
         """The checks on the path and on the listener's capacity, in the order they answer:
         `OcppHttpProtocol` makes them before any WebSocket machinery exists. A `Refusal`, or the
-        place and the token the handshake holds until it ends."""
-        self.check_path(path)
+        place and the token the handshake holds until it ends. The per-client limits (bans,
+        per-source and per-cid rates: `engine.ocpp.admission`) come before the listener-wide ones,
+        so that one client cannot spend everybody's `max_conn_rate`."""
+        cid = self.check_path(path)
+        auth = self.ctx.settings.authentication if self.ctx_authn_required() else None
+        denial = guards(self.ctx).admit(self.full_name, self.settings, auth, cid, client)
+        if denial is not None:
+            raise Refusal(denial.status, denial.message, denial.reason, denial.headers)
         if self.connections + self.admitting >= self.settings.max_connections:
             raise Refusal(503, "the listener is at max_connections", "server_unavailable")
         if not self.rate.reserve():
@@ -473,7 +480,7 @@ class OcppApp:
         checked already (`admit`); the path is checked again as uvicorn's WebSocket protocol read it."""
         scope["ocppgw_cid"] = self.cid_of(scope["path"])
         if transport.admission is None:  # served without OcppHttpProtocol
-            transport.admission = self.admit(scope["path"])
+            transport.admission = self.admit(scope["path"], scope.get("client"))
         cid = self.check_path(scope["path"])
         transport.admission.take_token()  # refused or not from here on, this handshake spent a token
         proto, echo = self.pick_subprotocol(scope.get("subprotocols") or [])
@@ -492,10 +499,25 @@ class OcppApp:
             if username is None:
                 raise Refusal(401, "HTTP Basic credentials are required", "not_authorized", challenge)
             auth_settings = self.ctx.settings.authentication
-            if username != cid and not auth_settings.allow_username_mismatch:
+            # user_id_type = clientid: the charge point id is the login, whatever the Basic username says
+            login = cid if auth_settings.user_id_type == "clientid" else username
+            if login != cid and not auth_settings.allow_username_mismatch:
+                guards(self.ctx).login_failed(scope.get("client"), self.settings, auth_settings)
                 raise Refusal(401, "the username must be the charge point id", "bad_username_or_password", challenge)
-            if not await self.authenticator.authenticate(username, password):
+            if not await self.authenticator.authenticate(login, password):
+                guards(self.ctx).login_failed(scope.get("client"), self.settings, auth_settings)
                 raise Refusal(401, "bad username or password", "bad_username_or_password", challenge)
+        flapping = guards(self.ctx).logged_in(cid)  # the flapping_detect settings if this login is one too many
+        if flapping is not None:
+            peer = tuple(scope.get("client") or ("", 0))
+            self.ctx.publish_event("client_flapping", {
+                "clientid": cid, "username": username, "peerhost": peer[0], "max_count": flapping.max_count,
+                "window_time": float(flapping.window_time), "ban_time": float(flapping.ban_time),
+                "until": int((time.time() + flapping.ban_time) * 1000),
+            })
+            raise Refusal(429, f"the charge point id is banned for {flapping.ban_time:g}s: it logged in more than "
+                          f"{flapping.max_count} times within {flapping.window_time:g}s (flapping_detect)",
+                          "banned", [(b"retry-after", b"%d" % max(1, round(flapping.ban_time)))])
         return cid, proto, echo, username
 
     def ctx_authn_required(self) -> bool:
