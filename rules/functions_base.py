@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from rules import limits
 from rules.values import UNDEFINED, RuleError
 
 
@@ -38,6 +39,15 @@ class ArgError(RuleError):
     """A bad argument; `guard` prefixes the SQL function's name."""
 
 
+class LimitError(ArgError):
+    """A call refused by one of the limits in rules.limits (counted there)."""
+
+    def __init__(self, limit: str, message: str) -> None:
+        limits.count(limit)
+        self.limit = limit
+        super().__init__(message)
+
+
 def guard(name: str, impl: Callable[..., Any]) -> Callable[..., Any]:
     """`impl` with every failure turned into a RuleError naming `name`."""
 
@@ -48,7 +58,7 @@ def guard(name: str, impl: Callable[..., Any]) -> Callable[..., Any]:
             raise RuleError(f"{name}(): {e}") from None
         except RuleError:
             raise
-        except (TypeError, ValueError, ArithmeticError, LookupError, RecursionError) as e:
+        except (TypeError, ValueError, ArithmeticError, LookupError, RecursionError, MemoryError) as e:
             # A case no explicit check foresaw: still one message's error, never a crash.
             raise RuleError(f"{name}(): {e}") from None
 
@@ -135,6 +145,15 @@ def length_arg(value: Any, what: str = "a length") -> int:
     return n
 
 
+def check_size(size: int, what: str = "the result") -> None:
+    """Refuse a string of `size` characters over rule_engine.max_string_size: called before
+    the string is built, so an oversized one is never allocated."""
+    cap = limits.current().max_string_size
+    if cap and size > cap:
+        raise LimitError("string_size", f"{what} would be {size} characters, over the limit of {cap} "
+                                        "(rule_engine.max_string_size)")
+
+
 def option(value: Any, choices: tuple[str, ...]) -> str:
     if type(value) is str and value in choices:
         return value
@@ -191,7 +210,35 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"{value!r} is not a JSON value")
 
 
+def _json_size_at_least(value: Any, budget: int) -> int:
+    """A lower bound of the JSON text's length, counted only until it passes `budget`: a value
+    that holds the same list or string many times (`[a, a, a]` with `a` itself such a list)
+    is small in memory and can still encode to gigabytes."""
+    size, stack = 0, [value]
+    while stack and size <= budget:
+        item = stack.pop()
+        kind = type(item)
+        if kind is str:
+            size += len(item) + 2
+        elif kind is dict:
+            size += 2 + len(item)
+            for key, inner in item.items():
+                size += len(key) + 3 if type(key) is str else 3
+                stack.append(inner)
+        elif kind is list:
+            size += 2 + len(item)
+            stack.extend(item)
+        else:
+            size += 4
+    return size
+
+
 def json_encode(value: Any) -> str:
+    if type(value) is dict or type(value) is list:
+        cap = limits.current().max_string_size
+        if cap and _json_size_at_least(value, cap) > cap:
+            raise LimitError("string_size", f"the JSON text would be over the limit of {cap} characters "
+                                            "(rule_engine.max_string_size)")
     try:
         return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False, default=_json_default)
     except (TypeError, ValueError) as e:

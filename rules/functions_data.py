@@ -26,6 +26,7 @@ from rules.functions_base import (
     ArgError,
     Function,
     array,
+    check_size,
     describe,
     erl_equal,
     func,
@@ -179,7 +180,9 @@ def _utf8(data: bytes) -> str:
 
 
 def _base64_encode(data: Any) -> str:
-    return base64.b64encode(text(data).encode()).decode("ascii")
+    raw = text(data).encode()
+    check_size((len(raw) + 2) // 3 * 4)
+    return base64.b64encode(raw).decode("ascii")
 
 
 def _base64_decode(data: Any) -> str:
@@ -192,7 +195,9 @@ def _base64_decode(data: Any) -> str:
 
 def _bin2hexstr(data: Any, prefix: Any = "") -> str:
     """Uppercase hex of the string's UTF-8 bytes, after an optional prefix ("0x")."""
-    return text(prefix, "a prefix string") + text(data).encode().hex().upper()
+    prefix, raw = text(prefix, "a prefix string"), text(data).encode()
+    check_size(len(prefix) + 2 * len(raw))
+    return prefix + raw.hex().upper()
 
 
 def _hexstr2bin(hexstr: Any, prefix: Any = "") -> str:
