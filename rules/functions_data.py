@@ -41,10 +41,7 @@ from rules.functions_base import (
 )
 from rules.values import UNDEFINED, RuleError
 
-try:  # the jq binding is optional: jq() is registered only when it imports
-    import jq as _jq
-except ImportError:  # pragma: no cover - depends on the environment
-    _jq = None
+from rules import jq_sandbox
 
 # --- maps -------------------------------------------------------------------------------------
 
@@ -220,17 +217,10 @@ def _json_decode(data: Any) -> Any:
 # --- jq and JMESPath ------------------------------------------------------------------------
 
 
-@lru_cache(maxsize=256)
-def _jq_program(program: str) -> Any:
-    try:
-        return _jq.compile(program)
-    except ValueError as e:
-        raise ArgError(f"invalid jq program: {e}") from None
-
-
 def _jq_run(program: Any, value: Any, timeout_ms: Any = ABSENT) -> list:
-    """All outputs of the jq program as an array; a string value is JSON text."""
-    compiled = _jq_program(text(program, "a jq program"))
+    """All outputs of the jq program as an array; a string value is JSON text. The program runs
+    in a child process, stopped after the timeout in ms (rules.jq_sandbox)."""
+    program = text(program, "a jq program")
     if timeout_ms is not ABSENT and integer(timeout_ms, "a timeout in milliseconds") < 0:
         raise ArgError(f"the timeout cannot be negative, got {timeout_ms}")
     if type(value) is str:
@@ -238,10 +228,7 @@ def _jq_run(program: Any, value: Any, timeout_ms: Any = ABSENT) -> list:
         source = value
     else:
         source = json_encode(value)
-    try:
-        return compiled.input_text(source).all()
-    except ValueError as e:
-        raise ArgError(f"jq error: {e}") from None
+    return jq_sandbox.run_jq(program, source, None if timeout_ms is ABSENT else timeout_ms)
 
 
 @lru_cache(maxsize=256)
@@ -426,5 +413,5 @@ FUNCS: list[Function] = [
     func("payload", _payload, 0, 1, needs_input=True),
 ]
 
-if _jq is not None:
+if jq_sandbox.available():  # the jq binding is optional: jq() is registered only when it is there
     FUNCS.append(func("jq", _jq_run, 2, 3))
