@@ -2,8 +2,12 @@
 
 Started as a script with `python -I` and an empty environment (so `$ENV`
 and `env` see nothing), it imports only jq and orjson. Its arguments: the
-address-space limit in bytes (0: none), then directories to put on sys.path
-(where the parent found jq and orjson). It writes `ready`, then answers each
+address-space limit in bytes (0: none), the parent's pid, then directories
+to put on sys.path (where the parent found jq and orjson). It asks the
+kernel for SIGTERM when its parent dies (PR_SET_PDEATHSIG, as
+engine.children.die_with_parent does; done here rather than in a
+preexec_fn so the parent can spawn it without running Python between fork
+and exec), and exits at once if the parent is already gone. It writes `ready`, then answers each
 request line `[program, input_json_text, max_answer_chars]` with one line:
 `{"r": [outputs...]}`, `{"e": "message"}`, `{"s": size}` for an answer over
 the limit, `{"m": 1}` when Python ran out of memory. Compiled programs are cached.
@@ -16,9 +20,21 @@ import signal
 import sys
 
 
+def _die_with_parent(parent: int) -> None:
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass  # not Linux: stdin's end still stops the loop below
+    if os.getppid() != parent:
+        sys.exit(0)  # the parent died before the request above took effect
+
+
 def main() -> None:
-    memory = int(sys.argv[1])
-    sys.path[:0] = sys.argv[2:]
+    memory, parent = int(sys.argv[1]), int(sys.argv[2])
+    _die_with_parent(parent)
+    sys.path[:0] = sys.argv[3:]
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the terminal's Ctrl-C is for the gateway
     os.environ.clear()  # started with none; this also drops what Python itself set (LC_CTYPE)
     import json

@@ -6,7 +6,10 @@ takes a minute and gigabytes) and its library reads the environment (`$ENV`,
 child (rules/jq_child.py), started on first use, with an empty environment,
 an address-space limit (`rule_engine.jq_function_max_memory`), its own
 session (the terminal's Ctrl-C is not for it) and the kernel's promise to
-kill it when the gateway dies (engine.children.die_with_parent).
+kill it when the gateway dies (PR_SET_PDEATHSIG, requested by the child
+itself: see rules/jq_child.py). Note that the kernel ties that promise to
+the thread that started the child; rule functions run on the event loop's
+thread, which lives as long as the node.
 
 A call writes one request line and waits for the answer at most the call's
 timeout (jq()'s 3rd argument in ms, else `rule_engine.jq_function_default_timeout`,
@@ -35,7 +38,6 @@ from typing import Any
 
 import orjson
 
-from engine.children import die_with_parent
 from rules import limits
 from rules.functions_base import ArgError, LimitError
 
@@ -67,10 +69,11 @@ class JqChildError(Exception):
 class _Child:
     def __init__(self, memory: int) -> None:
         self.memory = memory
+        self.owner = os.getpid()  # a forked worker does not own its parent's child
         self.proc = subprocess.Popen(
-            [sys.executable, "-I", str(_CHILD), str(memory), *_module_dirs()],
+            [sys.executable, "-I", str(_CHILD), str(memory), str(self.owner), *_module_dirs()],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-            env={}, cwd="/", close_fds=True, start_new_session=True, preexec_fn=die_with_parent,
+            env={}, cwd="/", close_fds=True, start_new_session=True,
         )
         self.ready = False
         self.buffer = bytearray()
@@ -135,6 +138,8 @@ class JqSandbox:
     def _spawn(self) -> _Child:
         memory = limits.current().jq_max_memory
         child = self._child
+        if child is not None and child.owner != os.getpid():
+            child = self._child = None  # inherited through fork: the parent's to manage
         if child is not None and (child.proc.poll() is not None or child.memory != memory):
             child.kill()
             child = self._child = None
@@ -192,9 +197,9 @@ class JqSandbox:
 
     def stop(self) -> None:
         with self._lock:
-            if self._child is not None:
+            if self._child is not None and self._child.owner == os.getpid():
                 self._child.kill()
-                self._child = None
+            self._child = None
 
 
 SANDBOX = JqSandbox()

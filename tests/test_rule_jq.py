@@ -88,3 +88,31 @@ def test_the_child_is_one_process_that_dies_with_us_and_stops_on_request():
     jq_sandbox.SANDBOX.stop()
     assert child.proc.poll() is not None
     assert jq(".", 3) == [3]  # started again on demand
+
+
+def test_the_child_dies_when_the_gateway_is_killed():
+    """SIGKILL leaves no atexit, and a child busy in jq does not read its closed stdin: the
+    kernel's parent-death signal ends it."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.gateway import pid_alive, wait_dead
+
+    script = ("from rules.functions import lookup; from rules import jq_sandbox; lookup('jq').impl('.', 1); "
+              "print(jq_sandbox.SANDBOX._child.proc.pid, flush=True); lookup('jq').impl('def f: f; f', 1, 60000)")
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    child = 0
+    try:
+        child = int(parent.stdout.readline())
+        assert pid_alive(child)
+        time.sleep(0.5)  # the child is in the endless program now
+        parent.send_signal(signal.SIGKILL)
+        parent.wait(10)
+        assert wait_dead(child)
+    finally:
+        parent.kill()
+        parent.wait()
+        if child and pid_alive(child):
+            os.kill(child, signal.SIGKILL)  # the test failed: leave nothing running
