@@ -108,6 +108,10 @@ def test_a_deep_rule_in_the_config_is_a_config_error(tmp_path):
     assert out.returncode == 2, out
     assert "config error: rule deep: line 1, column" in out.stderr and "nested too deeply" in out.stderr
     assert "Traceback" not in out.stderr and "RecursionError" not in out.stderr
+    out = subprocess.run([BIN, "run", "-c", str(conf)], capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert out.returncode == 3, out  # `run` refuses every rule that does not load this way ("cannot start")
+    assert "rules do not load:\n  rule deep: line 1, column" in out.stderr and "nested too deeply" in out.stderr
+    assert "Traceback" not in out.stderr + out.stdout
 
 
 # --- item 4: strings a function builds ------------------------------------------------------------
