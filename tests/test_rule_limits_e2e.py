@@ -19,6 +19,7 @@ AUTH = ("admin", "public")
 DEEP = "(" * 2000 + "1" + ")" * 2000
 
 RULES = '''
+rule_engine.jq_function_default_timeout = 150ms
 rule_engine.rules.heartbeat {
   sql = """SELECT clientid, payload.UniqueId AS id FROM "ocpp/cp/+" WHERE payload.Action = 'Heartbeat'"""
   actions = [{
@@ -80,7 +81,7 @@ async def test_jq_through_the_rule_tester(gateway):
             rule_test('SELECT jq(\'def f: f; f\', 1) AS x FROM "t/#"'), api.get("/status"))
         assert status.status_code == 200
         assert hang.status_code == 400 and hang.json() == {
-            "code": "BAD_REQUEST", "message": "jq(): jq program timed out after 200 ms"}
+            "code": "BAD_REQUEST", "message": "jq(): jq program timed out after 150 ms"}  # the file's default
         r = await rule_test('SELECT jq(\'def f: f; f\', 1, 50) AS x FROM "t/#"')
         assert (r.status_code, r.json()["message"]) == (400, "jq(): jq program timed out after 50 ms")
         r = await rule_test('SELECT jq(\'[limit(30000000; repeat(1))]|length\', 1) AS x FROM "t/#"')
@@ -115,6 +116,13 @@ async def test_deep_sql_and_big_strings_are_400s(gateway):
         sql = 'SELECT pad(\'abc\', 1000000, \'trailing\', payload.filler) AS x FROM "t/#"'
         r = await api.post("/rule_test", json={"sql": sql, "context": {"payload": {"filler": "x" * 2000}}})
         assert r.status_code == 400 and "over the limit of 8388608" in r.json()["message"]
+        # the cap follows a config change without a restart
+        r = await api.put("/configs", params={"mode": "merge"}, content="rule_engine.max_string_size = 100")
+        assert r.status_code == 200, r.text
+        sql = 'SELECT concat(payload.a, payload.a) AS x FROM "t/#"'
+        r = await api.post("/rule_test", json={"sql": sql, "context": {"payload": {"a": "y" * 60}}})
+        assert (r.status_code, r.json()["message"]) == (400, "concat(): the result would be 120 characters, over "
+                                                              "the limit of 100 (rule_engine.max_string_size)")
         stats = (await api.get("/prometheus/stats")).text
         for limit in ("sql_depth", "string_size"):
             assert re.search(rf'^ocppgw_rule_function_limits_total{{limit="{limit}"}} [1-9]', stats, re.M), limit
