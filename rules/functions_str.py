@@ -24,7 +24,6 @@ from rules.functions_base import (
     Function,
     array,
     check_size,
-    describe,
     func,
     integer,
     length_arg,

@@ -34,7 +34,6 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
 
 import orjson
 
