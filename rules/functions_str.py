@@ -14,14 +14,17 @@ from __future__ import annotations
 
 import re
 from functools import lru_cache
+from itertools import islice
 from typing import Any
 
+from rules import limits
 from rules.regex import compile_pattern
 
 from rules.functions_base import (
     ABSENT,
     ArgError,
     Function,
+    LimitError,
     array,
     check_size,
     func,
@@ -203,22 +206,25 @@ def _regex_replace(s: Any, pattern: Any, replacement: Any) -> str:
     regex = _regex(text(pattern, "a regular expression"))
     parts = _encoded(_replacement(text(replacement, "a replacement string")))
     data = text_or_atom(s).encode()
-    added = 0  # bytes the replacements add beyond the text's own (an upper bound of characters)
-
-    def expand(m: Any) -> bytes:
-        nonlocal added
-        out = []
+    # Each match costs a few µs in RE2's Python wrapper, and a pattern that matches the empty
+    # string matches at every position: 2 MB of text would hold the loop for seconds.
+    most = limits.current().regex_max_matches or len(data) + 1
+    pieces: list[bytes] = []
+    end = added = 0  # added: bytes the replacements add (an upper bound of characters)
+    for count, m in enumerate(islice(regex.finditer(data), most + 1), 1):
+        if count > most:
+            raise LimitError("regex", f"the pattern matches more than {most} times in the text "
+                                      "(rule_engine.regex_max_matches)")
+        start, stop = m.span()
+        pieces.append(data[end:start])
         for p in parts:
-            if type(p) is int:
-                out.append((m.group(p) or b"") if p <= regex.groups else b"")
-            else:
-                out.append(p)
-        piece = b"".join(out)
-        added += len(piece)
-        check_size(len(data) + added)  # before sub() joins the pieces
-        return piece
-
-    return regex.sub(expand, data).decode()
+            piece = ((m.group(p) or b"") if p <= regex.groups else b"") if type(p) is int else p
+            added += len(piece)
+            pieces.append(piece)
+        check_size(len(data) + added)  # before the pieces are joined
+        end = stop
+    pieces.append(data[end:])
+    return b"".join(pieces).decode()
 
 
 @lru_cache(maxsize=256)

@@ -11,7 +11,8 @@ then the defaults below apply (also for `ocpp-gateway rule-test`).
 - `jq_timeout`: a jq program stopped after its timeout,
 - `jq_memory`: the jq child ran out of its address space (or died),
 - `string_size`: a function would have built a string over `max_string_size`,
-- `regex`: a pattern the linear-time engine (RE2) does not take,
+- `regex`: a pattern the linear-time engine (RE2) does not take, or a
+  regex_replace with more matches than `regex_max_matches`,
 - `sql_depth`: rule SQL nested deeper than `MAX_SQL_DEPTH` (refused at compile).
 """
 
@@ -33,6 +34,7 @@ class FunctionLimits:
     jq_timeout: float = 0.2  # seconds: jq() without its 3rd argument
     jq_max_memory: int = 256 * 1024 * 1024  # bytes of address space for the jq child; 0: none
     max_string_size: int = 8 * 1024 * 1024  # characters; 0: no cap
+    regex_max_matches: int = 10_000  # matches one regex_replace may replace; 0: no cap
 
 
 _current = FunctionLimits()
@@ -50,6 +52,7 @@ def configure(settings: Any) -> None:
         jq_timeout=max(0.001, float(settings.jq_function_default_timeout)),
         jq_max_memory=int(settings.jq_function_max_memory),
         max_string_size=int(settings.max_string_size),
+        regex_max_matches=int(settings.regex_max_matches),
     )
 
 

@@ -218,3 +218,19 @@ def test_a_malformed_pattern_is_an_error_but_not_a_limit():
     with pytest.raises(RuleError, match=r"regex_match\(\): invalid regular expression \"\(a\": missing \)"):
         call("regex_match", "a", "(a")
     assert limits.REFUSED == before
+
+
+def test_regex_replace_stops_past_its_match_limit(monkeypatch):
+    """RE2 is linear, but its wrapper spends a few µs a match: a pattern matching the empty
+    string on 2 MB of text is 2 million matches (~10 s). Refused past regex_max_matches."""
+    with refused("regex") as err:
+        call("regex_replace", "1" * 2_000_000, "[^0-9]*", "")
+    assert str(err.value) == ("regex_replace(): the pattern matches more than 10000 times in the text "
+                              "(rule_engine.regex_max_matches)")
+    assert call("regex_replace", "a1b2" * 2000, "[^0-9]*", "") == "12" * 2000  # 8,001 matches
+    monkeypatch.setattr(limits, "_current", limits.FunctionLimits(regex_max_matches=3))
+    assert call("regex_replace", "abc", "b", "x") == "axc"
+    with refused("regex"):
+        call("regex_replace", "abcd", "", "-")
+    limits.configure(RuleEngineSettings(regex_max_matches=0))  # 0: no cap
+    assert call("regex_replace", "abcd", "", "-") == "-a-b-c-d-"
