@@ -210,27 +210,41 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"{value!r} is not a JSON value")
 
 
+_SHORTEST = {type(None): 4, bool: 4, int: 1, float: 3}  # null, true, 0, 0.0
+
+
+def _leaf_size(item: Any) -> int:
+    """At most the item's JSON length: escapes and further digits only add."""
+    return len(item) + 2 if type(item) is str else _SHORTEST.get(type(item), 1)
+
+
 def _json_size_at_least(value: Any, budget: int) -> int:
-    """A lower bound of the JSON text's length, counted only until it passes `budget`: a value
-    that holds the same list or string many times (`[a, a, a]` with `a` itself such a list)
-    is small in memory and can still encode to gigabytes."""
-    size, stack = 0, [value]
-    while stack and size <= budget:
-        item = stack.pop()
-        kind = type(item)
-        if kind is str:
-            size += len(item) + 2
-        elif kind is dict:
-            size += 2 + len(item)
-            for key, inner in item.items():
-                size += len(key) + 3 if type(key) is str else 3
-                stack.append(inner)
-        elif kind is list:
-            size += 2 + len(item)
-            stack.extend(item)
-        else:
-            size += 4
-    return size
+    """A lower bound of the JSON text's length (at most budget + 1). A value can hold the same
+    list many times (`[a, a]` nested 40 deep is 41 lists in memory and 2^40 copies as JSON), so
+    each list or map is measured once (by identity), after its children: linear in the distinct
+    values, whatever the text would be."""
+    if type(value) is not list and type(value) is not dict:
+        return _leaf_size(value)
+    sizes: dict[int, int] = {}
+    stack: list[tuple[Any, bool]] = [(value, False)]
+    while stack:
+        item, children_done = stack.pop()
+        if id(item) in sizes:
+            continue
+        inner = item.values() if type(item) is dict else item
+        if not children_done:
+            stack.append((item, True))
+            stack.extend((c, False) for c in inner if (type(c) is list or type(c) is dict) and id(c) not in sizes)
+            continue
+        size = 1 + len(item) if item else 2  # brackets and commas
+        if type(item) is dict:
+            size += sum(len(k) + 3 if type(k) is str else 3 for k in item)  # "key":
+        for c in inner:
+            size += sizes[id(c)] if type(c) is list or type(c) is dict else _leaf_size(c)
+        if size > budget:
+            return budget + 1
+        sizes[id(item)] = size
+    return sizes[id(value)]
 
 
 def json_encode(value: Any) -> str:

@@ -4,6 +4,8 @@ rule error, counted in rules.limits, and the process keeps working."""
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from engine.config.schema import RuleEngineSettings
 from engine.config.types import Duration, Size
@@ -234,3 +236,15 @@ def test_regex_replace_stops_past_its_match_limit(monkeypatch):
         call("regex_replace", "abcd", "", "-")
     limits.configure(RuleEngineSettings(regex_max_matches=0))  # 0: no cap
     assert call("regex_replace", "abcd", "", "-") == "-a-b-c-d-"
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False)
+                    | st.text(), lambda inner: st.lists(inner) | st.dictionaries(st.text(), inner), max_leaves=30))
+def test_the_json_size_check_never_overestimates(value):
+    """The pre-check is a lower bound of the real text: a value under the cap is never refused."""
+    import json
+
+    from rules.functions_base import _json_size_at_least
+
+    assert _json_size_at_least(value, 10**9) <= len(json.dumps(value, ensure_ascii=False, separators=(",", ":")))
