@@ -165,7 +165,10 @@ class JqSandbox:
         if self._child is not None:
             self._child.kill()
             self._child = None
-        self._spawn()
+        try:
+            self._spawn()
+        except OSError:
+            pass  # the next call tries again, and says why if it still cannot
 
     def run(self, program: str, source: str, timeout: float, max_answer: int) -> list:
         with self._lock:
@@ -217,3 +220,5 @@ def run_jq(program: str, source: str, timeout_ms: int | None) -> list:
         if limit:
             raise LimitError(limit, message) from None
         raise ArgError(message) from None
+    except OSError as e:  # no process could be started (out of file descriptors, ...)
+        raise ArgError(f"the jq child process does not start: {e}") from None
