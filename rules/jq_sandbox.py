@@ -29,6 +29,7 @@ import atexit
 import importlib.util
 import os
 import selectors
+import signal
 import subprocess
 import sys
 import threading
@@ -184,9 +185,12 @@ class JqSandbox:
                 raise JqChildError("string_size", "the jq result is over the limit of "
                                    f"{max_answer} characters (rule_engine.max_string_size)") from None
             except EOFError:
-                self._replace()
-                raise JqChildError("jq_memory", "the jq program ran out of memory (the limit is "
-                                   f"{child.memory // (1024 * 1024)} MiB: rule_engine.jq_function_max_memory)") from None
+                self._replace()  # reaps the child: its status says why it ended
+                if child.proc.returncode == -signal.SIGABRT:  # jq aborts when an allocation fails
+                    raise JqChildError("jq_memory", "the jq program ran out of memory (the limit is "
+                                       f"{child.memory // (1024 * 1024)} MiB: rule_engine.jq_function_max_memory)"
+                                       ) from None
+                raise JqChildError("", f"the jq child process stopped (status {child.proc.returncode})") from None
         answer = orjson.loads(line)
         if "r" in answer:
             return answer["r"]

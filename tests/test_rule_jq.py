@@ -116,3 +116,14 @@ def test_the_child_dies_when_the_gateway_is_killed():
         parent.wait()
         if child and pid_alive(child):
             os.kill(child, signal.SIGKILL)  # the test failed: leave nothing running
+
+
+def test_a_child_killed_from_outside_is_replaced():
+    import signal
+
+    jq(".", 1)
+    child = jq_sandbox.SANDBOX._child
+    os.kill(child.proc.pid, signal.SIGKILL)
+    child.proc.wait()
+    assert jq(".", 2) == [2]  # a dead child is noticed before the request and replaced
+    assert jq_sandbox.SANDBOX._child is not child
