@@ -9,7 +9,7 @@ then the defaults below apply (also for `ocpp-gateway rule-test`).
 (`ocppgw_rule_function_limits_total{limit=...}`):
 
 - `jq_timeout`: a jq program stopped after its timeout,
-- `jq_memory`: the jq child ran out of its address space (or died),
+- `jq_memory`: a jq program ran out of the child's address space,
 - `string_size`: a function would have built a string over `max_string_size`,
 - `regex`: a pattern the linear-time engine (RE2) does not take, or a
   regex_replace with more matches than `regex_max_matches`,
