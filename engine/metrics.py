@@ -289,7 +289,13 @@ class NodeCollector(Collector):
             for name, key, _ in counters:
                 families[name].add_metric([rule_id], values.get(key, 0))
             enabled.add_metric([rule_id], 1 if getattr(running.settings, "enable", True) else 0)
-        return [*families.values(), enabled]
+        from rules.limits import REFUSED  # process-wide: rule functions have no node at hand
+
+        refused = _counter("rule_function_limits", "Rule function calls and rule SQL refused by a limit "
+                           "(jq_timeout, jq_memory, string_size, regex, sql_depth), this process.", ["limit"])
+        for limit, count in sorted(REFUSED.items()):
+            refused.add_metric([limit], count)
+        return [*families.values(), enabled, refused]
 
     def _actions(self) -> list[Metric]:
         resources = getattr(self.node, "resources", None)

@@ -92,6 +92,7 @@ class Node:
         except ResourceConfigError as exc:
             raise NodeError("connectors and actions do not load:\n  " + "\n  ".join(exc.errors)) from None
         self.rules = RuleEngine(self.bus, self.resources.resolve)
+        self.rules.configure(s.rule_engine)
         try:
             # compiled first: a rule that does not compile stops the start before anything runs
             compiled = self.rules.compile(s.rule_engine.rules)
@@ -262,7 +263,7 @@ class Node:
             await listener.stop()
         self.listeners.clear()
         if self.rules is not None:
-            self.rules.stop()
+            self.rules.close()
         if self.resources is not None:
             await self.resources.stop()  # after the rules: what they queued is flushed
         if self.takeover is not None:

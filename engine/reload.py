@@ -89,6 +89,7 @@ async def reload(node: Node, new: Settings) -> ReloadReport:
     # --- swap ---------------------------------------------------------------------------------
     await resources.start_new(node.resources)
     node.rules.external = resources.resolve
+    node.rules.configure(new.rule_engine)
     node.rules.install(compiled)  # no await between this and the OCPP settings below
     node.resources = resources
     if node.ocpp is not None:

@@ -316,7 +316,13 @@ def generate(rule: CompiledRule, field_nodes: list[exp.Expression], where: exp.E
             functions_.append(None)
             continue
         namespace = dict(source.names)
-        exec(compile(text, f"<rule {rule.id or '?'}>", "exec"), namespace)  # noqa: S102 - our own generated text
+        try:
+            code = compile(text, f"<rule {rule.id or '?'}>", "exec")
+        except (SyntaxError, RecursionError, MemoryError):
+            # Python's parser nests at most 200 parentheses ("too many nested parentheses"):
+            # a rule that deep runs as the closures, which compute the same
+            return rule.apply, None, []
+        exec(code, namespace)  # noqa: S102 - our own generated text
         functions_.append(namespace["run" if on_message else "apply"])
         sources.append(text)
     return functions_[0], functions_[1], sources

@@ -20,7 +20,8 @@ from sqlglot.errors import ErrorLevel
 
 from engine.bus.message import Message
 from engine.bus.topic import matches as topic_matches
-from rules import codegen, functions
+from rules import codegen, functions, limits
+from rules.depth import TOO_DEEP, room_to_recurse
 from rules.env import _DECODED_UNSET as _UNSET
 from rules.env import Env, put_path
 from rules.paths import json_or_undefined, path_of, take_step
@@ -121,12 +122,16 @@ def compile_sql(sql: str, rule_id: str = "", generate: bool = True) -> CompiledR
 
     With `generate` (the default) a rule without FOREACH runs as one generated function
     (rules.codegen); without it, as the closures alone (the tests compare the two)."""
-    parsed = parse_rule(sql, rule_id)
-    try:
-        return _Compiler(parsed, rule_id, generate).rule()
-    except RuleSyntaxError as exc:
-        exc.rule_id = rule_id
-        raise
+    with room_to_recurse():
+        parsed = parse_rule(sql, rule_id)
+        try:
+            return _Compiler(parsed, rule_id, generate).rule()
+        except RuleSyntaxError as exc:
+            exc.rule_id = rule_id
+            raise
+        except RecursionError:  # a backstop: parse_rule has checked the depth
+            limits.count("sql_depth")
+            raise RuleSyntaxError(TOO_DEEP, rule_id=rule_id) from None
 
 
 class _Compiler:

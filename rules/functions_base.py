@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from rules import limits
 from rules.values import UNDEFINED, RuleError
 
 
@@ -38,6 +39,15 @@ class ArgError(RuleError):
     """A bad argument; `guard` prefixes the SQL function's name."""
 
 
+class LimitError(ArgError):
+    """A call refused by one of the limits in rules.limits (counted there)."""
+
+    def __init__(self, limit: str, message: str) -> None:
+        limits.count(limit)
+        self.limit = limit
+        super().__init__(message)
+
+
 def guard(name: str, impl: Callable[..., Any]) -> Callable[..., Any]:
     """`impl` with every failure turned into a RuleError naming `name`."""
 
@@ -48,7 +58,7 @@ def guard(name: str, impl: Callable[..., Any]) -> Callable[..., Any]:
             raise RuleError(f"{name}(): {e}") from None
         except RuleError:
             raise
-        except (TypeError, ValueError, ArithmeticError, LookupError, RecursionError) as e:
+        except (TypeError, ValueError, ArithmeticError, LookupError, RecursionError, MemoryError) as e:
             # A case no explicit check foresaw: still one message's error, never a crash.
             raise RuleError(f"{name}(): {e}") from None
 
@@ -135,6 +145,15 @@ def length_arg(value: Any, what: str = "a length") -> int:
     return n
 
 
+def check_size(size: int, what: str = "the result") -> None:
+    """Refuse a string of `size` characters over rule_engine.max_string_size: called before
+    the string is built, so an oversized one is never allocated."""
+    cap = limits.current().max_string_size
+    if cap and size > cap:
+        raise LimitError("string_size", f"{what} would be {size} characters, over the limit of {cap} "
+                                        "(rule_engine.max_string_size)")
+
+
 def option(value: Any, choices: tuple[str, ...]) -> str:
     if type(value) is str and value in choices:
         return value
@@ -191,7 +210,49 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"{value!r} is not a JSON value")
 
 
+_SHORTEST = {type(None): 4, bool: 4, int: 1, float: 3}  # null, true, 0, 0.0
+
+
+def _leaf_size(item: Any) -> int:
+    """At most the item's JSON length: escapes and further digits only add."""
+    return len(item) + 2 if type(item) is str else _SHORTEST.get(type(item), 1)
+
+
+def _json_size_at_least(value: Any, budget: int) -> int:
+    """A lower bound of the JSON text's length (at most budget + 1). A value can hold the same
+    list many times (`[a, a]` nested 40 deep is 41 lists in memory and 2^40 copies as JSON), so
+    each list or map is measured once (by identity), after its children: linear in the distinct
+    values, whatever the text would be."""
+    if type(value) is not list and type(value) is not dict:
+        return _leaf_size(value)
+    sizes: dict[int, int] = {}
+    stack: list[tuple[Any, bool]] = [(value, False)]
+    while stack:
+        item, children_done = stack.pop()
+        if id(item) in sizes:
+            continue
+        inner = item.values() if type(item) is dict else item
+        if not children_done:
+            stack.append((item, True))
+            stack.extend((c, False) for c in inner if (type(c) is list or type(c) is dict) and id(c) not in sizes)
+            continue
+        size = 1 + len(item) if item else 2  # brackets and commas
+        if type(item) is dict:
+            size += sum(len(k) + 3 if type(k) is str else 3 for k in item)  # "key":
+        for c in inner:
+            size += sizes[id(c)] if type(c) is list or type(c) is dict else _leaf_size(c)
+        if size > budget:
+            return budget + 1
+        sizes[id(item)] = size
+    return sizes[id(value)]
+
+
 def json_encode(value: Any) -> str:
+    if type(value) is dict or type(value) is list:
+        cap = limits.current().max_string_size
+        if cap and _json_size_at_least(value, cap) > cap:
+            raise LimitError("string_size", f"the JSON text would be over the limit of {cap} characters "
+                                            "(rule_engine.max_string_size)")
     try:
         return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False, default=_json_default)
     except (TypeError, ValueError) as e:

@@ -26,6 +26,7 @@ from rules.functions_base import (
     ArgError,
     Function,
     array,
+    check_size,
     describe,
     erl_equal,
     func,
@@ -40,10 +41,7 @@ from rules.functions_base import (
 )
 from rules.values import UNDEFINED, RuleError
 
-try:  # the jq binding is optional: jq() is registered only when it imports
-    import jq as _jq
-except ImportError:  # pragma: no cover - depends on the environment
-    _jq = None
+from rules import jq_sandbox
 
 # --- maps -------------------------------------------------------------------------------------
 
@@ -179,7 +177,9 @@ def _utf8(data: bytes) -> str:
 
 
 def _base64_encode(data: Any) -> str:
-    return base64.b64encode(text(data).encode()).decode("ascii")
+    raw = text(data).encode()
+    check_size((len(raw) + 2) // 3 * 4)
+    return base64.b64encode(raw).decode("ascii")
 
 
 def _base64_decode(data: Any) -> str:
@@ -192,7 +192,9 @@ def _base64_decode(data: Any) -> str:
 
 def _bin2hexstr(data: Any, prefix: Any = "") -> str:
     """Uppercase hex of the string's UTF-8 bytes, after an optional prefix ("0x")."""
-    return text(prefix, "a prefix string") + text(data).encode().hex().upper()
+    prefix, raw = text(prefix, "a prefix string"), text(data).encode()
+    check_size(len(prefix) + 2 * len(raw))
+    return prefix + raw.hex().upper()
 
 
 def _hexstr2bin(hexstr: Any, prefix: Any = "") -> str:
@@ -215,17 +217,10 @@ def _json_decode(data: Any) -> Any:
 # --- jq and JMESPath ------------------------------------------------------------------------
 
 
-@lru_cache(maxsize=256)
-def _jq_program(program: str) -> Any:
-    try:
-        return _jq.compile(program)
-    except ValueError as e:
-        raise ArgError(f"invalid jq program: {e}") from None
-
-
 def _jq_run(program: Any, value: Any, timeout_ms: Any = ABSENT) -> list:
-    """All outputs of the jq program as an array; a string value is JSON text."""
-    compiled = _jq_program(text(program, "a jq program"))
+    """All outputs of the jq program as an array; a string value is JSON text. The program runs
+    in a child process, stopped after the timeout in ms (rules.jq_sandbox)."""
+    program = text(program, "a jq program")
     if timeout_ms is not ABSENT and integer(timeout_ms, "a timeout in milliseconds") < 0:
         raise ArgError(f"the timeout cannot be negative, got {timeout_ms}")
     if type(value) is str:
@@ -233,10 +228,7 @@ def _jq_run(program: Any, value: Any, timeout_ms: Any = ABSENT) -> list:
         source = value
     else:
         source = json_encode(value)
-    try:
-        return compiled.input_text(source).all()
-    except ValueError as e:
-        raise ArgError(f"jq error: {e}") from None
+    return jq_sandbox.run_jq(program, source, None if timeout_ms is ABSENT else timeout_ms)
 
 
 @lru_cache(maxsize=256)
@@ -421,5 +413,5 @@ FUNCS: list[Function] = [
     func("payload", _payload, 0, 1, needs_input=True),
 ]
 
-if _jq is not None:
+if jq_sandbox.available():  # the jq binding is optional: jq() is registered only when it is there
     FUNCS.append(func("jq", _jq_run, 2, 3))

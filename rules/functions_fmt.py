@@ -25,6 +25,7 @@ from typing import Any
 from rules.functions_base import (
     ArgError,
     Function,
+    check_size,
     describe,
     func,
     integer,
@@ -231,6 +232,7 @@ def sprintf(fmt: Any, *values: Any) -> str:
     fmt = text(fmt, "a format string")
     args = _Args(values)
     out: list[str] = []
+    size = 0  # of out so far: each directive's text is at most a field width or its argument long
     i, n = 0, len(fmt)
     while i < n:
         at = fmt.find("~", i)
@@ -238,6 +240,7 @@ def sprintf(fmt: Any, *values: Any) -> str:
             out.append(fmt[i:])
             break
         out.append(fmt[i:at])
+        size += at - i
         i = at + 1
         left = i < n and fmt[i] == "-"
         if left:
@@ -258,7 +261,10 @@ def sprintf(fmt: Any, *values: Any) -> str:
             i += 1
         if i >= n:
             raise ArgError("the format ends inside a control sequence")
-        out.append(_directive(fmt[i], width, left, prec, pad, args))
+        piece = _directive(fmt[i], width, left, prec, pad, args)
+        size += len(piece)
+        check_size(size + n - i)  # checked as it grows: the whole is never built over the limit
+        out.append(piece)
         i += 1
     if args.pos < len(values):
         raise ArgError(f"the format uses {args.pos} of the {len(values)} arguments given")

@@ -18,6 +18,7 @@ from rules.functions_base import (
     ABSENT,
     ArgError,
     Function,
+    check_size,
     describe,
     finite,
     float_text,
@@ -46,7 +47,9 @@ def _checked(result: Any) -> Any:
 def op_add(a: Any, b: Any) -> Any:
     """`+`: concatenation when either side is a string, else addition."""
     if type(a) is str or type(b) is str:
-        return to_text(a) + to_text(b)
+        a, b = to_text(a), to_text(b)
+        check_size(len(a) + len(b))
+        return a + b
     _operands(a, b)
     return _checked(a + b)
 

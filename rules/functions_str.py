@@ -3,22 +3,30 @@
 EMQX works on UTF-8 binaries and counts graphemes; here strings are Python
 text and lengths and offsets count code points (the same for every string
 without combining marks). Positions are EMQX's: substr's start is 0-based.
-Regular expressions use Python's `re`, which agrees with PCRE on the usual
-syntax; replacement strings use Erlang's `&`, `\\N`, `\\g{N}` syntax.
+Regular expressions run on RE2 (rules.regex): linear time whatever the
+pattern and the text, PCRE's syntax less backreferences and lookaround,
+which are refused with an error naming them; replacement strings use
+Erlang's `&`, `\\N`, `\\g{N}` syntax. Every function whose result can be longer
+than its inputs checks `rule_engine.max_string_size` before building it.
 """
 
 from __future__ import annotations
 
 import re
 from functools import lru_cache
+from itertools import islice
 from typing import Any
+
+from rules import limits
+from rules.regex import compile_pattern
 
 from rules.functions_base import (
     ABSENT,
     ArgError,
     Function,
+    LimitError,
     array,
-    describe,
+    check_size,
     func,
     integer,
     length_arg,
@@ -32,12 +40,21 @@ from rules.functions_base import (
 _WHITESPACE = "\t\n\v\f\r \x85\u200e\u200f\u2028\u2029"
 
 
+def _case_mapped(s: str, result: str) -> str:
+    # one character can map to up to three ("ß" → "SS"): checked once built, as it is at most 3× s
+    if len(result) != len(s):
+        check_size(len(result))
+    return result
+
+
 def _lower(s: Any) -> str:
-    return text_or_atom(s).lower()
+    s = text_or_atom(s)
+    return _case_mapped(s, s.lower())
 
 
 def _upper(s: Any) -> str:
-    return text_or_atom(s).upper()
+    s = text_or_atom(s)
+    return _case_mapped(s, s.upper())
 
 
 def _trim(s: Any) -> str:
@@ -117,7 +134,9 @@ def _concat(*args: Any) -> str:
     """concat(a, b, ...) or concat(array): every part converted as str() does."""
     if len(args) == 1:
         args = tuple(array(args[0], "an array (or two or more values)"))
-    return "".join(to_text(a) for a in args)
+    parts = [to_text(a) for a in args]
+    check_size(sum(map(len, parts)))
+    return "".join(parts)
 
 
 def _pad(s: Any, length: Any, where: Any = "trailing", char: Any = " ") -> str:
@@ -126,6 +145,8 @@ def _pad(s: Any, length: Any, where: Any = "trailing", char: Any = " ") -> str:
     where = option(where, ("trailing", "leading", "both"))
     char = text(char, "a padding string")
     n = max(0, length - len(s))
+    # the filler is repeated n times whole (EMQX): "ex" pads by 2 characters per missing one
+    check_size(len(s) + n * len(char))
     if where == "trailing":
         return s + char * n
     if where == "leading":
@@ -140,24 +161,27 @@ def _replace(s: Any, old: Any, new: Any, where: Any = "all") -> str:
     if not old:
         return s
     if where == "all":
+        if len(new) > len(old):
+            check_size(len(s) + s.count(old) * (len(new) - len(old)))
         return s.replace(old, new)
+    check_size(len(s) + len(new))
     if where == "leading":
         return s.replace(old, new, 1)
     head, found, tail = s.rpartition(old)
     return head + new + tail if found else s
 
 
-@lru_cache(maxsize=512)
-def _regex(pattern: str) -> re.Pattern[str]:
-    try:
-        return re.compile(pattern)
-    except re.error as e:
-        raise ArgError(f"invalid regular expression {describe(pattern)}: {e}") from None
+def _regex(pattern: str) -> Any:
+    return compile_pattern(pattern)
+
+
+# RE2 matches UTF-8 bytes: searching the encoded text skips the wrapper's mapping of byte
+# offsets back to characters (11 µs → 2 µs a search); groups are whole characters, so decode.
 
 
 def _regex_match(s: Any, pattern: Any) -> bool:
     """Whether the pattern matches anywhere in s."""
-    return _regex(text(pattern, "a regular expression")).search(text_or_atom(s)) is not None
+    return _regex(text(pattern, "a regular expression")).search(text_or_atom(s).encode()) is not None
 
 
 _REPLACEMENT_PART = re.compile(r"\\g\{(\d+)\}|\\g(\d+)|\\(\d+)|\\([\\&])|(&)")
@@ -180,24 +204,38 @@ def _replacement(template: str) -> tuple[str | int, ...]:
 def _regex_replace(s: Any, pattern: Any, replacement: Any) -> str:
     """Replace every match; groups that do not exist or did not match insert nothing."""
     regex = _regex(text(pattern, "a regular expression"))
-    parts = _replacement(text(replacement, "a replacement string"))
-
-    def expand(m: re.Match[str]) -> str:
-        out = []
+    parts = _encoded(_replacement(text(replacement, "a replacement string")))
+    data = text_or_atom(s).encode()
+    # Each match costs a few µs in RE2's Python wrapper, and a pattern that matches the empty
+    # string matches at every position: 2 MB of text would hold the loop for seconds.
+    most = limits.current().regex_max_matches or len(data) + 1
+    pieces: list[bytes] = []
+    end = added = 0  # added: bytes the replacements add (an upper bound of characters)
+    for count, m in enumerate(islice(regex.finditer(data), most + 1), 1):
+        if count > most:
+            raise LimitError("regex", f"the pattern matches more than {most} times in the text "
+                                      "(rule_engine.regex_max_matches)")
+        start, stop = m.span()
+        pieces.append(data[end:start])
         for p in parts:
-            if type(p) is int:
-                out.append((m.group(p) or "") if p <= regex.groups else "")
-            else:
-                out.append(p)
-        return "".join(out)
+            piece = ((m.group(p) or b"") if p <= regex.groups else b"") if type(p) is int else p
+            added += len(piece)
+            pieces.append(piece)
+        check_size(len(data) + added)  # before the pieces are joined
+        end = stop
+    pieces.append(data[end:])
+    return b"".join(pieces).decode()
 
-    return regex.sub(expand, text_or_atom(s))
+
+@lru_cache(maxsize=256)
+def _encoded(parts: tuple[str | int, ...]) -> tuple[bytes | int, ...]:
+    return tuple(p.encode() if type(p) is str else p for p in parts)
 
 
 def _regex_extract(s: Any, pattern: Any) -> list[str]:
     """The groups of the first match (without the whole match); [] when nothing matches."""
-    m = _regex(text(pattern, "a regular expression")).search(text_or_atom(s))
-    return [g or "" for g in m.groups()] if m else []
+    m = _regex(text(pattern, "a regular expression")).search(text_or_atom(s).encode())
+    return [g.decode() if g else "" for g in m.groups()] if m else []
 
 
 def _ascii(s: Any) -> int:
@@ -221,7 +259,9 @@ def _join_to_string(sep_or_list: Any, items: Any = ABSENT) -> str:
         sep, items = ", ", sep_or_list
     else:
         sep = text(sep_or_list, "a separator string")
-    return sep.join(to_text(v) for v in array(items))
+    parts = [to_text(v) for v in array(items)]
+    check_size(sum(map(len, parts)) + len(sep) * max(0, len(parts) - 1))
+    return sep.join(parts)
 
 
 _ESCAPES = {"\\": "\\", "n": "\n", "t": "\t", "r": "\r", "b": "\b", "f": "\f", "v": "\v", "'": "'", '"': '"', "?": "?", "a": "\a"}  # fmt: skip

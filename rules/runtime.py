@@ -9,13 +9,15 @@ suppressed) and never stops anything else.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from engine.bus import Bus, Message, Subscription
-from engine.config.schema import RuleSettings
+from engine.config.schema import RuleEngineSettings, RuleSettings
 from engine.errors import ErrorList
+from rules import jq_sandbox, limits
 from rules.actions import Action, ActionConfigError, ExternalResolver, build_actions
 from rules.compiler import CompiledRule, compile_sql
 from rules.env import Env
@@ -24,6 +26,7 @@ from rules.sql import RuleSyntaxError
 log = logging.getLogger("ocppgw.rule")
 
 LOG_EVERY = 10.0
+_CALLS_JQ = re.compile(r"\bjq\s*\(", re.IGNORECASE)
 
 
 class RuleLoadError(ErrorList):
@@ -150,6 +153,11 @@ class RuleEngine:
             raise RuleLoadError(errors)
         return built
 
+    @staticmethod
+    def configure(settings: RuleEngineSettings) -> None:
+        """Put the function limits of `rule_engine` in force (they are process-wide: rules.limits)."""
+        limits.configure(settings)
+
     def load(self, rules: dict[str, RuleSettings]) -> None:
         """Swap in a new rule set, all or nothing: a set with errors leaves the running rules as they are."""
         self.install(self.compile(rules))
@@ -167,9 +175,19 @@ class RuleEngine:
         self.rules = built
         if built:
             log.info("rules loaded: %s", ", ".join(built))
+        if any(r.settings.enable and _CALLS_JQ.search(r.rule.sql) for r in built.values()):
+            try:
+                jq_sandbox.SANDBOX.prestart()  # warm before the first message needs it
+            except OSError as exc:
+                log.warning("the jq child process does not start: %s", exc)
 
     def stop(self) -> None:
         for running in self.rules.values():
             for sub in running.subscriptions:
                 self.bus.unsubscribe(sub)
             running.subscriptions.clear()
+
+    def close(self) -> None:
+        """At node stop: unsubscribe, and stop the jq child process if one runs."""
+        self.stop()
+        jq_sandbox.SANDBOX.stop()

@@ -23,6 +23,8 @@ from sqlglot.errors import ParseError, TokenError
 from sqlglot.tokens import Token, TokenType
 
 from engine.bus.topic import TopicError, validate_filter
+from rules import limits
+from rules.depth import TOO_DEEP, room_to_recurse, token_depth, tree_depth
 from rules.values import HEAD, TAIL
 
 # tokens that can end an operand: after one, `mod` / `div` is the infix operator
@@ -93,7 +95,8 @@ class ParsedRule:
 
 def parse_rule(sql: str, rule_id: str = "") -> ParsedRule:
     try:
-        return _Parser(sql).parse()
+        with room_to_recurse():
+            return _Parser(sql).parse()
     except RuleSyntaxError as exc:
         exc.rule_id = rule_id
         raise
@@ -153,6 +156,10 @@ class _Parser:
         if word not in ("SELECT", "FOREACH"):
             raise self.fail(f"expected SELECT or FOREACH, found {first.text!r}", first)
         foreach = word == "FOREACH"
+        deep = token_depth(self.tokens)
+        if deep is not None:
+            limits.count("sql_depth")
+            raise self.fail(TOO_DEEP, deep)
         clauses = self._clauses(foreach)
         if "FROM" not in clauses:
             raise self.fail("FROM is missing: a rule needs FROM \"topic/filter\"", offset=len(self.sql.rstrip()))
@@ -182,6 +189,11 @@ class _Parser:
                 alias = next((t for t in self.tokens[start:end] if t.token_type == TokenType.ALIAS), None)
                 raise self.fail("INCASE takes a condition, not a field with an alias", alias or self.tokens[start])
             rule.incase = incase[0]
+        for node in (*rule.fields, rule.where, *rule.do_fields, rule.incase):
+            if node is not None and (deep_node := tree_depth(node)) is not None:
+                limits.count("sql_depth")
+                start = next((n.meta["start"] for n in deep_node.walk() if "start" in n.meta), None)
+                raise self.fail(TOO_DEEP, offset=start)
         return rule
 
     def _clauses(self, foreach: bool) -> dict[str, tuple[int, int]]:
@@ -334,6 +346,9 @@ class _Parser:
             raise RuleSyntaxError(message, info.get("line", 0), col) from None
         except TokenError as exc:
             raise RuleSyntaxError(f"cannot read the SQL: {exc}") from None
+        except RecursionError:
+            limits.count("sql_depth")  # deeper than the tokens showed (a run of prefix operators)
+            raise self.fail(TOO_DEEP) from None
         if not isinstance(tree, exp.Select):
             raise self.fail("expected SELECT ... FROM \"topic\"")
         return tree

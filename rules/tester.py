@@ -8,6 +8,7 @@ this context (400 BAD_REQUEST).
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -32,6 +33,24 @@ _PUBLISH_DEFAULTS: dict[str, Any] = {
 }
 
 
+def _json_text(value: Any) -> str:
+    try:
+        return orjson.dumps(value).decode()
+    except orjson.JSONEncodeError:  # an integer beyond 64 bits (found by the fuzzer): kept exact
+        try:
+            return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+        except (TypeError, ValueError, RecursionError) as exc:
+            raise RuleError(f"context.payload cannot be encoded as JSON: {exc}") from None
+
+
+def response_body(answer: Any) -> bytes:
+    """The tester's answer as JSON; integers beyond 64 bits stay exact (as EMQX prints them)."""
+    try:
+        return orjson.dumps(answer, default=str)
+    except orjson.JSONEncodeError:
+        return json.dumps(answer, ensure_ascii=False, separators=(",", ":"), default=str).encode()
+
+
 class NoMatch(Exception):
     """The rule selected nothing for this context."""
 
@@ -50,7 +69,7 @@ def run_rule_test(sql: str, context: dict[str, Any] | None = None) -> Any:
             raise RuleError("context.topic must be a string")
         topic = columns["topic"]
         if isinstance(columns["payload"], (dict, list)):
-            columns["payload"] = orjson.dumps(columns["payload"]).decode()
+            columns["payload"] = _json_text(columns["payload"])
     else:
         columns = {"timestamp": now, "node": _PUBLISH_DEFAULTS["node"], **context}
         columns.setdefault("event", event_type.replace("_", ".", 1))

@@ -21,7 +21,7 @@ from engine.admin.common import (
 )
 from engine.admin.config_api import apply_overlay
 from engine.config.overlay import read_overlay
-from rules.tester import rule_test_response
+from rules.tester import response_body, rule_test_response
 
 RULE_FIELDS = {"sql": str, "actions": list, "enable": bool, "description": str}
 
@@ -99,7 +99,7 @@ def routes(node: Any) -> list[Route]:
 
     async def rule_test(request: Request) -> Response:
         status, answer = rule_test_response(await json_body(request))
-        return json_response(answer, status)
+        return Response(response_body(answer), status_code=status, media_type="application/json")
 
     async def list_actions(request: Request) -> Response:
         return json_response([

@@ -255,6 +255,11 @@ class RuleSettings:
 @dataclass(frozen=True)
 class RuleEngineSettings:
     rules: dict[str, RuleSettings] = field(default_factory=dict)
+    # limits of the rule functions (rules/limits.py; docs/security.md, section rules)
+    jq_function_default_timeout: Duration = Duration(0.2)  # jq() without its 3rd argument
+    jq_function_max_memory: Size = Size(256 * 1024 * 1024)  # the jq child's address space (RLIMIT_AS)
+    max_string_size: Size = Size(8 * 1024 * 1024)  # characters in one string a function builds
+    regex_max_matches: NonNegative = 10_000  # matches one regex_replace call may replace
 
 
 # --- connectors and actions (HTTP, SQLite, PostgreSQL) ------------------------------
