@@ -10,8 +10,9 @@ and queues it. A worker delivers the queue through the connector, in batches,
 with `inflight_window` requests at a time. While the connector is down,
 requests wait; a request not delivered within `request_ttl` is dropped as
 expired; a full queue drops its oldest. Retriable failures (the target is
-down, busy, or timed out) are retried with backoff; others fail. Nothing is
-dropped without being counted:
+down, busy, or timed out) are retried with backoff (a target's Retry-After
+lengthens a wait, up to MAX_BACKOFF); others fail. Nothing is dropped
+without being counted:
 
     matched = success + failed + dropped + inflight + queuing
 """
@@ -37,10 +38,12 @@ MAX_BACKOFF = 30.0
 class SendError(Exception):
     """A delivery that did not succeed; `retriable` says whether trying again may help."""
 
-    def __init__(self, message: str, retriable: bool, connection: bool = False) -> None:
+    def __init__(self, message: str, retriable: bool, connection: bool = False,
+                 retry_after: float | None = None) -> None:
         super().__init__(message)
         self.retriable = retriable
         self.connection = connection  # the connector itself is down: check its health
+        self.retry_after = retry_after  # seconds the target asked us to wait (HTTP Retry-After)
 
 
 class Connector:
@@ -305,7 +308,10 @@ class BufferedAction:
                     limit = self.opts.max_retries
                     if exc.retriable and (limit == 0 or attempts <= limit):
                         metrics.retried += 1
-                        wait = min(delay, max(0.0, min(r.deadline for r in batch) - time.monotonic()))
+                        wait = delay
+                        if exc.retry_after is not None:  # the target may ask for longer, within reason
+                            wait = max(wait, min(exc.retry_after, MAX_BACKOFF))
+                        wait = min(wait, max(0.0, min(r.deadline for r in batch) - time.monotonic()))
                         await asyncio.sleep(wait)
                         delay = min(delay * 2, MAX_BACKOFF)
                         if exc.connection:
