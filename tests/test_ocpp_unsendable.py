@@ -175,6 +175,8 @@ HOSTILE_NAMES = [
     ("plus", "Data+Transfer"),
     ("hash", "Data#"),
     ("nul", "Data\u0000Transfer"),
+    ("control character", "Data\u0001Transfer"),  # mosquitto would drop the bridge's connection for it
+    ("non-character", "Data\uffff"),
     ("70,000 characters", "A" * 70_000),
 ]
 
