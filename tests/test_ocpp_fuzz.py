@@ -178,6 +178,7 @@ class Harness:
             assert error[1] == expected_unique_id(frame), (frame[:200], error)
             assert error[2] in CODES[self.proto], error
             assert isinstance(error[3], str) and error[3] and isinstance(error[4], dict)
+            assert len(error[3]) <= 600, error[3][:200]  # nothing the peer sent is echoed whole
             assert len(drops) == 1, drops
         elif published:
             assert len(published) == 1 and not drops

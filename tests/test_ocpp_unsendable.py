@@ -225,3 +225,13 @@ async def test_unique_ids_that_make_no_topic_get_a_callerror(tmp_path, mosquitto
             assert topic == "ocpp/cp/UID/fine"
             assert [d["reason"] for d in gw.events.named("message_dropped")] == ["invalid_topic"] * 3
         backend.close()
+
+
+async def test_a_huge_unknown_action_is_not_echoed_whole(tmp_path, mosquitto):
+    conf = "gateway.ocpp.message_format_checking = all\n"
+    async with running_gateway(tmp_path, mosquitto.port, conf) as gw:
+        async with websockets.connect(gw.url("HUGE"), subprotocols=["ocpp1.6"], max_size=None) as ws:
+            await ws.send(orjson.dumps([2, "h1", "A" * 70_000, {}]).decode())
+            error = await recv_json(ws)
+            assert error[:3] == [4, "h1", "NotImplemented"] and "(70000 characters)" in error[3]
+            assert len(error[3]) < 200

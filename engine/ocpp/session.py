@@ -367,7 +367,7 @@ class Session:
         try:
             violation = registry.check(self.proto_ver, action, kind, payload)
         except UnknownAction:
-            return "NotImplemented", f"no {kind} schema for action {action!r} in {self.proto_ver}"
+            return "NotImplemented", f"no {kind} schema for action {_short(action)!r} in {self.proto_ver}"
         return None if violation is None else (violation.code, violation.description)
 
     def _topic(self, template: TopicTemplate, action: str, type_: str, unique_id: str) -> str:
@@ -632,6 +632,11 @@ class Session:
             "recv_cnt": self.recv_cnt,
             "send_cnt": self.send_cnt,
         }
+
+
+def _short(text: str, limit: int = 64) -> str:
+    """A name from the peer, cut for a message: an Action may be 70,000 characters long."""
+    return text if len(text) <= limit else f"{text[:limit]}...({len(text)} characters)"
 
 
 def _text(payload: bytes) -> str:
