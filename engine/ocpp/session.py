@@ -23,6 +23,7 @@ import orjson
 from engine.bus import Message, TopicError, validate_name
 from engine.ocpp import frames
 from engine.ocpp.context import GatewayContext, TopicTemplate
+from engine.ocpp.outbound import Unsendable, check_downstream, frame_text
 from engine.ocpp.schemas import UnknownAction
 
 log = logging.getLogger("ocppgw.session")
@@ -54,15 +55,6 @@ class QueueFull(Exception):
 
 class InvalidCommand(ValueError):
     """A CALL that cannot be sent to the charge point (cannot be encoded, or over its frame size)."""
-
-
-class _Unsendable(Exception):
-    """A downstream frame that cannot go to the charge point: (drop reason, description)."""
-
-    def __init__(self, reason: str, description: str) -> None:
-        super().__init__(description)
-        self.reason = reason
-        self.description = description
 
 
 class _Unpublishable(Exception):
@@ -403,7 +395,7 @@ class Session:
         except orjson.JSONDecodeError:
             self._dropped_event("invalid_payload", _text(message.payload), "not valid JSON", message)
             return
-        problem = _check_downstream(body)
+        problem = check_downstream(body)
         if problem is None:
             wide = frames.wide_integer(message.payload)
             if wide is not None:
@@ -438,8 +430,8 @@ class Session:
         """Send a CALL and hold the in-flight slot until its answer; a CALL that cannot be sent is
         dropped without taking the slot (so the next one goes), and False returned."""
         try:
-            text = self._frame_for(lambda: frames.encode_call(out.unique_id, out.action, out.payload))
-        except _Unsendable as exc:
+            text = self._outbound(lambda: frames.encode_call(out.unique_id, out.action, out.payload))
+        except Unsendable as exc:
             if out.reply is not None and not out.reply.done():
                 out.reply.set_exception(InvalidCommand(exc.description))
             self._dropped_event(exc.reason, _text(out.message.payload), exc.description, out.message)
@@ -450,22 +442,9 @@ class Session:
         out.timer = self._loop.call_later(self.ctx.settings.dnstream.awaiting_timeout, self._call_timed_out, out)
         return True
 
-    def _frame_for(self, encode: Callable[[], str]) -> str:
-        """A downstream frame's text, or `_Unsendable`: what JSON cannot carry,
-        or what is over the listener's `websocket.max_frame_size` (the charge point would refuse it,
-        most likely by closing the connection)."""
-        try:
-            text = encode()
-        except frames.EncodeError as exc:
-            raise _Unsendable("invalid_payload", f"the frame {exc}") from None
+    def _outbound(self, encode: Callable[[], str]) -> str:
         settings = getattr(self._listener, "settings", None)
-        limit = int(settings.websocket.max_frame_size) if settings is not None else 0
-        if limit and len(text) * 4 > limit:  # a character is at most 4 bytes: most frames stop here
-            size = len(text.encode())
-            if size > limit:
-                raise _Unsendable("frame_too_large", f"the frame is {size} bytes, over the listener's "
-                                     f"websocket.max_frame_size ({limit})")
-        return text
+        return frame_text(encode, int(settings.websocket.max_frame_size) if settings is not None else 0)
 
     def _call_timed_out(self, out: _Outgoing) -> None:
         if self._inflight is out and not self.closed:
@@ -506,8 +485,8 @@ class Session:
                     self._dropped_event("schema_violation", _text(message.payload), violation[1], message)
                     return
             try:
-                text = self._frame_for(lambda: frames.encode_result(unique_id, payload))
-            except _Unsendable as exc:
+                text = self._outbound(lambda: frames.encode_result(unique_id, payload))
+            except Unsendable as exc:
                 self._pending_upstream[unique_id] = action  # still unanswered: a good reply may follow
                 self._dropped_event(exc.reason, _text(message.payload), exc.description, message)
                 return
@@ -518,10 +497,10 @@ class Session:
                     self.set_keepalive(interval)
         else:
             try:
-                text = self._frame_for(lambda: frames.encode_error(
+                text = self._outbound(lambda: frames.encode_error(
                     unique_id, body["ErrorCode"], body.get("ErrorDescription", ""), body.get("ErrorDetails") or {}
                 ))
-            except _Unsendable as exc:
+            except Unsendable as exc:
                 self._pending_upstream[unique_id] = action
                 self._dropped_event(exc.reason, _text(message.payload), exc.description, message)
                 return
@@ -599,8 +578,8 @@ class Session:
         unique_id = unique_id or uuid.uuid4().hex[:36]
         body = {"MessageTypeId": frames.CALL, "UniqueId": unique_id, "Action": action, "Payload": payload}
         try:
-            self._frame_for(lambda: frames.encode_call(unique_id, action, payload))
-        except _Unsendable as exc:  # refused at once: the API answers it, nothing is queued
+            self._outbound(lambda: frames.encode_call(unique_id, action, payload))
+        except Unsendable as exc:  # refused at once: the API answers it, nothing is queued
             self.ctx.metrics.drops[exc.reason] += 1
             raise InvalidCommand(exc.description) from None
         message = Message(self.mountpoint + "admin/call", orjson.dumps(body), origin="api", decoded=body)
@@ -641,31 +620,3 @@ def _short(text: str, limit: int = 64) -> str:
 
 def _text(payload: bytes) -> str:
     return payload.decode("utf-8", "replace")
-
-
-def _check_downstream(body: Any) -> str | None:
-    """What is wrong with a downstream message's shape, or None."""
-    if not isinstance(body, dict):
-        return "the payload must be a JSON object"
-    type_id = body.get("MessageTypeId")
-    if type(type_id) is not int or type_id not in (frames.CALL, frames.CALLRESULT, frames.CALLERROR):
-        return "MessageTypeId must be 2, 3 or 4 (an integer)"
-    unique_id = body.get("UniqueId")
-    if unique_id is not None and (not isinstance(unique_id, str) or not 0 < len(unique_id) <= frames.MAX_UNIQUE_ID):
-        return f"UniqueId must be a string of 1 to {frames.MAX_UNIQUE_ID} characters"
-    if "Payload" in body and not isinstance(body["Payload"], dict):
-        return "Payload must be a JSON object"
-    if type_id == frames.CALL:
-        if not isinstance(body.get("Action"), str) or not body["Action"]:
-            return "a CALL needs an Action string"
-        return None
-    if unique_id is None:
-        return "a reply needs the UniqueId of the CALL it answers"
-    if type_id == frames.CALLERROR:
-        if not isinstance(body.get("ErrorCode"), str):
-            return "a CALLERROR needs an ErrorCode string"
-        if not isinstance(body.get("ErrorDescription", ""), str):
-            return "ErrorDescription must be a string"
-        if not isinstance(body.get("ErrorDetails", {}), dict):
-            return "ErrorDetails must be a JSON object"
-    return None
