@@ -33,6 +33,7 @@ from engine.config.schema import ResourceOpts
 log = logging.getLogger("ocppgw.connector")
 
 MAX_BACKOFF = 30.0
+WARN_EVERY = 10.0  # seconds: a target refusing every message logs one line per action this often
 
 
 class SendError(Exception):
@@ -182,6 +183,8 @@ class BufferedAction:
         self._worker: asyncio.Task[None] | None = None
         self._deliveries: set[asyncio.Task[None]] = set()
         self._window = asyncio.Semaphore(opts.inflight_window)
+        self._warned_at = -WARN_EVERY
+        self._unwarned = 0
 
     @property
     def id(self) -> str:
@@ -319,7 +322,7 @@ class BufferedAction:
                         continue
                     metrics.failed += len(batch)
                     metrics.inflight -= len(batch)
-                    log.warning("action %s: %d message(s) failed: %s", self.id, len(batch), exc)
+                    self._warn_failed(len(batch), exc)
                     return
                 except Exception as exc:  # a bug in a connector must not kill the worker
                     metrics.dropped_other += len(batch)
@@ -336,6 +339,17 @@ class BufferedAction:
             raise
         finally:
             self._window.release()
+
+    def _warn_failed(self, count: int, exc: SendError) -> None:
+        """One line per failure, but at most one per WARN_EVERY (a webhook answering 400 to every
+        message must not flood the log); the metrics count every one."""
+        now = time.monotonic()
+        if now - self._warned_at < WARN_EVERY:
+            self._unwarned += count
+            return
+        more = f" ({self._unwarned} more failed since the last warning)" if self._unwarned else ""
+        log.warning("action %s: %d message(s) failed: %s%s", self.id, count, exc, more)
+        self._warned_at, self._unwarned = now, 0
 
     async def _wait_up_or_batch_expiry(self, batch: list[_Request]) -> None:
         timeout = max(0.0, min(r.deadline for r in batch) - time.monotonic())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import orjson
 import pytest
@@ -186,6 +187,19 @@ async def test_server_errors_timeouts_and_busy_are_retried(tmp_path, mosquitto, 
             action = gw.node.resources.actions["http:alerts"]
             await eventually(lambda: action.metrics.success == 1)
             assert (action.metrics.retried, action.metrics.failed, target.attempts) == (2, 0, 3)
+
+
+async def test_failures_are_logged_without_flooding(tmp_path, mosquitto, caplog):
+    async with http_target() as target:
+        target.answer = lambda attempt: 400
+        with caplog.at_level(logging.WARNING, logger="ocppgw.connector"):
+            async with running_gateway(tmp_path, mosquitto.port, conf(target.url)) as gw:
+                for n in range(30):
+                    publish(gw, n)
+                action = gw.node.resources.actions["http:alerts"]
+                await eventually(lambda: action.metrics.failed == 30)
+        failed = [r for r in caplog.records if "failed" in r.getMessage()]
+        assert len(failed) == 1 and "HTTP 400" in failed[0].getMessage()  # 30 failures, counted, one line
 
 
 @pytest.mark.parametrize("status", [400, 401, 403, 404, 409, 413, 422])
