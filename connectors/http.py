@@ -5,7 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import email.utils
+import math
 import ssl
+import time
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -20,7 +23,25 @@ from engine.config.schema import (
 )
 from engine.template import Template, to_json
 
-RETRIABLE_STATUS = frozenset({429, 502, 503, 504})
+# retried within the action's budget (request_ttl, max_retries): the server is down, busy or slow;
+# every other 4xx is an answer about the request itself, and fails it at once
+RETRIABLE_STATUS = frozenset({408, 429, *range(500, 600)})
+
+
+def retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds a Retry-After header asks for (delta-seconds or an HTTP date), or None if absent or
+    unreadable. The resource caps it (MAX_BACKOFF) and never waits past a message's request_ttl."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    seconds = when.timestamp() - (time.time() if now is None else now)
+    return max(0.0, seconds) if math.isfinite(seconds) else None
 
 
 def client_tls(settings: ClientTlsSettings) -> ssl.SSLContext | bool:
@@ -106,7 +127,9 @@ def http_action(name: str, settings: HttpActionSettings, connector: HttpConnecto
             status = response.status_code
             if 200 <= status < 300:
                 continue
-            raise SendError(f"HTTP {status} from {response.request.url}", retriable=status in RETRIABLE_STATUS)
+            retriable = status in RETRIABLE_STATUS
+            raise SendError(f"HTTP {status} from {response.request.url}", retriable=retriable,
+                            retry_after=retry_after(response.headers.get("retry-after")) if retriable else None)
 
     # one request per message: a batch of HTTP requests would succeed or fail in part
     opts = dataclasses.replace(settings.resource_opts, batch_size=1)

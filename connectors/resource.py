@@ -10,8 +10,9 @@ and queues it. A worker delivers the queue through the connector, in batches,
 with `inflight_window` requests at a time. While the connector is down,
 requests wait; a request not delivered within `request_ttl` is dropped as
 expired; a full queue drops its oldest. Retriable failures (the target is
-down, busy, or timed out) are retried with backoff; others fail. Nothing is
-dropped without being counted:
+down, busy, or timed out) are retried with backoff (a target's Retry-After
+lengthens a wait, up to MAX_BACKOFF); others fail. Nothing is dropped
+without being counted:
 
     matched = success + failed + dropped + inflight + queuing
 """
@@ -32,15 +33,18 @@ from engine.config.schema import ResourceOpts
 log = logging.getLogger("ocppgw.connector")
 
 MAX_BACKOFF = 30.0
+WARN_EVERY = 10.0  # seconds: a target refusing every message logs one line per action this often
 
 
 class SendError(Exception):
     """A delivery that did not succeed; `retriable` says whether trying again may help."""
 
-    def __init__(self, message: str, retriable: bool, connection: bool = False) -> None:
+    def __init__(self, message: str, retriable: bool, connection: bool = False,
+                 retry_after: float | None = None) -> None:
         super().__init__(message)
         self.retriable = retriable
         self.connection = connection  # the connector itself is down: check its health
+        self.retry_after = retry_after  # seconds the target asked us to wait (HTTP Retry-After)
 
 
 class Connector:
@@ -179,6 +183,8 @@ class BufferedAction:
         self._worker: asyncio.Task[None] | None = None
         self._deliveries: set[asyncio.Task[None]] = set()
         self._window = asyncio.Semaphore(opts.inflight_window)
+        self._warned_at = -WARN_EVERY
+        self._unwarned = 0
 
     @property
     def id(self) -> str:
@@ -305,7 +311,10 @@ class BufferedAction:
                     limit = self.opts.max_retries
                     if exc.retriable and (limit == 0 or attempts <= limit):
                         metrics.retried += 1
-                        wait = min(delay, max(0.0, min(r.deadline for r in batch) - time.monotonic()))
+                        wait = delay
+                        if exc.retry_after is not None:  # the target may ask for longer, within reason
+                            wait = max(wait, min(exc.retry_after, MAX_BACKOFF))
+                        wait = min(wait, max(0.0, min(r.deadline for r in batch) - time.monotonic()))
                         await asyncio.sleep(wait)
                         delay = min(delay * 2, MAX_BACKOFF)
                         if exc.connection:
@@ -313,7 +322,7 @@ class BufferedAction:
                         continue
                     metrics.failed += len(batch)
                     metrics.inflight -= len(batch)
-                    log.warning("action %s: %d message(s) failed: %s", self.id, len(batch), exc)
+                    self._warn_failed(len(batch), exc)
                     return
                 except Exception as exc:  # a bug in a connector must not kill the worker
                     metrics.dropped_other += len(batch)
@@ -330,6 +339,17 @@ class BufferedAction:
             raise
         finally:
             self._window.release()
+
+    def _warn_failed(self, count: int, exc: SendError) -> None:
+        """One line per failure, but at most one per WARN_EVERY (a webhook answering 400 to every
+        message must not flood the log); the metrics count every one."""
+        now = time.monotonic()
+        if now - self._warned_at < WARN_EVERY:
+            self._unwarned += count
+            return
+        more = f" ({self._unwarned} more failed since the last warning)" if self._unwarned else ""
+        log.warning("action %s: %d message(s) failed: %s%s", self.id, count, exc, more)
+        self._warned_at, self._unwarned = now, 0
 
     async def _wait_up_or_batch_expiry(self, batch: list[_Request]) -> None:
         timeout = max(0.0, min(r.deadline for r in batch) - time.monotonic())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator, Callable
 
 import uvicorn
@@ -20,8 +21,10 @@ class HttpTarget:
         self.port = free_port()
         self.received: list[tuple[str, str, dict[str, str], bytes]] = []  # method, path, headers, body
         self.attempts = 0
-        # decides each answer from the attempt number (1-based); None: never answer
-        self.answer: Callable[[int], int | None] = lambda n: 200
+        self.attempted_at: list[float] = []  # time.monotonic() of each attempt
+        # decides each answer from the attempt number (1-based): a status, or (status, headers);
+        # None: never answer
+        self.answer: Callable[[int], int | tuple[int, dict[str, str]] | None] = lambda n: 200
         self._server: uvicorn.Server | None = None
         self._task: asyncio.Task[None] | None = None
 
@@ -31,13 +34,17 @@ class HttpTarget:
 
     async def _handle(self, request: Request) -> Response:
         self.attempts += 1
+        self.attempted_at.append(time.monotonic())
         body = await request.body()
         status = self.answer(self.attempts)
         if status is None:
             await asyncio.sleep(3600)
+        headers: dict[str, str] = {}
+        if isinstance(status, tuple):
+            status, headers = status
         if 200 <= status < 300:
             self.received.append((request.method, request.url.path, dict(request.headers), body))
-        return Response(status_code=status)
+        return Response(status_code=status, headers=headers)
 
     async def start(self) -> None:
         app = Starlette(routes=[Route("/{path:path}", self._handle, methods=["GET", "POST", "PUT", "PATCH", "DELETE"])])

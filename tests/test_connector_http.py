@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import orjson
 import pytest
@@ -157,3 +158,87 @@ async def test_max_retries_bounds_the_attempts(tmp_path, mosquitto):
             await eventually(lambda: action.metrics.failed == 1)
             assert (action.metrics.retried, target.attempts) == (2, 3)
             invariant(action.metrics)
+
+
+async def test_a_window_of_500s_loses_nothing(tmp_path, mosquitto):
+    """The server answers 500 for a while (a deploy, a crash loop), then 200: every message arrives,
+    once each and in order, within the action's budget."""
+    loop = asyncio.get_running_loop()
+    async with http_target() as target:
+        window_ends = loop.time() + 1.5
+        target.answer = lambda attempt: 500 if loop.time() < window_ends else 200
+        async with running_gateway(tmp_path, mosquitto.port, conf(target.url, ", request_ttl = 30s")) as gw:
+            for n in range(50):
+                publish(gw, n)
+            action = gw.node.resources.actions["http:alerts"]
+            await eventually(lambda: action.metrics.success == 50, timeout=30)
+            assert [orjson.loads(body)["n"] for *_, body in target.received] == list(range(50))
+            m = action.metrics
+            assert (m.failed, m.dropped) == (0, 0) and m.retried >= 1
+            invariant(m)
+
+
+@pytest.mark.parametrize("status", [500, 501, 507, 599, 408, 429])
+async def test_server_errors_timeouts_and_busy_are_retried(tmp_path, mosquitto, status):
+    async with http_target() as target:
+        target.answer = lambda attempt: status if attempt <= 2 else 200
+        async with running_gateway(tmp_path, mosquitto.port, conf(target.url)) as gw:
+            publish(gw, 7)
+            action = gw.node.resources.actions["http:alerts"]
+            await eventually(lambda: action.metrics.success == 1)
+            assert (action.metrics.retried, action.metrics.failed, target.attempts) == (2, 0, 3)
+
+
+async def test_failures_are_logged_without_flooding(tmp_path, mosquitto, caplog):
+    async with http_target() as target:
+        target.answer = lambda attempt: 400
+        with caplog.at_level(logging.WARNING, logger="ocppgw.connector"):
+            async with running_gateway(tmp_path, mosquitto.port, conf(target.url)) as gw:
+                for n in range(30):
+                    publish(gw, n)
+                action = gw.node.resources.actions["http:alerts"]
+                await eventually(lambda: action.metrics.failed == 30)
+        failed = [r for r in caplog.records if "failed" in r.getMessage()]
+        assert len(failed) == 1 and "HTTP 400" in failed[0].getMessage()  # 30 failures, counted, one line
+
+
+@pytest.mark.parametrize("status", [400, 401, 403, 404, 409, 413, 422])
+async def test_other_client_errors_fail_at_once(tmp_path, mosquitto, status):
+    async with http_target() as target:
+        target.answer = lambda attempt: status
+        async with running_gateway(tmp_path, mosquitto.port, conf(target.url)) as gw:
+            publish(gw, 7)
+            action = gw.node.resources.actions["http:alerts"]
+            await eventually(lambda: action.metrics.failed == 1)
+            assert (action.metrics.retried, target.attempts) == (0, 1)
+            invariant(action.metrics)
+
+
+async def test_retry_after_is_honoured_and_capped_by_the_budget(tmp_path, mosquitto):
+    async with http_target() as target:
+        # retry_interval is 50ms: the server asks for a full second
+        target.answer = lambda attempt: (429, {"retry-after": "1"}) if attempt == 1 else 200
+        async with running_gateway(tmp_path, mosquitto.port, conf(target.url)) as gw:
+            publish(gw, 1)
+            action = gw.node.resources.actions["http:alerts"]
+            await eventually(lambda: action.metrics.success == 1)
+            assert target.attempts == 2
+            assert target.attempted_at[1] - target.attempted_at[0] >= 0.95  # not before it asked
+        target.attempts, target.attempted_at = 0, []
+        # a Retry-After beyond the request_ttl: the message expires at its ttl, counted, not later
+        target.answer = lambda attempt: (503, {"retry-after": "3600"})
+        async with running_gateway(tmp_path, mosquitto.port, conf(target.url, ", request_ttl = 1s")) as gw:
+            publish(gw, 2)
+            action = gw.node.resources.actions["http:alerts"]
+            await eventually(lambda: action.metrics.dropped_expired == 1, timeout=20)
+            assert target.attempts == 1
+            invariant(action.metrics)
+
+
+def test_retry_after_values():
+    from connectors.http import retry_after
+
+    assert retry_after(None) is None and retry_after("") is None and retry_after("soon") is None
+    assert retry_after("120") == 120.0 and retry_after(" 0 ") == 0.0
+    assert retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now=1445412470.0) == 10.0
+    assert retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now=1445412490.0) == 0.0  # in the past: now

@@ -61,3 +61,37 @@ def test_encoders_round_trip():
     assert orjson.loads(frames.encode_error("a", "GenericError", "x")) == [4, "a", "GenericError", "x", {}]
     text = frames.encode_call("u", "DataTransfer", {"data": "ünïcode ✓"})
     assert frames.parse(text, "ocpp1.6") == Call("u", "DataTransfer", {"data": "ünïcode ✓"})
+
+
+@pytest.mark.parametrize("text,wide", [
+    ('[1,18446744073709551615,-9223372036854775808]', None),  # the edges orjson reads exactly
+    ('[18446744073709551616]', "18446744073709551616"),
+    ('[-9223372036854775809]', "-9223372036854775809"),
+    ('{"a":"123456789012345678901234567890"}', None),  # digits in a string
+    ('{"a\\"":"\\\\","b":123456789012345678901}', "123456789012345678901"),  # escapes before it
+    ('[1.12345678901234567890123, 1e-12345678901234567890]', None),  # floats anyway
+    ('[' + "9" * 5000 + ']', "99999999999999999999...(5000 digits)"),
+])
+def test_wide_integer_finds_what_orjson_would_round(text, wide):
+    assert frames.wide_integer(text) == wide
+    assert frames.wide_integer(text.encode()) == wide
+
+
+def test_a_frame_with_a_wide_integer_is_refused_per_version():
+    for ver, code in (("ocpp1.6", "FormationViolation"), ("ocpp2.1", "FormatViolation")):
+        with pytest.raises(FrameError) as info:
+            frames.parse('[2,"w","DataTransfer",{"n":99999999999999999999}]', ver)
+        assert (info.value.code, info.value.unique_id) == (code, "w")
+        assert "99999999999999999999" in info.value.description
+
+
+def test_encoders_raise_encode_error_not_type_error():
+    deep: dict = {}
+    for _ in range(300):
+        deep = {"a": deep}
+    with pytest.raises(frames.EncodeError, match="nested deeper than 254 levels"):
+        frames.encode_call("1", "DataTransfer", deep)
+    with pytest.raises(frames.EncodeError, match="64-bit"):
+        frames.encode_result("1", {"n": 2**64})
+    with pytest.raises(frames.EncodeError):
+        frames.encode_error("1", "GenericError", "", {1: 2})

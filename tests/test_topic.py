@@ -164,3 +164,18 @@ def test_trie_match_results_stay_as_they_were_while_filters_change():
     assert first == ("exact", "wild")
     assert trie.match("a/b") == ("exact2",)
     assert trie.match("a/c") == ()
+
+
+@pytest.mark.parametrize("char", ["\x01", "\x1f", "\x7f", "\x85", "\x9f", "\ufdd0", "\ufdef", "\ufffe", "\uffff",
+                                  "\U0001fffe", "\U0010ffff"])
+def test_control_characters_and_non_characters_are_refused(char):
+    # mosquitto drops the connection of a client publishing such a topic (and the MQTT 5 spec lets it)
+    for check in (validate_name, validate_filter):
+        with pytest.raises(TopicError, match=f"U\\+{ord(char):04X}"):
+            check(f"ocpp/cp/a{char}b")
+
+
+@pytest.mark.parametrize("topic", ["ocpp/cp/a b", "ocpp/cp/\u00e9\u00a0\u200b", "ocpp/cp/\U0001f600", "ocpp/\ufdcf/\ufdf0"])
+def test_other_unicode_is_fine_in_a_topic(topic):
+    validate_name(topic)
+    validate_filter(topic)

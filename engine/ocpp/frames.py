@@ -9,10 +9,17 @@ Error codes follow each version's RPC framework:
   payload that is not an object → FormatViolation (OCPP 2.0.1 part 4 §4.3).
 A CALLERROR answers every bad frame, with the frame's UniqueId when it can be
 read and "-1" otherwise.
+
+Two limits come from the JSON codec (orjson) and are the same both ways:
+integers are carried exactly in -2**63 .. 2**64-1 (orjson reads a wider
+integer literal as a float, so a frame or downstream message with one is
+refused rather than silently rounded), and a document nests at most
+`MAX_DEPTH` levels (orjson encodes no deeper; it reads up to 1,024).
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +28,8 @@ import orjson
 CALL, CALLRESULT, CALLERROR = 2, 3, 4
 MAX_UNIQUE_ID = 36
 UNKNOWN_ID = "-1"
+MAX_DEPTH = 254  # orjson.dumps refuses deeper documents ("Recursion limit reached")
+INT_MIN, INT_MAX = -(2**63), 2**64 - 1  # the integers orjson reads as integers
 
 _LENGTHS = {CALL: 4, CALLRESULT: 3, CALLERROR: 5}
 
@@ -79,6 +88,44 @@ def _type_not_supported(proto_ver: str) -> str:
     return "ProtocolError" if is_v16(proto_ver) else "MessageTypeNotSupported"
 
 
+class EncodeError(ValueError):
+    """A frame or message the JSON codec cannot write; the text says why, for a log line or an event."""
+
+
+def dumps(value: Any) -> bytes:
+    """orjson.dumps, with its refusals (too deep, integer too wide, non-string key) as `EncodeError`."""
+    try:
+        return orjson.dumps(value)
+    except TypeError as exc:  # orjson.JSONEncodeError is a TypeError
+        reason = str(exc)
+        if "Recursion" in reason:
+            reason = f"nested deeper than {MAX_DEPTH} levels"
+        raise EncodeError(f"cannot be encoded as JSON: {reason}") from None
+
+
+# a JSON integer literal outside INT_MIN..INT_MAX has at least 19 digits: find such a run cheaply
+# (one C pass; a regex costs several times more per frame), then look at the literals for real
+_ONLY_DIGITS = bytes(0x30 if 0x30 <= i <= 0x39 else 0x20 for i in range(256))
+_LONG_RUN = b"0" * 19
+_STRING_OR_NUMBER = re.compile(rb'"(?:[^"\\]|\\.)*"|(-?[0-9]+)(\.[0-9]+)?([eE][+-]?[0-9]+)?')
+
+
+def wide_integer(raw: str | bytes) -> str | None:
+    """The first integer literal of a valid JSON text that orjson cannot read exactly, or None."""
+    data = raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else raw
+    if _LONG_RUN not in data.translate(_ONLY_DIGITS):
+        return None
+    for m in _STRING_OR_NUMBER.finditer(data):
+        digits = m.group(1)
+        if digits is None or m.group(2) is not None or m.group(3) is not None:
+            continue  # a string, or a number with a fraction or exponent: a float anyway
+        # more than 20 digits is out of range for sure (and int() refuses very long literals)
+        if len(digits.lstrip(b"-")) > 20 or not INT_MIN <= int(digits) <= INT_MAX:
+            literal = digits.decode()
+            return literal if len(literal) <= 40 else f"{literal[:20]}...({len(literal)} digits)"
+    return None
+
+
 def parse(text: str | bytes, proto_ver: str) -> Frame:
     """Decode one frame; raise `FrameError` describing what is wrong with it."""
     try:
@@ -102,6 +149,10 @@ def parse(text: str | bytes, proto_ver: str) -> Frame:
         raise FrameError(_rpc_error(proto_ver), "UniqueId must be a string")
     if not msg[1] or len(msg[1]) > MAX_UNIQUE_ID:
         raise FrameError(_rpc_error(proto_ver), f"UniqueId must be 1 to {MAX_UNIQUE_ID} characters", unique_id)
+    wide = wide_integer(text)
+    if wide is not None:
+        raise FrameError(format_violation(proto_ver),
+                         f"the integer {wide} is outside the range carried exactly ({INT_MIN} to {INT_MAX})", unique_id)
     if type_id == CALL:
         if not isinstance(msg[2], str) or not msg[2]:
             raise FrameError(_rpc_error(proto_ver), "Action must be a non-empty string", unique_id)
@@ -122,13 +173,15 @@ def parse(text: str | bytes, proto_ver: str) -> Frame:
     return CallError(unique_id, code, description, details)
 
 
+# the encoders raise EncodeError for what JSON cannot carry (see `dumps`)
+
 def encode_call(unique_id: str, action: str, payload: Any) -> str:
-    return orjson.dumps([CALL, unique_id, action, payload]).decode()
+    return dumps([CALL, unique_id, action, payload]).decode()
 
 
 def encode_result(unique_id: str, payload: Any) -> str:
-    return orjson.dumps([CALLRESULT, unique_id, payload]).decode()
+    return dumps([CALLRESULT, unique_id, payload]).decode()
 
 
 def encode_error(unique_id: str, code: str, description: str, details: Any = None) -> str:
-    return orjson.dumps([CALLERROR, unique_id, code, description, details if details is not None else {}]).decode()
+    return dumps([CALLERROR, unique_id, code, description, details if details is not None else {}]).decode()

@@ -15,18 +15,22 @@ import logging
 import time
 import uuid
 from collections import OrderedDict, deque
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import orjson
 
-from engine.bus import Message
+from engine.bus import Message, TopicError, validate_name
 from engine.ocpp import frames
 from engine.ocpp.context import GatewayContext, TopicTemplate
+from engine.ocpp.outbound import Unsendable, check_downstream, frame_text
 from engine.ocpp.schemas import UnknownAction
 
 log = logging.getLogger("ocppgw.session")
 
 MAX_PENDING_UPSTREAM = 32  # CALLs of the charge point the backend has not answered yet
+MAX_CACHED_TOPICS = 64  # per session: the actions a charge point sends are few, unless it is hostile
+WARN_EVERY = 60.0  # seconds: at most one warning per charge point about frames it cannot send us
 KEEPALIVE_GRACE = 0.1  # a check window is the interval plus 10%, for clock and network jitter
 
 
@@ -36,7 +40,8 @@ class Transport(Protocol):
 
 
 class ListenerView(Protocol):
-    """What a session reads of the listener that accepted it (live, so reloads apply)."""
+    """What a session reads of the listener that accepted it (live, so reloads apply).
+    `settings` (its ListenerSettings) is read if present, for `websocket.max_frame_size`."""
 
     full_name: str
 
@@ -46,6 +51,20 @@ class ListenerView(Protocol):
 
 class QueueFull(Exception):
     """The charge point's downstream queue is full."""
+
+
+class InvalidCommand(ValueError):
+    """A CALL that cannot be sent to the charge point (cannot be encoded, or over its frame size)."""
+
+
+class _Unpublishable(Exception):
+    """An upstream frame with no topic or payload the bus can carry: (CALLERROR code, drop reason)."""
+
+    def __init__(self, code: str, reason: str, description: str) -> None:
+        super().__init__(description)
+        self.code = code
+        self.reason = reason
+        self.description = description
 
 
 class _Outgoing:
@@ -110,6 +129,8 @@ class Session:
         self._missed_checks = 0
         self._idle_timer: asyncio.TimerHandle | None = None
         self._keepalive_timer: asyncio.TimerHandle | None = None
+        self._warned_at = -WARN_EVERY
+        self._unwarned = 0
 
     # --- lifecycle --------------------------------------------------------------------
 
@@ -219,11 +240,11 @@ class Session:
                 self._idle_timer.cancel()
                 self._idle_timer = None
         if type(frame) is frames.Call:
-            self._upstream_call(frame)
+            self._upstream_call(frame, text)
         elif type(frame) is frames.CallResult:
-            self._upstream_reply(frame, None)
+            self._upstream_reply(frame, None, text)
         else:
-            self._upstream_reply(frame, frame)
+            self._upstream_reply(frame, frame, text)
 
     def on_binary(self, data: bytes) -> None:
         if self.closed:
@@ -241,30 +262,66 @@ class Session:
         self.ctx.metrics.errors[exc.code] += 1
         self._dropped_event("invalid_frame", raw if isinstance(raw, str) else raw[:1024].hex(), exc.description)
 
-    def _upstream_call(self, call: frames.Call) -> None:
+    def _unpublishable(self, unique_id: str, exc: _Unpublishable, text: str) -> None:
+        """A valid frame the bus cannot carry (its topic or its JSON): the same answer as a bad frame,
+        and one log line now and then: a charge point sending thousands must not flood the log."""
+        self._send(frames.encode_error(unique_id, exc.code, exc.description[:512]))
+        self.ctx.metrics.errors[exc.code] += 1
+        self._dropped_event(exc.reason, text, exc.description)
+        now = self._loop.time()
+        if now - self._warned_at < WARN_EVERY:
+            self._unwarned += 1
+            return
+        more = f" ({self._unwarned} more since the last warning)" if self._unwarned else ""
+        log.warning("frame %s of %s not published (%s): %s%s",
+                    unique_id[:40], self.cid, exc.reason, exc.description[:200], more)
+        self._warned_at, self._unwarned = now, 0
+
+    def _prepare(self, template: TopicTemplate, action: str, type_: str, unique_id: str,
+                 body: dict[str, Any]) -> tuple[str, bytes]:
+        """The topic and payload of an upstream message, or `_Unpublishable` saying why not."""
+        try:
+            topic = self._topic(template, action, type_, unique_id)
+        except TopicError as exc:
+            raise _Unpublishable("InternalError", "invalid_topic",
+                                 f"the frame cannot be published: its topic is not valid ({exc})") from None
+        try:
+            payload = frames.dumps(body)
+        except frames.EncodeError as exc:
+            raise _Unpublishable(frames.format_violation(self.proto_ver), "invalid_frame",
+                                 f"the frame {exc}") from None
+        return topic, payload
+
+    def _upstream_call(self, call: frames.Call, text: str) -> None:
         if self.ctx.checks_upstream(self.cid, self._listener.checking):
             violation = self._check(call.action, "request", call.payload)
             if violation is not None:
                 code, description = violation
                 self._send(frames.encode_error(call.unique_id, code, description))
                 self.ctx.metrics.errors[code] += 1
-                self._dropped_event("schema_violation", orjson.dumps([2, call.unique_id, call.action, call.payload]).decode(), description)
+                self._dropped_event("schema_violation", text, description)
                 return
+        body = {"MessageTypeId": frames.CALL, "UniqueId": call.unique_id, "Action": call.action, "Payload": call.payload}
+        template = self.ctx.override_topics.get(call.action, self.ctx.call_topic)
+        try:
+            topic, payload = self._prepare(template, call.action, "2", call.unique_id, body)
+        except _Unpublishable as exc:
+            self._unpublishable(call.unique_id, exc, text)
+            return
         pending = self._pending_upstream
         pending[call.unique_id] = call.action
         if len(pending) > MAX_PENDING_UPSTREAM:
             pending.popitem(last=False)
-        body = {"MessageTypeId": frames.CALL, "UniqueId": call.unique_id, "Action": call.action, "Payload": call.payload}
-        template = self.ctx.override_topics.get(call.action, self.ctx.call_topic)
-        self._publish(self._topic(template, call.action, "2", call.unique_id), body)
+        self._publish(topic, payload, body)
 
-    def _upstream_reply(self, frame: frames.CallResult | frames.CallError, error: frames.CallError | None) -> None:
+    def _upstream_reply(self, frame: frames.CallResult | frames.CallError, error: frames.CallError | None,
+                        text: str) -> None:
         out = self._inflight
         action = out.action if out is not None and out.unique_id == frame.unique_id else None
         if action is not None and error is None and self.ctx.checks_upstream(self.cid, self._listener.checking):
             violation = self._check(action, "response", frame.payload)
             if violation is not None:
-                self._dropped_event("schema_violation", orjson.dumps([3, frame.unique_id, frame.payload]).decode(), violation[1])
+                self._dropped_event("schema_violation", text, violation[1])
                 if out is not None and out.reply is not None and not out.reply.done():
                     out.reply.set_exception(TimeoutError(f"the answer was refused by schema checking: {violation[1]}"))
                 self._finish_inflight()
@@ -274,14 +331,23 @@ class Session:
             if action is not None:
                 body["Action"] = action
             body["Payload"] = frame.payload
-            topic = self._topic(self.ctx.reply_topic, action or "", "3", frame.unique_id)
+            template, type_ = self.ctx.reply_topic, "3"
         else:
             body = {"MessageTypeId": frames.CALLERROR, "UniqueId": frame.unique_id}
             if action is not None:
                 body["Action"] = action
             body.update(ErrorCode=error.code, ErrorDescription=error.description, ErrorDetails=error.details)
-            topic = self._topic(self.ctx.error_topic, action or "", "4", frame.unique_id)
-        self._publish(topic, body)
+            template, type_ = self.ctx.error_topic, "4"
+        try:
+            topic, payload = self._prepare(template, action or "", type_, frame.unique_id, body)
+        except _Unpublishable as exc:
+            self._unpublishable(frame.unique_id, exc, text)
+            if action is not None:  # answered, though not forwardable: the next command may go
+                if out is not None and out.reply is not None and not out.reply.done():
+                    out.reply.set_exception(TimeoutError(f"the answer cannot be published: {exc.description}"))
+                self._finish_inflight()
+            return
+        self._publish(topic, payload, body)
         if action is not None:
             if out is not None and out.reply is not None and not out.reply.done():
                 out.reply.set_result(body)
@@ -293,7 +359,7 @@ class Session:
         try:
             violation = registry.check(self.proto_ver, action, kind, payload)
         except UnknownAction:
-            return "NotImplemented", f"no {kind} schema for action {action!r} in {self.proto_ver}"
+            return "NotImplemented", f"no {kind} schema for action {_short(action)!r} in {self.proto_ver}"
         return None if violation is None else (violation.code, violation.description)
 
     def _topic(self, template: TopicTemplate, action: str, type_: str, unique_id: str) -> str:
@@ -301,18 +367,23 @@ class Session:
             self._topic_cache.clear()
             self._generation = self.ctx.generation
         if template.per_message:
-            return self.mountpoint + template.render(self._vars(action, type_, unique_id))
+            topic = self.mountpoint + template.render(self._vars(action, type_, unique_id))
+            validate_name(topic)
+            return topic
         key = (id(template), action)
         topic = self._topic_cache.get(key)
         if topic is None:
-            topic = self._topic_cache[key] = self.mountpoint + template.render(self._vars(action, type_))
+            topic = self.mountpoint + template.render(self._vars(action, type_))
+            validate_name(topic)  # checked once, when cached; raises TopicError
+            if len(self._topic_cache) < MAX_CACHED_TOPICS:
+                self._topic_cache[key] = topic
         return topic
 
     def _vars(self, action: str, type_: str = "", unique_id: str = "") -> dict[str, str]:
         return {"cid": self.cid, "action": action, "type": type_, "id": unique_id, "proto_ver": self.proto_ver}
 
-    def _publish(self, topic: str, body: dict[str, Any]) -> None:
-        self.ctx.bus.publish(Message(topic, orjson.dumps(body), origin="ocpp", headers=self._headers, decoded=body))
+    def _publish(self, topic: str, payload: bytes, body: dict[str, Any]) -> None:
+        self.ctx.bus.publish(Message(topic, payload, origin="ocpp", headers=self._headers, decoded=body))
 
     # --- downstream: bus → charge point -------------------------------------------------------
 
@@ -324,7 +395,11 @@ class Session:
         except orjson.JSONDecodeError:
             self._dropped_event("invalid_payload", _text(message.payload), "not valid JSON", message)
             return
-        problem = _check_downstream(body)
+        problem = check_downstream(body)
+        if problem is None:
+            wide = frames.wide_integer(message.payload)
+            if wide is not None:
+                problem = f"the integer {wide} is outside the range carried exactly ({frames.INT_MIN} to {frames.INT_MAX})"
         if problem:
             self._dropped_event("invalid_payload", _text(message.payload), problem, message)
             return
@@ -351,11 +426,25 @@ class Session:
         else:
             self._queue.append(out)
 
-    def _send_call(self, out: _Outgoing) -> None:
+    def _send_call(self, out: _Outgoing) -> bool:
+        """Send a CALL and hold the in-flight slot until its answer; a CALL that cannot be sent is
+        dropped without taking the slot (so the next one goes), and False returned."""
+        try:
+            text = self._outbound(lambda: frames.encode_call(out.unique_id, out.action, out.payload))
+        except Unsendable as exc:
+            if out.reply is not None and not out.reply.done():
+                out.reply.set_exception(InvalidCommand(exc.description))
+            self._dropped_event(exc.reason, _text(out.message.payload), exc.description, out.message)
+            return False
         self._inflight = out
-        self._send(frames.encode_call(out.unique_id, out.action, out.payload))
+        self._send(text)
         self._delivered_event(out.message)
         out.timer = self._loop.call_later(self.ctx.settings.dnstream.awaiting_timeout, self._call_timed_out, out)
+        return True
+
+    def _outbound(self, encode: Callable[[], str]) -> str:
+        settings = getattr(self._listener, "settings", None)
+        return frame_text(encode, int(settings.websocket.max_frame_size) if settings is not None else 0)
 
     def _call_timed_out(self, out: _Outgoing) -> None:
         if self._inflight is out and not self.closed:
@@ -395,15 +484,27 @@ class Session:
                     self._pending_upstream[unique_id] = action  # still unanswered: a good reply may follow
                     self._dropped_event("schema_violation", _text(message.payload), violation[1], message)
                     return
-            self._send(frames.encode_result(unique_id, payload))
+            try:
+                text = self._outbound(lambda: frames.encode_result(unique_id, payload))
+            except Unsendable as exc:
+                self._pending_upstream[unique_id] = action  # still unanswered: a good reply may follow
+                self._dropped_event(exc.reason, _text(message.payload), exc.description, message)
+                return
+            self._send(text)
             if action == "BootNotification" and isinstance(payload, dict) and payload.get("status") == "Accepted":
                 interval = payload.get("interval")
                 if isinstance(interval, (int, float)) and not isinstance(interval, bool) and interval > 0:
                     self.set_keepalive(interval)
         else:
-            self._send(frames.encode_error(
-                unique_id, body["ErrorCode"], body.get("ErrorDescription", ""), body.get("ErrorDetails") or {}
-            ))
+            try:
+                text = self._outbound(lambda: frames.encode_error(
+                    unique_id, body["ErrorCode"], body.get("ErrorDescription", ""), body.get("ErrorDetails") or {}
+                ))
+            except Unsendable as exc:
+                self._pending_upstream[unique_id] = action
+                self._dropped_event(exc.reason, _text(message.payload), exc.description, message)
+                return
+            self._send(text)
         self._delivered_event(message)
 
     # --- output and events ------------------------------------------------------------------
@@ -472,9 +573,15 @@ class Session:
     def call(self, action: str, payload: dict[str, Any], unique_id: str | None = None) -> asyncio.Future[dict[str, Any]]:
         """Send a CALL through the downstream queue (one in flight, as every CALL); the future
         gets the charge point's answer as EMQX's reply payload, or TimeoutError if it is dropped
-        (awaiting_timeout, disconnect). Raises QueueFull at once when the queue is full."""
+        (awaiting_timeout, disconnect). Raises QueueFull at once when the queue is full, and
+        InvalidCommand when the CALL cannot be encoded or is over the frame size."""
         unique_id = unique_id or uuid.uuid4().hex[:36]
         body = {"MessageTypeId": frames.CALL, "UniqueId": unique_id, "Action": action, "Payload": payload}
+        try:
+            self._outbound(lambda: frames.encode_call(unique_id, action, payload))
+        except Unsendable as exc:  # refused at once: the API answers it, nothing is queued
+            self.ctx.metrics.drops[exc.reason] += 1
+            raise InvalidCommand(exc.description) from None
         message = Message(self.mountpoint + "admin/call", orjson.dumps(body), origin="api", decoded=body)
         out = _Outgoing(unique_id, action, payload, message)
         out.reply = self._loop.create_future()
@@ -506,33 +613,10 @@ class Session:
         }
 
 
+def _short(text: str, limit: int = 64) -> str:
+    """A name from the peer, cut for a message: an Action may be 70,000 characters long."""
+    return text if len(text) <= limit else f"{text[:limit]}...({len(text)} characters)"
+
+
 def _text(payload: bytes) -> str:
     return payload.decode("utf-8", "replace")
-
-
-def _check_downstream(body: Any) -> str | None:
-    """What is wrong with a downstream message's shape, or None."""
-    if not isinstance(body, dict):
-        return "the payload must be a JSON object"
-    type_id = body.get("MessageTypeId")
-    if type_id not in (frames.CALL, frames.CALLRESULT, frames.CALLERROR) or isinstance(type_id, bool):
-        return "MessageTypeId must be 2, 3 or 4"
-    unique_id = body.get("UniqueId")
-    if unique_id is not None and (not isinstance(unique_id, str) or not 0 < len(unique_id) <= frames.MAX_UNIQUE_ID):
-        return f"UniqueId must be a string of 1 to {frames.MAX_UNIQUE_ID} characters"
-    if "Payload" in body and not isinstance(body["Payload"], dict):
-        return "Payload must be a JSON object"
-    if type_id == frames.CALL:
-        if not isinstance(body.get("Action"), str) or not body["Action"]:
-            return "a CALL needs an Action string"
-        return None
-    if unique_id is None:
-        return "a reply needs the UniqueId of the CALL it answers"
-    if type_id == frames.CALLERROR:
-        if not isinstance(body.get("ErrorCode"), str):
-            return "a CALLERROR needs an ErrorCode string"
-        if not isinstance(body.get("ErrorDescription", ""), str):
-            return "ErrorDescription must be a string"
-        if not isinstance(body.get("ErrorDetails", {}), dict):
-            return "ErrorDetails must be a JSON object"
-    return None
