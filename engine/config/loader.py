@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from pyhocon import ConfigFactory, ConfigTree
+from pyhocon.config_tree import NoneValue
 from pyhocon.exceptions import ConfigException
 from pyparsing import ParseBaseException
 
@@ -205,13 +206,18 @@ def _plain(value: Any) -> Any:
         return {_plain_key(str(k)): _plain(v) for k, v in value.items()}
     if isinstance(value, list):
         return [_plain(v) for v in value]
+    if isinstance(value, NoneValue):  # pyhocon's null inside a list
+        return None
     return value
 
 
+_KEEPS_QUOTES = frozenset('$}[]:=+#`^?!@*&.')  # pyhocon's ConfigTree.parse_key special characters
+
+
 def _plain_key(key: str) -> str:
-    """pyhocon keeps the quotes of a quoted key that holds a dot (`"a.b"` stays `'"a.b"'`, so its
-    own dotted lookups work); the key itself is what is between them."""
-    if len(key) >= 2 and key[0] == '"' and key[-1] == '"' and "." in key:
+    """pyhocon keeps the quotes of a quoted key holding one of its special characters (`"a.b"`
+    stays `'"a.b"'`, so its own dotted lookups work); the key itself is what is between them."""
+    if len(key) >= 2 and key[0] == '"' and key[-1] == '"' and any(c in _KEEPS_QUOTES for c in key):
         return key[1:-1]
     return key
 

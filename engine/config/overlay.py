@@ -58,15 +58,28 @@ def render_overlay(tree: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def storable_key(key: str) -> bool:
+    """pyhocon reads a quoted key raw (no escapes) and trims it: a key that needs neither is stored."""
+    return bool(key) and key == key.strip() and '"' not in key and "\\" not in key and key.isprintable()
+
+
+def _key(key: Any) -> str:
+    key = str(key)
+    if not storable_key(key):
+        raise OverlayValueError(f"the key {key!r} cannot be stored: a key is not empty and has no quotes, "
+                                "backslashes, control characters or spaces at either end")
+    return f'"{key}"'
+
+
 def _object(obj: dict[str, Any], depth: int, lines: list[str]) -> None:
     pad = "  " * depth
     for key, value in obj.items():
         if isinstance(value, dict):
-            lines.append(f"{pad}{_string(str(key))} {{")
+            lines.append(f"{pad}{_key(key)} {{")
             _object(value, depth + 1, lines)
             lines.append(f"{pad}}}")
         else:
-            lines.append(f"{pad}{_string(str(key))} = {_value(value, depth + 1)}")
+            lines.append(f"{pad}{_key(key)} = {_value(value, depth + 1)}")
 
 
 def _value(value: Any, depth: int) -> str:
@@ -85,6 +98,8 @@ def _value(value: Any, depth: int) -> str:
     if isinstance(value, str):
         return _string(value)
     if isinstance(value, (list, tuple)):
+        if any(isinstance(v, str) and not v for v in value):
+            raise OverlayValueError('an empty string inside a list cannot be stored (pyhocon reads [""] as [])')
         return "[" + ", ".join(_value(v, depth) for v in value) + "]"
     if isinstance(value, dict):
         inner: list[str] = []
