@@ -212,3 +212,11 @@ async def test_request_bodies_above_the_limit_get_413(tmp_path, mosquitto):
         assert (await api.get("/status")).status_code == 200
         s = await scrape(gw)
         assert s.value("ocppgw_admin_requests_refused_total", reason="body_too_large") == 2
+
+
+def test_hashing_queue_is_bounded(monkeypatch):
+    creds = Credentials("admin", "pw", {"bot": hash_secret("bot-secret", iterations=1000)})
+    monkeypatch.setattr(credentials_module, "MAX_PENDING_HASHES", 0)
+    with pytest.raises(credentials_module.HashingBusy):
+        asyncio.run(creds.verify("bot", "guess"))
+    assert asyncio.run(creds.verify("admin", "pw"))  # the dashboard user needs no hash

@@ -8,9 +8,7 @@ running node (which is what the next `run` does).
 
 from __future__ import annotations
 
-import asyncio
 import datetime
-import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -22,8 +20,7 @@ from hypothesis import strategies as st
 from engine.config import load_settings
 from engine.config.loader import _parse_text
 from engine.config.overlay import OverlayValueError, _as_written, render_overlay, storable_key
-from tests.ocpp_support import running_gateway
-from tests.servers import Mosquitto
+from tests.admin_support import gateway_in_thread as running_in_thread
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -113,32 +110,9 @@ def overlays(draw: Any) -> str:
 
 @pytest.fixture(scope="module")
 def gateway_in_thread(tmp_path_factory) -> Iterator[Any]:
-    """A gateway on an event loop of its own thread, so a synchronous hypothesis test can talk to it."""
     tmp_path = tmp_path_factory.mktemp("roundtrip")
-    mosquitto = Mosquitto()
-    mosquitto.start()
-    loop = asyncio.new_event_loop()
-    started: dict[str, Any] = {}
-    ready = threading.Event()
-
-    async def serve() -> None:
-        stop = asyncio.Event()
-        started["stop"] = stop
-        try:
-            async with running_gateway(tmp_path, mosquitto.port) as gw:
-                started["gw"] = gw
-                ready.set()
-                await stop.wait()
-        finally:
-            ready.set()
-
-    thread = threading.Thread(target=lambda: loop.run_until_complete(serve()), daemon=True)
-    thread.start()
-    assert ready.wait(60) and "gw" in started
-    yield started["gw"], tmp_path
-    loop.call_soon_threadsafe(started["stop"].set)
-    thread.join(30)
-    mosquitto.stop()
+    with running_in_thread(tmp_path) as gw:
+        yield gw, tmp_path
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
