@@ -101,8 +101,9 @@ async def test_a_body_above_the_default_limit_gets_413(tmp_path, mosquitto):
 
 
 async def test_a_slow_to_parse_body_does_not_stop_the_gateway(tmp_path, mosquitto):
-    """A large body takes pyhocon seconds: the status request sent after it is answered before it."""
-    body = "x {\n" + "".join(f"  k{i} = [1, 2, {{a = b}}]\n" for i in range(2000)) + "}\n"
+    """A large body takes pyhocon seconds to parse (here all of the answer's cost: it is a syntax error at
+    the very end): the status request sent after it is answered before it."""
+    body = "x {\n" + "".join(f"  k{i} = [1, 2, {{a = b}}]\n" for i in range(2000))  # no closing brace
     async with running_gateway(tmp_path, mosquitto.port) as gw, \
             httpx.AsyncClient(base_url=gw.admin_url, auth=AUTH, timeout=120) as api:
         put = asyncio.create_task(api.put("/configs", content=body))
@@ -110,4 +111,4 @@ async def test_a_slow_to_parse_body_does_not_stop_the_gateway(tmp_path, mosquitt
         status = await asyncio.wait_for(api.get("/status"), 60)
         assert status.status_code == 200 and not put.done()
         r = await put
-        assert r.status_code == 400 and "x = " in r.json()["message"] and "unknown key" in r.json()["message"]
+        assert r.status_code == 400 and "HOCON syntax error" in r.json()["message"]

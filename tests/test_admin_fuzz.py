@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from tests.admin_support import gateway_in_thread
@@ -57,6 +57,7 @@ hocon_text = st.one_of(
 def test_hocon_through_put_configs(gw, body, mode):
     with httpx.Client(base_url=gw.admin_url, auth=AUTH, timeout=120) as api:
         r = api.put("/configs", params={"mode": mode}, content=body.encode("utf-8", "surrogatepass"))
+        event(f"PUT /configs -> {r.status_code}")
         answered_well(r)
         assert api.get("/status").status_code == 200
 
@@ -91,6 +92,7 @@ def test_json_bodies_of_the_admin_endpoints(gw, endpoint, body):
     method, path = endpoint
     with httpx.Client(base_url=gw.admin_url, auth=AUTH, timeout=120) as api:
         r = api.request(method, path, content=body, headers={"content-type": "application/json"})
+        event(f"{method} {path} -> {r.status_code}")
         answered_well(r)
         if method == "POST" and path == "/rules" and r.status_code == 201:
             assert api.delete(f"/rules/{r.json()['id']}").status_code == 204
