@@ -97,3 +97,15 @@ def test_json_bodies_of_the_admin_endpoints(gw, endpoint, body):
         if method == "POST" and path == "/rules" and r.status_code == 201:
             assert api.delete(f"/rules/{r.json()['id']}").status_code == 204
         assert api.get("/status").status_code == 200
+
+
+def test_deeply_nested_values_are_a_400(gw):
+    with httpx.Client(base_url=gw.admin_url, auth=AUTH, timeout=120) as api:
+        deep: Any = 1
+        for _ in range(900):
+            deep = [deep]
+        r = api.post("/rules", json={"id": "deep", "sql": 'SELECT 1 AS one FROM "t/#"', "actions": deep})
+        assert r.status_code == 400 and "nested too deeply" in r.json()["message"], r.text
+        r = api.put("/configs", content="a = " + "[" * 400 + "]" * 400)
+        assert r.status_code == 400 and "nested too deeply" in r.json()["message"], r.text
+        assert api.get("/status").status_code == 200

@@ -11,7 +11,7 @@ from starlette.routing import Route
 
 from engine.admin.common import bad_request, json_response
 from engine.config import ConfigError, dump_hocon
-from engine.config.loader import in_background
+from engine.config.background import in_background
 from engine.config.overlay import settings_for_overlay, settings_for_upload, write_overlay_text
 from engine.reload import ReloadError
 
@@ -27,6 +27,8 @@ async def _apply(node: Any, fn: Any, *args: Any) -> Response:
         report = await node.reload(settings)
     except (ConfigError, ReloadError) as exc:
         return refused(exc.errors)
+    except RecursionError:  # a value too deep to hand to the worker (pickling recurses)
+        return refused(["the admin API's config: nested too deeply"])
     write_overlay_text(node.settings.node.data_dir, text)
     return json_response({"status": "reloaded", **report.as_dict()})
 

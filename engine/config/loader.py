@@ -9,19 +9,15 @@ starts until the whole config is clean.
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
-import concurrent.futures.process
 import copy
 import dataclasses
 import datetime
 import difflib
 import json
-import multiprocessing
 import os
 import types
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +26,7 @@ from pyhocon.config_tree import NoneValue
 from pyhocon.exceptions import ConfigException
 from pyparsing import ParseBaseException
 
-from engine.children import die_with_parent
+from engine.config.background import in_background, stop_background_loader  # noqa: F401 (the node's)
 from engine.config.checks import check_settings
 from engine.config.schema import REQUIRED, Range, Settings
 from engine.config.types import Bind, ConfigValueError, Duration, Size
@@ -76,43 +72,9 @@ def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None 
     return build(sources)
 
 
-_pool: concurrent.futures.ProcessPoolExecutor | None = None
-
-
-def _background_worker_init() -> None:
-    die_with_parent()
-    os.nice(19)  # parsing waits for the CPU the gateway leaves idle
-
-
 async def load_settings_in_background(path: str | Path | None, overlay: bool | dict[str, Any] | str = True) -> Settings:
     """`load_settings` for a running node (see `in_background`)."""
     return await in_background(load_settings, path, dict(os.environ), overlay)
-
-
-async def in_background(fn: Callable[..., Any], *args: Any) -> Any:
-    """`fn(*args)` (a module-level function: it is pickled) off the event loop. Parsing HOCON is
-    several milliseconds of pure Python (pyhocon on pyparsing; seconds for a large body), enough to spoil the charge points' latency once a second if the gateway
-    is reloaded that often. It runs in a worker process at the lowest priority (started on the first
-    reload, kept), so it gets only the CPU time the gateway does not want; if that process cannot
-    run, in a thread."""
-    global _pool
-    loop = asyncio.get_running_loop()
-    try:
-        if _pool is None:
-            _pool = concurrent.futures.ProcessPoolExecutor(
-                1, mp_context=multiprocessing.get_context("spawn"), initializer=_background_worker_init)
-        return await loop.run_in_executor(_pool, fn, *args)
-    except (concurrent.futures.process.BrokenProcessPool, OSError, RuntimeError):
-        _pool = None
-        return await asyncio.to_thread(fn, *args)
-
-
-def stop_background_loader() -> None:
-    """End the worker process (node shutdown)."""
-    global _pool
-    if _pool is not None:
-        _pool.shutdown(wait=False, cancel_futures=True)
-        _pool = None
 
 
 def overlay_path(tree: dict[str, Any], env: Mapping[str, str]) -> Path:

@@ -160,12 +160,14 @@ def settings_for_overlay(config_path: str | None, env: dict[str, str], tree: dic
     label = "the admin API's config"
     try:
         text = render_overlay(tree)
+        if _parse_text(text, label) != _as_written(tree):
+            raise ConfigError([f"{label}: cannot be stored so that it reads back the same "
+                               "(a key or value HOCON cannot spell?)"])
+        return load_settings(config_path, env, overlay=text), text
     except OverlayValueError as exc:
         raise ConfigError([f"{label}: {exc}"]) from None
-    if _parse_text(text, label) != _as_written(tree):
-        raise ConfigError([f"{label}: cannot be stored so that it reads back the same "
-                           "(a key or value HOCON cannot spell?)"])
-    return load_settings(config_path, env, overlay=text), text
+    except RecursionError:
+        raise ConfigError([f"{label}: nested too deeply"]) from None
 
 
 def _as_written(value: Any) -> Any:

@@ -59,7 +59,9 @@ def parse_untrusted(text: str, label: str = "the request body") -> dict[str, Any
         parsed = ConfigFactory.parse_string(text, resolve=False)
     except ParseBaseException as exc:
         raise ConfigError([syntax_error(label, exc)]) from None
-    except (ConfigException, RecursionError, ValueError) as exc:
+    except RecursionError:
+        raise ConfigError([f"{label}: nested too deeply"]) from None
+    except (ConfigException, ValueError) as exc:
         raise ConfigError([f"{label}: HOCON error: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"[:300]]) from None
     if not isinstance(parsed, ConfigTree):
         raise ConfigError([f"{label}: expected an object {{ ... }} at the top, not a list"])
