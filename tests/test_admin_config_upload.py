@@ -112,3 +112,13 @@ async def test_a_slow_to_parse_body_does_not_stop_the_gateway(tmp_path, mosquitt
         assert status.status_code == 200 and not put.done()
         r = await put
         assert r.status_code == 400 and "HOCON syntax error" in r.json()["message"]
+
+
+def test_the_include_scan_errs_towards_refusing():
+    from engine.config.untrusted import find_include
+
+    refused = ['include "x"', 'INCLUDE "x"', "\u0131nclude \"x\"", 'a = \\", include "x"', 'a = "\\\\" include "x"',
+               '\\include "x"', 'a { b = 1\n  include required(file("f")) }', "# include", 'a = [include]']
+    allowed = ['a = "include"', 'a = "x\\" include"', "includes = 1", "x_include = 1", '"include" = 1', 'a = """ include """']
+    assert [t for t in refused if find_include(t) is None] == []
+    assert [t for t in allowed if find_include(t) is not None] == []

@@ -24,7 +24,7 @@ from engine.config.loader import ConfigError, _plain, syntax_error
 # a string as pyhocon reads it (one line); anything this does not cover counts as unquoted text, so
 # the scan below errs towards refusing
 _QUOTED = re.compile(r'"(?:[^"\\\n]|\\.)*"')
-_ESCAPE = re.compile(r"\\.", re.DOTALL)  # pyhocon's unquoted text may escape a quote: skip the pair
+_ESCAPE = re.compile(r"\\.", re.DOTALL)  # pyhocon's unquoted text may escape a quote
 _IDENT = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_$")  # pyparsing's keyword chars
 _WORD = "INCLUDE"
 
@@ -32,7 +32,9 @@ _WORD = "INCLUDE"
 def find_include(text: str) -> int | None:
     """Where an unquoted `include` keyword may start (pyparsing matches it caselessly, as a keyword:
     no identifier character either side), or None. Quoted strings are blanked first."""
-    blanked = _ESCAPE.sub("  ", text)  # same length throughout, so a position is also one in `text`
+    # same length throughout, so a position is also one in `text`; an escaped quote or backslash is
+    # blanked (it opens no string), any other escaped character is kept (`\include` is still refused)
+    blanked = _ESCAPE.sub(lambda m: "  " if m.group()[1] in '"\\' else " " + m.group()[1], text)
     unquoted = _QUOTED.sub(lambda m: '"' + " " * (len(m.group()) - 2) + '"', blanked)
     upper_first = {"I", "i", "ı", "İ"}
     n = len(_WORD)
