@@ -122,3 +122,21 @@ def test_the_include_scan_errs_towards_refusing():
     allowed = ['a = "include"', 'a = "x\\" include"', "includes = 1", "x_include = 1", '"include" = 1', 'a = """ include """']
     assert [t for t in refused if find_include(t) is None] == []
     assert [t for t in allowed if find_include(t) is not None] == []
+
+
+async def test_concurrent_merges_keep_both_changes(tmp_path, mosquitto, monkeypatch):
+    async with running_gateway(tmp_path, mosquitto.port) as gw, httpx.AsyncClient(base_url=gw.admin_url, auth=AUTH) as api:
+        real_reload = gw.node.reload
+
+        async def slow_reload(settings):  # widens the window between one change's read and its write
+            await asyncio.sleep(0.5)
+            return await real_reload(settings)
+
+        monkeypatch.setattr(gw.node, "reload", slow_reload)
+        a, b = await asyncio.gather(api.put("/configs", content="gateway.ocpp.dnstream.max_mqueue_len = 7"),
+                                    api.put("/configs", content="gateway.ocpp.idle_timeout = 31s"))
+        assert a.status_code == b.status_code == 200
+        ocpp = gw.node.settings.gateway.ocpp
+        assert ocpp.dnstream.max_mqueue_len == 7 and ocpp.idle_timeout == 31
+        stored = (tmp_path / "data" / "cluster.hocon").read_text()
+        assert '"max_mqueue_len" = 7' in stored and '"idle_timeout" = "31s"' in stored

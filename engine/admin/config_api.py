@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+import weakref
 from typing import Any
 
 from starlette.requests import Request
@@ -20,16 +22,22 @@ def refused(errors: list[str]) -> Response:
     return json_response({"code": "BAD_CONFIG", "message": "; ".join(errors), "errors": errors}, 400)
 
 
+_changing: weakref.WeakKeyDictionary[Any, asyncio.Lock] = weakref.WeakKeyDictionary()
+
+
 async def _apply(node: Any, fn: Any, *args: Any) -> Response:
-    """Build the settings and the overlay's text off the loop, apply them, and only then keep the text."""
-    try:
-        settings, text = await in_background(fn, node.config_path, dict(os.environ), *args)
-        report = await node.reload(settings)
-    except (ConfigError, ReloadError) as exc:
-        return refused(exc.errors)
-    except RecursionError:  # a value too deep to hand to the worker (pickling recurses)
-        return refused(["the admin API's config: nested too deeply"])
-    write_overlay_text(node.settings.node.data_dir, text)
+    """Build the settings and the overlay's text off the loop, apply them, and only then keep the text.
+    One change at a time per node: a merge reads the overlay the change before it wrote."""
+    lock = _changing.setdefault(node, asyncio.Lock())
+    async with lock:
+        try:
+            settings, text = await in_background(fn, node.config_path, dict(os.environ), *args)
+            report = await node.reload(settings)
+        except (ConfigError, ReloadError) as exc:
+            return refused(exc.errors)
+        except RecursionError:  # a value too deep to hand to the worker (pickling recurses)
+            return refused(["the admin API's config: nested too deeply"])
+        write_overlay_text(node.settings.node.data_dir, text)
     return json_response({"status": "reloaded", **report.as_dict()})
 
 
