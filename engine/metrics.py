@@ -169,6 +169,7 @@ class NodeCollector(Collector):
             ("node", self._node), ("gateway", self._gateway), ("listeners", self._listeners),
             ("rules", self._rules), ("actions", self._actions), ("bridge", self._bridge),
             ("bus", self._bus), ("process", self._process), ("admission", self._admission),
+            ("admin", self._admin),
         ]
         for name, section in sections:
             try:
@@ -357,6 +358,19 @@ class NodeCollector(Collector):
         subscriptions = _gauge("bus_subscriptions", "Subscriptions on the node's internal bus.")
         subscriptions.add_metric([], bus.subscription_count())
         return [published, errors, subscriptions]
+
+    def _admin(self) -> list[Metric]:
+        stats = getattr(self.node, "admin_stats", None)  # set by the admin app (engine.admin.lockout.AdminStats)
+        failures = _counter("admin_login_failures", "Admin API logins with wrong credentials.")
+        lockouts = _counter("admin_login_lockouts", "Source addresses locked out of the admin API after failed logins.")
+        refused = _counter("admin_requests_refused", "Admin API requests refused before they were served, by reason.",
+                           ["reason"])
+        if stats is not None:
+            failures.add_metric([], stats.login_failures)
+            lockouts.add_metric([], stats.lockouts)
+            for reason, count in sorted(stats.refused.items()):
+                refused.add_metric([reason], count)
+        return [failures, lockouts, refused]
 
     def _process(self) -> list[Metric]:
         families: list[Metric] = []

@@ -78,7 +78,8 @@ ENDPOINTS = [
 
 
 async def test_every_endpoint_needs_credentials(tmp_path, mosquitto):
-    async with running_gateway(tmp_path, mosquitto.port) as gw, charge_point(gw, "CP1") as ws:
+    no_lockout = "dashboard.unsuccessful_login_max_attempts = 0\n"  # 24 wrong logins here: each must be a 401
+    async with running_gateway(tmp_path, mosquitto.port, no_lockout) as gw, charge_point(gw, "CP1") as ws:
         for auth in (None, ("admin", "wrong"), ("nobody", "public")):
             async with admin(gw, auth) as http:
                 for method, path, body in ENDPOINTS:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 from starlette.applications import Starlette
@@ -19,6 +20,9 @@ from engine.admin.common import (
     error_response,
     json_response,
 )
+from engine.admin.credentials import HashingBusy
+from engine.admin.lockout import LoginGuard
+from engine.config.types import Size
 
 log = logging.getLogger("ocppgw.admin")
 
@@ -40,23 +44,83 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
 
 
 class _Authenticated:
-    """Every request needs the dashboard user or an API key; nothing is served without."""
+    """Every request needs the dashboard user or an API key; nothing is served without. A source
+    address locked out by failed logins is answered 429 first; a body above
+    dashboard.max_request_body is refused with 413 before it is read (Content-Length) or as soon
+    as it grows past the limit (counted while it streams in)."""
 
     def __init__(self, app: Any, node: Any) -> None:
         self.app = app
         self.node = node
+        self.guard = LoginGuard()
+        node.admin_stats = self.guard.stats  # the metrics collector reads it from the node
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        refusal = await self._refusal(scope)
+        if refusal is not None:
+            await error_response(refusal)(scope, receive, send)
+            return
+        await self.app(scope, self._limited(scope, receive), send)
+
+    async def _refusal(self, scope: dict[str, Any]) -> ApiError | None:
+        d = self.node.settings.dashboard
+        stats = self.guard.stats
+        client = scope.get("client")
+        source = client[0] if client else "unknown"
+        locked = self.guard.locked_for(source)
+        if locked:
+            stats.refuse("login_locked")
+            return ApiError(429, "LOGIN_LOCKED", f"too many failed logins from {source}: locked out for "
+                            f"another {math.ceil(locked)} s (dashboard.unsuccessful_login_lock_duration)",
+                            headers={"retry-after": str(math.ceil(locked))})
         request = Request(scope)
         creds = basic_credentials(request)
-        if creds is None or not self.node.admin_credentials.check(*creds):
-            message = "authentication required" if creds is None else "bad username or password"
-            await error_response(ApiError(401, "BAD_USERNAME_OR_PWD", message))(scope, receive, send)
-            return
-        await self.app(scope, receive, send)
+        if creds is None:
+            return ApiError(401, "BAD_USERNAME_OR_PWD", "authentication required")
+        try:
+            ok = await self.node.admin_credentials.verify(*creds)
+        except HashingBusy:
+            stats.refuse("hashing_busy")
+            return ApiError(429, "TOO_MANY_REQUESTS", "too many logins are being checked: try again shortly",
+                            headers={"retry-after": "1"})
+        if not ok:
+            self.guard.failed(source, d)
+            return ApiError(401, "BAD_USERNAME_OR_PWD", "bad username or password")
+        self.guard.succeeded(source)
+        length = request.headers.get("content-length")
+        limit = d.max_request_body
+        if length is not None:
+            if not length.strip().isdigit():
+                return ApiError(400, "BAD_REQUEST", "Content-Length is not a number")
+            if int(length) > limit:
+                stats.refuse("body_too_large")
+                return _too_large(limit)
+        return None
+
+    def _limited(self, scope: dict[str, Any], receive: Any) -> Any:
+        limit = self.node.settings.dashboard.max_request_body
+        stats = self.guard.stats
+        seen = 0
+
+        async def receive_limited() -> Any:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > limit:
+                    stats.refuse("body_too_large")
+                    raise _too_large(limit)
+            return message
+
+        return receive_limited
+
+
+def _too_large(limit: int) -> ApiError:
+    return ApiError(413, "PAYLOAD_TOO_LARGE", f"the request body is larger than {Size(limit)} "
+                    "(dashboard.max_request_body)")
 
 
 def create_app(node: Any) -> Any:

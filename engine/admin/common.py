@@ -4,26 +4,25 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
-import hmac
-import secrets
 from typing import Any
 
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-PBKDF2_ITERATIONS = 100_000
+# their home before engine.admin.credentials; imported from here by the CLI, the node and tools
+from engine.admin.credentials import PBKDF2_ITERATIONS, Credentials, hash_secret, secret_matches  # noqa: F401
 
 
 class ApiError(Exception):
     """Answered as `{"code": ..., "message": ...}` with `status`."""
 
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
+        self.headers = headers
 
 
 def json_response(body: Any, status: int = 200) -> Response:
@@ -31,7 +30,9 @@ def json_response(body: Any, status: int = 200) -> Response:
 
 
 def error_response(exc: ApiError) -> Response:
-    headers = {"www-authenticate": 'Basic realm="ocpp-gateway"'} if exc.status == 401 else None
+    headers = dict(exc.headers or {})
+    if exc.status == 401:
+        headers["www-authenticate"] = 'Basic realm="ocpp-gateway"'
     return Response(orjson.dumps({"code": exc.code, "message": exc.message}), status_code=exc.status,
                     media_type="application/json", headers=headers)
 
@@ -101,24 +102,6 @@ def paged(items: list[Any], page: int, limit: int) -> dict[str, Any]:
 # --- credentials ------------------------------------------------------------------------
 
 
-def hash_secret(secret: str, iterations: int = PBKDF2_ITERATIONS) -> str:
-    salt = secrets.token_hex(16)
-    digest = hashlib.pbkdf2_hmac("sha256", secret.encode(), salt.encode(), iterations).hex()
-    return f"pbkdf2_sha256${iterations}${salt}${digest}"
-
-
-def secret_matches(secret: str, stored: str) -> bool:
-    try:
-        scheme, iterations, salt, digest = stored.split("$")
-        rounds = int(iterations)
-    except ValueError:
-        return False
-    if scheme != "pbkdf2_sha256":
-        return False
-    candidate = hashlib.pbkdf2_hmac("sha256", secret.encode(), salt.encode(), rounds).hex()
-    return hmac.compare_digest(candidate, digest)
-
-
 def basic_credentials(request: Request) -> tuple[str, str] | None:
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
@@ -129,30 +112,3 @@ def basic_credentials(request: Request) -> tuple[str, str] | None:
     except (binascii.Error, UnicodeDecodeError):
         return None
     return (user, password) if sep else None
-
-
-class Credentials:
-    """The dashboard user and the API keys; checks are constant-time, and a good secret is cached."""
-
-    def __init__(self, username: str, password: str, api_keys: dict[str, str]) -> None:
-        self.username = username
-        self.password = password
-        self.api_keys = dict(api_keys)
-        self._verified: dict[str, str] = {}  # key → hmac of a secret already checked (pbkdf2 is slow)
-        self._pepper = secrets.token_bytes(16)
-
-    def check(self, user: str, password: str) -> bool:
-        user_ok = hmac.compare_digest(user.encode(), self.username.encode())
-        password_ok = hmac.compare_digest(password.encode(), self.password.encode())
-        if user_ok and password_ok:
-            return True
-        stored = self.api_keys.get(user)
-        if stored is None:
-            return False
-        tag = hmac.new(self._pepper, password.encode(), "sha256").hexdigest()
-        if hmac.compare_digest(self._verified.get(user, ""), tag):
-            return True
-        if secret_matches(password, stored):
-            self._verified[user] = tag
-            return True
-        return False

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
+import weakref
 from typing import Any
 
 from starlette.requests import Request
@@ -9,8 +12,9 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from engine.admin.common import bad_request, json_response
-from engine.config import ConfigError, dump_hocon, load_settings_in_background
-from engine.config.overlay import merge, parse_hocon, read_overlay, write_overlay
+from engine.config import ConfigError, dump_hocon
+from engine.config.background import in_background
+from engine.config.overlay import settings_for_overlay, settings_for_upload, write_overlay_text
 from engine.reload import ReloadError
 
 
@@ -18,15 +22,28 @@ def refused(errors: list[str]) -> Response:
     return json_response({"code": "BAD_CONFIG", "message": "; ".join(errors), "errors": errors}, 400)
 
 
+_changing: weakref.WeakKeyDictionary[Any, asyncio.Lock] = weakref.WeakKeyDictionary()
+
+
+async def _apply(node: Any, fn: Any, *args: Any) -> Response:
+    """Build the settings and the overlay's text off the loop, apply them, and only then keep the text.
+    One change at a time per node: a merge reads the overlay the change before it wrote."""
+    lock = _changing.setdefault(node, asyncio.Lock())
+    async with lock:
+        try:
+            settings, text = await in_background(fn, node.config_path, dict(os.environ), *args)
+            report = await node.reload(settings)
+        except (ConfigError, ReloadError) as exc:
+            return refused(exc.errors)
+        except RecursionError:  # a value too deep to hand to the worker (pickling recurses)
+            return refused(["the admin API's config: nested too deeply"])
+        write_overlay_text(node.settings.node.data_dir, text)
+    return json_response({"status": "reloaded", **report.as_dict()})
+
+
 async def apply_overlay(node: Any, overlay: dict[str, Any]) -> Response:
     """Check the file + `overlay` as a whole, apply it, and only then keep the overlay."""
-    try:
-        settings = await load_settings_in_background(node.config_path, overlay=overlay)
-        report = await node.reload(settings)
-    except (ConfigError, ReloadError) as exc:
-        return refused(exc.errors)
-    write_overlay(node.settings.node.data_dir, overlay)
-    return json_response({"status": "reloaded", **report.as_dict()})
+    return await _apply(node, settings_for_overlay, overlay)
 
 
 def routes(node: Any) -> list[Route]:
@@ -37,15 +54,14 @@ def routes(node: Any) -> list[Route]:
         mode = request.query_params.get("mode", "merge")
         if mode not in ("merge", "replace"):
             raise bad_request("mode: expected merge or replace")
-        text = (await request.body()).decode("utf-8", "replace")
+        raw = await request.body()  # size-limited by the app (dashboard.max_request_body)
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise bad_request("the body is not UTF-8 text") from None
         if not text.strip():
             raise bad_request("a HOCON body is required")
-        try:
-            body = parse_hocon(text)
-        except ConfigError as exc:
-            return refused(exc.errors)
-        current = read_overlay(node.settings.node.data_dir)
-        return await apply_overlay(node, merge(current, body) if mode == "merge" else body)
+        return await _apply(node, settings_for_upload, node.settings.node.data_dir, text, mode)
 
     async def reload_configs(request: Request) -> Response:
         try:
@@ -59,5 +75,3 @@ def routes(node: Any) -> list[Route]:
         Route("/api/v5/configs", put_configs, methods=["PUT"]),
         Route("/api/v5/configs/reload", reload_configs, methods=["POST"]),
     ]
-
-

@@ -15,6 +15,31 @@ Fail = Callable[[tuple[str, ...], object, str], None]
 def check_settings(settings: Settings, fail: Fail) -> None:
     _check_mqtt(settings, fail)
     _check_ocpp(settings, fail)
+    _check_dashboard(settings, fail)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a name: it may resolve anywhere
+
+
+def _check_dashboard(settings: Settings, fail: Fail) -> None:
+    """Credentials that must not guard an admin API reachable beyond loopback. Checked here, when the
+    config is read, so `check-config`, `run` and a reload refuse the same configs."""
+    d = settings.dashboard
+    http = d.listeners.http
+    if not http.enable or is_loopback(http.bind.host):
+        return
+    where = f"dashboard.listeners.http.bind is {http.bind}"
+    if not d.default_password:
+        fail(("dashboard", "default_password"), "", f"an empty password is refused: {where}, beyond loopback")
+    elif (d.default_username, d.default_password) == ("admin", "public"):
+        fail(("dashboard", "default_password"), "public", f"refusing to serve the admin API beyond loopback "
+             f"with the default credentials admin/public ({where}); set dashboard.default_password")
 
 
 def parse_mqtt_server(server: str) -> tuple[str, str, int]:

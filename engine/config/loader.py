@@ -9,15 +9,11 @@ starts until the whole config is clean.
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
-import concurrent.futures.process
 import copy
 import dataclasses
 import datetime
 import difflib
 import json
-import multiprocessing
 import os
 import types
 import typing
@@ -26,10 +22,11 @@ from pathlib import Path
 from typing import Any
 
 from pyhocon import ConfigFactory, ConfigTree
+from pyhocon.config_tree import NoneValue
 from pyhocon.exceptions import ConfigException
 from pyparsing import ParseBaseException
 
-from engine.children import die_with_parent
+from engine.config.background import in_background, stop_background_loader  # noqa: F401 (the node's)
 from engine.config.checks import check_settings
 from engine.config.schema import REQUIRED, Range, Settings
 from engine.config.types import Bind, ConfigValueError, Duration, Size
@@ -67,47 +64,17 @@ class Sources:
 
 
 def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None = None,
-                  overlay: bool | dict[str, Any] = True) -> Settings:
+                  overlay: bool | dict[str, Any] | str = True) -> Settings:
     """Read the file, the overlay the admin API wrote (`<data_dir>/cluster.hocon`, unless
     overlay=False) and the environment, in that order; validate; raise `ConfigError` listing
-    every problem. `overlay` may also be the overlay's tree itself (to check one before writing it)."""
+    every problem. `overlay` may also be the overlay's tree or its text (to check one before writing it)."""
     sources = read_sources(path, os.environ if env is None else env, overlay)
     return build(sources)
 
 
-_pool: concurrent.futures.ProcessPoolExecutor | None = None
-
-
-def _background_worker_init() -> None:
-    die_with_parent()
-    os.nice(19)  # parsing waits for the CPU the gateway leaves idle
-
-
-async def load_settings_in_background(path: str | Path | None, overlay: bool | dict[str, Any] = True) -> Settings:
-    """`load_settings` for a running node. Parsing HOCON is several milliseconds of pure Python
-    (pyhocon on pyparsing), enough to spoil the charge points' latency once a second if the gateway
-    is reloaded that often. It runs in a worker process at the lowest priority (started on the first
-    reload, kept), so it gets only the CPU time the gateway does not want; if that process cannot
-    run, in a thread."""
-    global _pool
-    loop = asyncio.get_running_loop()
-    env = dict(os.environ)
-    try:
-        if _pool is None:
-            _pool = concurrent.futures.ProcessPoolExecutor(
-                1, mp_context=multiprocessing.get_context("spawn"), initializer=_background_worker_init)
-        return await loop.run_in_executor(_pool, load_settings, path, env, overlay)
-    except (concurrent.futures.process.BrokenProcessPool, OSError, RuntimeError):
-        _pool = None
-        return await asyncio.to_thread(load_settings, path, env, overlay)
-
-
-def stop_background_loader() -> None:
-    """End the worker process (node shutdown)."""
-    global _pool
-    if _pool is not None:
-        _pool.shutdown(wait=False, cancel_futures=True)
-        _pool = None
+async def load_settings_in_background(path: str | Path | None, overlay: bool | dict[str, Any] | str = True) -> Settings:
+    """`load_settings` for a running node (see `in_background`)."""
+    return await in_background(load_settings, path, dict(os.environ), overlay)
 
 
 def overlay_path(tree: dict[str, Any], env: Mapping[str, str]) -> Path:
@@ -129,10 +96,12 @@ def _merge(base: dict[str, Any], over: dict[str, Any], path: tuple[str, ...], or
             origins[here] = label
 
 
-def read_sources(path: str | Path | None, env: Mapping[str, str], overlay: bool | dict[str, Any] = False) -> Sources:
+def read_sources(path: str | Path | None, env: Mapping[str, str], overlay: bool | dict[str, Any] | str = False) -> Sources:
     tree, file_label = _read_file(path)
     origins: dict[tuple[str, ...], str] = {}
-    if isinstance(overlay, dict):
+    if isinstance(overlay, str):  # the overlay's text, exactly as it is about to be written
+        _merge(tree, _parse_text(overlay, "the admin API's config"), (), origins, "the admin API's config")
+    elif isinstance(overlay, dict):
         _merge(tree, copy.deepcopy(overlay), (), origins, "the admin API's config")
     elif overlay:
         over_path = overlay_path(tree, env)
@@ -169,23 +138,50 @@ def _read_file(path: str | Path | None) -> tuple[dict[str, Any], str]:
         raise ConfigError([f"{label}: cannot read the config file: {exc.strerror or exc}"]) from None
     except UnicodeDecodeError:
         raise ConfigError([f"{label}: the config file is not UTF-8 text"]) from None
+    return _parse_text(text, label, basedir=str(path.parent.resolve())), label
+
+
+def _parse_text(text: str, label: str, basedir: str | None = None) -> dict[str, Any]:
+    """A trusted file's text (its includes and `${ENV}` substitutions run) → a plain tree."""
     try:
-        parsed = ConfigFactory.parse_string(text, basedir=str(path.parent.resolve()))
+        parsed = ConfigFactory.parse_string(text, basedir=basedir)
     except ParseBaseException as exc:
-        raise ConfigError([f"{label}:{exc.lineno}:{exc.col}: HOCON syntax error: {exc.msg}"]) from None
+        raise ConfigError([syntax_error(label, exc)]) from None
     except ConfigException as exc:
         raise ConfigError([f"{label}: {exc}"]) from None
     except OSError as exc:
         raise ConfigError([f"{label}: include failed: {exc}"]) from None
-    return _plain(parsed), label
+    plain = _plain(parsed)
+    if not isinstance(plain, dict):
+        raise ConfigError([f"{label}: expected an object {{ ... }} at the top, not a list"])
+    return plain
+
+
+def syntax_error(label: str, exc: ParseBaseException) -> str:
+    # pyparsing's message spells out the whole grammar it expected: keep the start
+    message = exc.msg if len(exc.msg) <= 120 else exc.msg[:117] + "..."
+    return f"{label}:{exc.lineno}:{exc.col}: HOCON syntax error: {message}"
 
 
 def _plain(value: Any) -> Any:
     if isinstance(value, ConfigTree):
-        return {str(k): _plain(v) for k, v in value.items()}
+        return {_plain_key(str(k)): _plain(v) for k, v in value.items()}
     if isinstance(value, list):
         return [_plain(v) for v in value]
+    if isinstance(value, NoneValue):  # pyhocon's null inside a list
+        return None
     return value
+
+
+_KEEPS_QUOTES = frozenset('$}[]:=+#`^?!@*&.')  # pyhocon's ConfigTree.parse_key special characters
+
+
+def _plain_key(key: str) -> str:
+    """pyhocon keeps the quotes of a quoted key holding one of its special characters (`"a.b"`
+    stays `'"a.b"'`, so its own dotted lookups work); the key itself is what is between them."""
+    if len(key) >= 2 and key[0] == '"' and key[-1] == '"' and any(c in _KEEPS_QUOTES for c in key):
+        return key[1:-1]
+    return key
 
 
 def _set_path(tree: dict[str, Any], keys: tuple[str, ...], value: Any) -> str | None:

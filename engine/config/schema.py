@@ -376,6 +376,13 @@ class DashboardSettings:
     # API keys for scripts: key → hashed secret ("pbkdf2_sha256$iterations$salt$hash",
     # made by `ocpp-gateway hash-secret`); the secret itself is never stored
     api_keys: dict[str, str] = field(default_factory=dict)
+    # a source address with this many failed logins within unsuccessful_login_interval is refused
+    # (429, nothing checked) for unsuccessful_login_lock_duration; 0: no lockout (EMQX's keys)
+    unsuccessful_login_max_attempts: NonNegative = 5
+    unsuccessful_login_lock_duration: Duration = Duration(600)
+    unsuccessful_login_interval: Duration = Duration(300)
+    # request bodies above this are refused with 413 before they are read (EMQX has no such key)
+    max_request_body: Size = Size(1024 * 1024)
 
 
 @dataclass(frozen=True)
