@@ -301,6 +301,36 @@ async def test_call_not_connected_and_bad_bodies(tmp_path, mosquitto):
             await nothing_sent(ws, 0.2)  # nothing refused was sent
 
 
+async def test_call_that_cannot_travel_is_a_400_and_the_next_goes_out(tmp_path, mosquitto):
+    conf = "gateway.ocpp.listeners.ws.default.websocket.max_frame_size = 4KB\n"
+    async with running_gateway(tmp_path, mosquitto.port, conf) as gw, admin(gw) as http:
+        async with charge_point(gw, "CPX") as ws:
+            url = f"{OCPP}/clients/CPX/call"
+            deep: dict = {}
+            for _ in range(300):  # orjson reads it, but will not write more than 254 levels
+                deep = {"d": deep}
+            await bad_request(await http.post(url, json={"action": "DataTransfer", "payload": deep}), "payload")
+            await bad_request(await http.post(url, json={"action": "DataTransfer", "payload": {"data": "x" * 5000}}),
+                              "payload")
+            # orjson would read 2**70 as a float: refused, not rounded
+            raw = b'{"action": "DataTransfer", "payload": {"vendorId": "v", "n": 1180591620717411303424}}'
+            await bad_request(await send_json(http, "POST", url, raw), "integer")
+            # one found when its turn came: queued behind a CALL in flight
+            first = asyncio.create_task(http.post(url, json={"action": "Reset", "payload": {"type": "Soft"}}))
+            frame = await recv_json(ws)
+            queued = asyncio.create_task(http.post(url, json={"action": "DataTransfer", "payload": deep}))
+            await asyncio.sleep(0.2)
+            await ws.send(orjson.dumps([3, frame[1], {"status": "Accepted"}]).decode())
+            assert (await first).status_code == 200
+            await bad_request(await queued, "payload")
+            # nothing of it reached the charge point, and the next CALL goes out
+            request = asyncio.create_task(http.post(url, json={"action": "ClearCache"}))
+            frame = await recv_json(ws)
+            assert frame[2] == "ClearCache"
+            await ws.send(orjson.dumps([3, frame[1], {"status": "Accepted"}]).decode())
+            assert (await request).status_code == 200
+
+
 async def test_call_payload_is_checked_when_downstream_checking_is_on(tmp_path, mosquitto):
     conf = "gateway.ocpp { message_format_checking = dnstream_only, lenient_clients = [CPL] }\n"
     async with running_gateway(tmp_path, mosquitto.port, conf) as gw, admin(gw) as http:

@@ -10,6 +10,8 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
+from engine.ocpp.frames import wide_integer
+
 # their home before engine.admin.credentials; imported from here by the CLI, the node and tools
 from engine.admin.credentials import PBKDF2_ITERATIONS, Credentials, hash_secret, secret_matches  # noqa: F401
 
@@ -50,9 +52,13 @@ async def json_body(request: Request) -> Any:
     if not raw:
         raise bad_request("a JSON body is required")
     try:
-        return orjson.loads(raw)
+        body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise bad_request(f"the body is not JSON: {exc}") from None
+    wide = wide_integer(raw)
+    if wide is not None:  # orjson would have read it as a float: refused as frames refuse it
+        raise bad_request(f"the integer {wide} is outside the 64-bit range the gateway carries exactly")
+    return body
 
 
 _TYPES = {str: "a string", int: "an integer", bool: "true or false", dict: "an object", list: "a list", float: "a number"}

@@ -49,7 +49,7 @@ from engine.admin.common import (
 from engine.auth import MAX_USER_ID, AuthStoreError, UserExists, UserNotFound
 from engine.config.types import Bind, Duration, Size
 from engine.ocpp.schemas import UnknownAction
-from engine.ocpp.session import QueueFull
+from engine.ocpp.session import InvalidCommand, QueueFull
 
 GATEWAY = "ocpp"
 PREFIX = f"/api/v5/gateways/{GATEWAY}"
@@ -275,8 +275,12 @@ class GatewayApi:
             future = session.call(action, payload)
         except QueueFull as exc:
             raise ApiError(409, "QUEUE_FULL", str(exc)) from None
+        except InvalidCommand as exc:  # cannot be encoded, or over the listener's websocket.max_frame_size
+            raise bad_request(f"payload: {exc}") from None
         try:
             reply = await asyncio.wait_for(future, timeout)
+        except InvalidCommand as exc:  # found when its turn came (a command queued behind others)
+            raise bad_request(f"payload: {exc}") from None
         except TimeoutError:
             dropped = future.done() and not future.cancelled() and future.exception() is not None
             reason = str(future.exception()) if dropped else ""
