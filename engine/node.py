@@ -210,6 +210,8 @@ class Node:
 
     async def _start_admin(self) -> None:
         from engine.admin.app import create_app
+        from engine.fds import ADMIN_RESERVE
+        from engine.httpguard import HeadLimits
         from engine.serve import BindError, bind_socket, start_server
 
         d = self.settings.dashboard
@@ -220,7 +222,10 @@ class Node:
             sock = bind_socket(d.listeners.http.bind, "dashboard.listeners.http.bind")
         except BindError as exc:
             raise NodeError(str(exc)) from None
-        self.admin_server = await start_server(create_app(self), sock)
+        http = d.listeners.http
+        limits = HeadLimits(timeout=float(http.idle_timeout), max_request_line=int(http.max_request_line_length),
+                            max_header_size=int(http.max_header_size), fd_reserve=ADMIN_RESERVE)
+        self.admin_server = await start_server(create_app(self), sock, limits=limits)
         self._admin_sock = sock
         log.info("admin API on http://%s/api/v5", d.listeners.http.bind)
 

@@ -233,3 +233,20 @@ async def test_bad_requests_are_counted_and_logged_once_per_period(caplog):
     finally:
         await server.shutdown()
         sock.close()
+
+
+async def test_admin_listener_limits_come_from_its_keys(tmp_path, mosquitto):
+    """dashboard.listeners.http.{idle_timeout, max_request_line_length, max_header_size} reach the admin API."""
+    conf = ("dashboard.listeners.http { idle_timeout = 300ms, max_request_line_length = 512,"
+            " max_header_size = 2KB }\n")
+    async with running_gateway(tmp_path, mosquitto.port, conf) as gw:
+        port = gw.admin_port
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /api/v5/status HTTP/1.1\r\n")  # never finished
+        assert await closed_by_server(reader)
+        writer.close()
+        assert (await answer_of(port, b"GET /" + b"x" * 600 + b" HTTP/1.1\r\n\r\n")).startswith(b"HTTP/1.1 414 ")
+        assert (await answer_of(port, b"GET / HTTP/1.1\r\nX: " + b"y" * 3000 + b"\r\n\r\n")).startswith(b"HTTP/1.1 431 ")
+        # below the caps the API answers as usual (here: asks for credentials)
+        answer = await answer_of(port, b"GET /api/v5/status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert answer.startswith(b"HTTP/1.1 401 "), answer

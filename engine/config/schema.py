@@ -361,6 +361,10 @@ class ActionsSettings:
 class DashboardHttpListener:
     enable: bool = True
     bind: Bind = Bind("127.0.0.1", 18083)
+    # a request's head must arrive this long after the accept (or the previous answer); 0s: no limit
+    idle_timeout: Duration = Duration(15)
+    max_request_line_length: Annotated[Size, Range(256, None)] = Size(8 * 1024)  # longer: 414, unparsed
+    max_header_size: Annotated[Size, Range(1024, None)] = Size(16 * 1024)  # all headers together; larger: 431
 
 
 @dataclass(frozen=True)
