@@ -164,7 +164,10 @@ class GuardedHttpProtocol(HttpToolsProtocol):
                 # let the parser see what fits (to tell a long URL from long headers), then refuse
                 if room > 0:
                     super().data_received(data[:room])
-                if self._refused or self.transport.is_closing() or not self._in_head:
+                if self._refused or self.transport.is_closing():
+                    return
+                if not self._in_head:  # the head ended inside what fitted: the rest is its body (or more)
+                    self.data_received(data[room:])
                     return
                 # a URL over its cap was refused (414) by on_url while the parser read the part that fits
                 self._refuse(431, "headers_too_large", f"the request headers are larger than {limits.max_header_size} bytes")

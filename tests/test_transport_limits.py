@@ -250,3 +250,35 @@ async def test_admin_listener_limits_come_from_its_keys(tmp_path, mosquitto):
         # below the caps the API answers as usual (here: asks for credentials)
         answer = await answer_of(port, b"GET /api/v5/status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         assert answer.startswith(b"HTTP/1.1 401 "), answer
+
+
+async def test_a_body_arriving_with_its_head_is_read_in_full():
+    """A chunk larger than the head's allowance that holds a whole head and the start of a body: the body
+    is all the app's, and the kept-alive connection serves the next request."""
+    async def app(scope, receive, send):
+        size, more = 0, True
+        while more:
+            message = await receive()
+            size += len(message.get("body", b""))
+            more = message.get("more_body", False)
+        body = b"%d" % size
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"%d" % len(body))]})
+        await send({"type": "http.response.body", "body": body})
+
+    port = free_port()
+    sock = bind_socket(Bind("127.0.0.1", port), "test")
+    server = await start_server(app, sock, limits=HeadLimits(timeout=5, max_request_line=1024, max_header_size=2048))
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        body = b"x" * 100_000
+        writer.write(b"PUT / HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 20)
+        assert head.startswith(b"HTTP/1.1 200 ")
+        assert await asyncio.wait_for(reader.readexactly(6), 20) == b"100000"
+        writer.write(b"PUT / HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nab")
+        assert (await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 20)).startswith(b"HTTP/1.1 200 ")
+        assert await asyncio.wait_for(reader.readexactly(1), 20) == b"2"
+        writer.close()
+    finally:
+        await server.shutdown()
+        sock.close()
