@@ -129,3 +129,24 @@ async def test_put_configs_replace_mode_replaces_the_overlay(tmp_path, mosquitto
         assert r.status_code == 200
         s = gw.node.settings.gateway.ocpp
         assert s.idle_timeout == 8 and s.dnstream.max_mqueue_len == 100  # replace dropped the earlier change
+
+
+async def test_rule_changes_at_once_all_count(tmp_path, mosquitto):
+    """Rule changes sent together (and with a PUT /configs) are applied in turn: none undoes another."""
+    import asyncio
+
+    async with running_gateway(tmp_path, mosquitto.port) as gw, \
+            httpx.AsyncClient(base_url=gw.admin_url, auth=AUTH, timeout=60) as api:
+        sql = 'SELECT * FROM "t/#"'
+        answers = await asyncio.gather(
+            *(api.post("/rules", json={"id": f"r{i}", "sql": sql}) for i in range(4)),
+            api.put("/configs", content="gateway.ocpp.dnstream.max_mqueue_len = 9"),
+        )
+        assert [r.status_code for r in answers] == [201] * 4 + [200], [r.text for r in answers]
+        assert sorted(gw.node.settings.rule_engine.rules) == ["r0", "r1", "r2", "r3"]
+        assert gw.node.settings.gateway.ocpp.dnstream.max_mqueue_len == 9
+        answers = await asyncio.gather(api.delete("/rules/r0"), api.delete("/rules/r1"),
+                                       api.put("/rules/r2", json={"description": "two"}), api.delete("/rules/r0"))
+        assert sorted(r.status_code for r in answers) == [200, 204, 204, 404], [r.text for r in answers]
+        assert sorted(gw.node.settings.rule_engine.rules) == ["r2", "r3"]
+        assert gw.node.settings.rule_engine.rules["r2"].description == "two"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import weakref
+from collections.abc import Callable
 from typing import Any
 
 from starlette.requests import Request
@@ -14,7 +15,7 @@ from starlette.routing import Route
 from engine.admin.common import bad_request, json_response
 from engine.config import ConfigError, dump_hocon
 from engine.config.background import in_background
-from engine.config.overlay import settings_for_overlay, settings_for_upload, write_overlay_text
+from engine.config.overlay import read_overlay, settings_for_overlay, settings_for_upload, write_overlay_text
 from engine.reload import ReloadError
 
 
@@ -25,13 +26,14 @@ def refused(errors: list[str]) -> Response:
 _changing: weakref.WeakKeyDictionary[Any, asyncio.Lock] = weakref.WeakKeyDictionary()
 
 
-async def _apply(node: Any, fn: Any, *args: Any) -> Response:
+async def _apply(node: Any, fn: Any, args: Callable[[], tuple[Any, ...]]) -> Response:
     """Build the settings and the overlay's text off the loop, apply them, and only then keep the text.
-    One change at a time per node: a merge reads the overlay the change before it wrote."""
+    One change at a time per node: `args` is called once the change before has been kept, so a merge
+    (or a rule change) reads what that change wrote."""
     lock = _changing.setdefault(node, asyncio.Lock())
     async with lock:
         try:
-            settings, text = await in_background(fn, node.config_path, dict(os.environ), *args)
+            settings, text = await in_background(fn, node.config_path, dict(os.environ), *args())
             report = await node.reload(settings)
         except (ConfigError, ReloadError) as exc:
             return refused(exc.errors)
@@ -41,8 +43,14 @@ async def _apply(node: Any, fn: Any, *args: Any) -> Response:
     return json_response({"status": "reloaded", **report.as_dict()})
 
 
-async def apply_overlay(node: Any, overlay: dict[str, Any]) -> Response:
-    """Check the file + `overlay` as a whole, apply it, and only then keep the overlay."""
+async def edit_overlay(node: Any, edit: Callable[[dict[str, Any]], None]) -> Response:
+    """Change the stored overlay in place with `edit` (which may raise an ApiError), check the file +
+    overlay as a whole, apply it, and only then keep the overlay; in turn with every other change."""
+    def overlay() -> tuple[Any, ...]:
+        current = read_overlay(node.settings.node.data_dir)
+        edit(current)
+        return (current,)
+
     return await _apply(node, settings_for_overlay, overlay)
 
 
@@ -61,7 +69,7 @@ def routes(node: Any) -> list[Route]:
             raise bad_request("the body is not UTF-8 text") from None
         if not text.strip():
             raise bad_request("a HOCON body is required")
-        return await _apply(node, settings_for_upload, node.settings.node.data_dir, text, mode)
+        return await _apply(node, settings_for_upload, lambda: (node.settings.node.data_dir, text, mode))
 
     async def reload_configs(request: Request) -> Response:
         try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import secrets
+from collections.abc import Callable
 from typing import Any
 
 from starlette.requests import Request
@@ -19,8 +20,7 @@ from engine.admin.common import (
     page_args,
     paged,
 )
-from engine.admin.config_api import apply_overlay
-from engine.config.overlay import read_overlay
+from engine.admin.config_api import edit_overlay
 from rules.tester import response_body, rule_test_response
 
 RULE_FIELDS = {"sql": str, "actions": list, "enable": bool, "description": str}
@@ -41,11 +41,15 @@ def _plain_rules(node: Any) -> dict[str, Any]:
     return {rid: dataclasses.asdict(r) for rid, r in node.settings.rule_engine.rules.items()}
 
 
-async def _save_rules(node: Any, rules: dict[str, Any]) -> Response | None:
-    """Apply the rule set through a reload and keep it in the overlay; a refusal is the answer."""
-    overlay = read_overlay(node.settings.node.data_dir)
-    overlay.setdefault("rule_engine", {})["rules"] = rules
-    response = await apply_overlay(node, overlay)
+async def _save_rules(node: Any, change: Callable[[dict[str, Any]], None]) -> Response | None:
+    """Change the rule set with `change` (in turn with every other config change, so two requests
+    at once both count), apply it through a reload and keep it in the overlay; a refusal is the answer."""
+    def edit(overlay: dict[str, Any]) -> None:
+        rules = _plain_rules(node)
+        change(rules)
+        overlay.setdefault("rule_engine", {})["rules"] = rules
+
+    response = await edit_overlay(node, edit)
     return response if response.status_code != 200 else None
 
 
@@ -58,11 +62,13 @@ def routes(node: Any) -> list[Route]:
     async def create_rule(request: Request) -> Response:
         body = check_fields(await json_body(request), {"sql": str}, {"id": str, "actions": list, "enable": bool, "description": str})
         rule_id = body.pop("id", None) or f"rule_{secrets.token_hex(4)}"
-        if rule_id in node.settings.rule_engine.rules:
-            raise ApiError(409, "ALREADY_EXISTS", f"rule {rule_id} already exists")
-        rules = _plain_rules(node)
-        rules[rule_id] = {"actions": [], "enable": True, "description": "", **body}
-        refusal = await _save_rules(node, rules)
+
+        def create(rules: dict[str, Any]) -> None:
+            if rule_id in rules:
+                raise ApiError(409, "ALREADY_EXISTS", f"rule {rule_id} already exists")
+            rules[rule_id] = {"actions": [], "enable": True, "description": "", **body}
+
+        refusal = await _save_rules(node, create)
         return refusal or json_response(_rule_info(node, rule_id), 201)
 
     async def get_rule(request: Request) -> Response:
@@ -74,20 +80,22 @@ def routes(node: Any) -> list[Route]:
     async def update_rule(request: Request) -> Response:
         rule_id = request.path_params["id"]
         body = check_fields(await json_body(request), {}, RULE_FIELDS)
-        if rule_id not in node.settings.rule_engine.rules:
-            raise not_found(f"rule {rule_id}")
-        rules = _plain_rules(node)
-        rules[rule_id] = {**rules[rule_id], **body}
-        refusal = await _save_rules(node, rules)
+
+        def update(rules: dict[str, Any]) -> None:
+            if rule_id not in rules:
+                raise not_found(f"rule {rule_id}")
+            rules[rule_id] = {**rules[rule_id], **body}
+
+        refusal = await _save_rules(node, update)
         return refusal or json_response(_rule_info(node, rule_id))
 
     async def delete_rule(request: Request) -> Response:
         rule_id = request.path_params["id"]
-        if rule_id not in node.settings.rule_engine.rules:
-            raise not_found(f"rule {rule_id}")
-        rules = _plain_rules(node)
-        del rules[rule_id]
-        refusal = await _save_rules(node, rules)
+        def delete(rules: dict[str, Any]) -> None:
+            if rules.pop(rule_id, None) is None:
+                raise not_found(f"rule {rule_id}")
+
+        refusal = await _save_rules(node, delete)
         return refusal or Response(status_code=204)
 
     async def rule_metrics(request: Request) -> Response:
