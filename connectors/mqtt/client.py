@@ -32,8 +32,8 @@ _CONNACK_V5 = {0x80: "unspecified error", 0x84: "unsupported protocol version", 
 
 # MQTT 5 reason codes a broker answers a PUBLISH with (PUBACK, PUBREC) when it refuses it
 PUBLISH_REFUSED = {0x80: "unspecified error", 0x83: "implementation specific error", 0x87: "not authorized",
-                   0x90: "topic name invalid", 0x91: "packet identifier in use", 0x97: "quota exceeded",
-                   0x99: "payload format invalid"}
+                   0x90: "topic name invalid", 0x91: "packet identifier in use", 0x95: "packet too large",
+                   0x97: "quota exceeded", 0x99: "payload format invalid"}
 
 
 def publish_refusal(code: int) -> str:
@@ -87,6 +87,11 @@ class MqttClient(asyncio.Protocol):
         self._keepalive_task: asyncio.Task[None] | None = None
         self._last_rx = 0.0
         self._broken = False
+        # why the connection ended, for the bridge to judge what the broker objected to:
+        self.disconnect_reason: int | None = None  # MQTT 5 DISCONNECT from the broker: its reason code
+        self.timed_out = False  # we gave up on a silent (half-open) connection: not the broker's doing
+        # MQTT 5 CONNACK's Maximum Packet Size: the broker drops the connection of a client that sends more
+        self.max_packet_size: int | None = None
 
     # --- connecting ---------------------------------------------------------------------
 
@@ -139,6 +144,11 @@ class MqttClient(asyncio.Protocol):
             if self._ids not in self._pending and self._ids not in self._tokens:
                 return self._ids
         raise MqttError("no free packet identifier (65535 in flight)")
+
+    def publish_size(self, topic: str, payload: bytes, qos: int) -> int:
+        """The size in bytes of the PUBLISH packet `publish` would write (to compare with max_packet_size)."""
+        length = 2 + len(topic.encode()) + len(payload) + (2 if qos else 0) + (1 if self.v5 else 0)
+        return 1 + len(_varint(length)) + length
 
     def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False,
                 token: Any = None) -> asyncio.Future[Any] | None:
@@ -301,12 +311,16 @@ class MqttClient(asyncio.Protocol):
         elif kind == CONNACK:
             code = body[1] if len(body) > 1 else 0xFF
             if code == 0:
+                if self.v5 and len(body) > 2:
+                    self.max_packet_size = _connack_max_packet_size(body, 2)
                 self._connack.set_result(None)
             else:
                 reasons = _CONNACK_V5 if self.v5 else _CONNACK_V4
                 self._connack.set_exception(MqttError(f"the broker refused the connection: {reasons.get(code, code)}"))
-        elif kind == DISCONNECT and self.transport is not None:
-            self.transport.close()
+        elif kind == DISCONNECT:
+            self.disconnect_reason = body[0] if body else 0  # MQTT 5 only; 3.1.1 brokers just close
+            if self.transport is not None:
+                self.transport.close()
 
     def _published(self, packet_id: int, code: int) -> None:
         token = self._tokens.pop(packet_id, _NO_TOKEN)
@@ -356,6 +370,7 @@ class MqttClient(asyncio.Protocol):
             await asyncio.sleep(keepalive / 2)
             if self._loop.time() - self._last_rx > keepalive * 1.5:
                 # no packet, not even a PINGRESP: the connection is half-open
+                self.timed_out = True
                 if self.transport is not None:
                     self.transport.abort()
                 return
@@ -371,3 +386,37 @@ def _read_varint(data: bytes, pos: int) -> tuple[int, int]:
         if not byte & 0x80:
             return value, pos
         shift += 7
+
+
+# MQTT 5 properties by identifier: how their value is encoded (CONNACK carries any of these)
+_BYTE_PROPS = {0x01, 0x17, 0x19, 0x24, 0x25, 0x28, 0x29, 0x2A}
+_TWO_BYTE_PROPS = {0x13, 0x21, 0x22, 0x23}
+_FOUR_BYTE_PROPS = {0x02, 0x11, 0x18, 0x27}
+_LENGTH_PREFIXED_PROPS = {0x03, 0x08, 0x09, 0x12, 0x15, 0x16, 0x1A, 0x1C, 0x1F}
+MAXIMUM_PACKET_SIZE = 0x27
+
+
+def _connack_max_packet_size(body: bytes, pos: int) -> int | None:
+    """The Maximum Packet Size property of a CONNACK's properties starting at `pos` (None: not given)."""
+    length, pos = _read_varint(body, pos)
+    end, found = pos + length, None
+    while pos < end:
+        prop, pos = _read_varint(body, pos)
+        if prop in _BYTE_PROPS:
+            pos += 1
+        elif prop in _TWO_BYTE_PROPS:
+            pos += 2
+        elif prop in _FOUR_BYTE_PROPS:
+            if prop == MAXIMUM_PACKET_SIZE:
+                found = struct.unpack_from("!I", body, pos)[0]
+            pos += 4
+        elif prop == 0x0B:  # subscription identifier: a variable byte integer
+            _, pos = _read_varint(body, pos)
+        elif prop in _LENGTH_PREFIXED_PROPS:
+            pos += 2 + struct.unpack_from("!H", body, pos)[0]
+        elif prop == 0x26:  # user property: two strings
+            for _ in range(2):
+                pos += 2 + struct.unpack_from("!H", body, pos)[0]
+        else:
+            break  # unknown: stop reading, keep what was found
+    return found or None
