@@ -13,6 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from connectors.mqtt import client as mqtt_client
 from engine.bus import Bus, Message
+from connectors.mqtt.poison import PoisonGuard
 from engine.metrics import node_registry, render
 from tests.servers import Mosquitto
 from tests.test_bridge import eventually, make_bridge, subscriber, take
@@ -160,3 +161,119 @@ async def test_broker_restarts_with_messages_in_flight_lose_nothing(mosquitto):
             seen.add(int(more[0][1]))
     assert seen == set(range(total))
     await bridge.stop()
+
+
+# --- who is blamed (PoisonGuard alone) -------------------------------------------------------------
+
+def messages(n: int) -> list[Message]:
+    return [Message(f"t/{i}", b"x") for i in range(n)]
+
+
+def test_only_a_message_alone_in_flight_is_accused():
+    a, b, c = messages(3)
+    guard = PoisonGuard(3)
+    # a loss with three in flight accuses none of them: they go out again one at a time
+    assert not guard.connection_lost([a, b, c], None)
+    assert guard.probing and guard.probe_remaining == 3 and guard.suspect is None
+    guard.acked(a)
+    assert not guard.connection_lost([b, c], None) and guard.suspect is None  # still not alone
+    assert not guard.connection_lost([b], None) and (guard.suspect, guard.losses) == (b, 1)
+    assert not guard.connection_lost([b], None) and guard.losses == 2
+    assert guard.connection_lost([b], None)  # the third loss with b alone in flight: dropped
+    assert guard.dropped == {"connection_lost": 1} and guard.suspect is None
+    assert guard.probing  # c, in flight at the first loss, still goes out alone
+    guard.acked(c)
+    assert not guard.probing and guard.dropped == {"connection_lost": 1}
+
+
+def test_an_acknowledgement_clears_the_suspect():
+    a, b = messages(2)
+    guard = PoisonGuard(2)
+    assert not guard.connection_lost([a], None)
+    guard.acked(a)  # the broker took it after all: a restart, not poison
+    assert guard.suspect is None and not guard.probing
+    assert not guard.connection_lost([a], None) and guard.losses == 1  # counting starts again
+    assert not guard.connection_lost([b], None) and (guard.suspect, guard.losses) == (b, 1)
+    assert guard.dropped == {}
+
+
+def test_a_reason_code_about_the_message_drops_it_at_once_when_alone(caplog):
+    a, b = messages(2)
+    guard = PoisonGuard(3)
+    assert not guard.connection_lost([a, b], 0x95)  # which of the two? the probe will tell
+    assert not guard.connection_lost([a], 0x8B)  # server shutting down: not about a message
+    assert guard.connection_lost([a], 0x95)
+    assert guard.connection_lost([b], 0x90)
+    assert guard.dropped == {"packet_too_large": 1, "topic_name_invalid": 1}
+    assert "'t/0'" in caplog.text and "0x95" in caplog.text and "'t/1'" in caplog.text
+
+
+def test_zero_never_drops_over_lost_connections():
+    (a,) = messages(1)
+    guard = PoisonGuard(0)
+    assert not any(guard.connection_lost([a], None) for _ in range(10))
+    assert guard.dropped == {} and not guard.probing
+
+
+def test_drops_are_logged_once_per_reason_in_a_while(caplog):
+    guard = PoisonGuard(3)
+    for message in messages(5):
+        guard.drop(message, "packet_too_large", "too big")
+    assert guard.dropped == {"packet_too_large": 5}
+    assert len([r for r in caplog.records if "dropped a message" in r.getMessage()]) == 1
+
+
+# --- a connection we give up on ourselves accuses nobody ---------------------------------------------
+
+async def test_a_silent_broker_does_not_make_a_message_poison():
+    """A half-open connection (the broker stops answering, even pings) is ended by our keepalive:
+    the message alone in flight is not accused, even with max_disconnects_per_message = 1, and
+    arrives when a broker answers again."""
+    connections: list[int] = []
+    acked = asyncio.Event()
+
+    async def broker(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connections.append(1)
+        silent = len(connections) == 1  # the first connection goes silent after CONNACK
+        try:
+            while True:
+                first = (await reader.readexactly(1))[0]
+                length, shift = 0, 0
+                while True:
+                    byte = (await reader.readexactly(1))[0]
+                    length |= (byte & 0x7F) << shift
+                    shift += 7
+                    if not byte & 0x80:
+                        break
+                body = await reader.readexactly(length)
+                kind = first >> 4
+                if kind == 1:  # CONNECT
+                    writer.write(b"\x20\x02\x00\x00")
+                elif silent:
+                    continue
+                elif kind == 3:  # PUBLISH at QoS 1: PUBACK its packet id
+                    topic_len = int.from_bytes(body[:2], "big")
+                    writer.write(b"\x40\x02" + body[2 + topic_len : 4 + topic_len])
+                    acked.set()
+                elif kind == 12:  # PINGREQ
+                    writer.write(b"\xd0\x00")
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(broker, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    bus = Bus()
+    bridge = make_bridge(bus, port, proto_ver="v4", keepalive=1, max_disconnects_per_message=1)
+    try:
+        await bridge.start()
+        assert await bridge.wait_connected(5)
+        bus.publish(Message("ocpp/cp/CP1", b"fine", origin="ocpp"))
+        await asyncio.wait_for(acked.wait(), 20)
+        await eventually(lambda: bridge.published == 1)
+        assert len(connections) == 2 and bridge.poison_dropped == {} and bridge.buffered == 0
+    finally:
+        await bridge.stop()
+        server.close()
