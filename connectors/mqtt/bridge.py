@@ -272,10 +272,10 @@ class MqttBridge:
         inflight, buffer, seq, echo, poison = self._inflight, self._buffer, self._seq, self._echo, self._poison
         client.on_ack = self._acked
         publish = client.publish
-        max_size = client.max_packet_size
+        max_size, max_inflight = client.max_packet_size, self.options.max_inflight
         while True:
-            # after a lost connection, what was in flight goes out again one at a time (poison.py)
-            window = 1 if poison.probing else self.options.max_inflight
+            # after a lost connection, what was in flight goes out again in a small window (poison.py)
+            window = min(poison.probe_window, max_inflight) if poison.probing else max_inflight
             if not buffer:
                 if not inflight:
                     self._drained.set()

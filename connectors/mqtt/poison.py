@@ -12,13 +12,17 @@ oldest: mosquitto, for one, closes without sending the acknowledgements it
 had queued for the packets before it. A broker restart or a network blip also
 ends a connection with messages in flight, and proves nothing against any of
 them. So after a connection is lost with messages in flight, the next
-connection sends those messages again one at a time (a window of one, the
-*probe*), each only after the previous one was acknowledged, and then opens
-the full window again. Only a loss while a single message was in flight
-accuses that message (the suspect), and only `max_losses` such losses in a row
-drop it; an acknowledgement clears it. A message that is fine is dropped only
-if the broker went away that many times in a row within one round trip of a
-reconnect, which is not an outage but a broker that cannot take it.
+connection sends those messages again in a window that starts at one message
+and grows by one with each acknowledgement (TCP's slow start: it doubles
+every round trip), the *probe*, and then opens the full window again. A
+culprit among them ends the connection again, with fewer messages ahead of
+it each time (the first one, alone, was acknowledged, unless it is the
+culprit), until it goes out alone. Only a loss while a single message was in
+flight accuses that message (the suspect), and only `max_losses` such losses
+in a row drop it; an acknowledgement clears it. A message that is fine is
+dropped only if the broker went away that many times in a row within one
+round trip of a reconnect, which is not an outage but a broker that cannot
+take it. After an ordinary outage the probe costs a few round trips.
 
 An MQTT 5 broker may say why it closes (DISCONNECT with a reason code); a
 reason that is about a message (packet too large, topic name invalid, payload
@@ -47,29 +51,29 @@ class PoisonGuard:
     """Tracks the suspect message and counts the messages dropped, by reason."""
 
     def __init__(self, max_losses: int) -> None:
-        self.max_losses = max_losses  # 0: never drop over lost connections (reason codes still do)
+        self.max_losses = max_losses  # 0: never drop over lost connections alone (reason codes still do)
         self.suspect: Message | None = None
         self.losses = 0  # connections lost while the suspect was alone in flight
-        self.probe_remaining = 0  # messages still to send one at a time after a loss
+        self.probe_remaining = 0  # messages in flight at the last loss not yet acknowledged (or dropped)
+        self.probe_window = 1  # while probing: how many may be in flight
         self.dropped: dict[str, int] = {}
         self._logged: dict[str, float] = {}
         self._unlogged: dict[str, int] = {}
 
     @property
     def probing(self) -> bool:
-        """True while messages must go out one at a time (a window of one)."""
+        """True while the window is `probe_window`, not the full one."""
         return self.probe_remaining > 0
 
     def connection_lost(self, unacked: list[Message], reason_code: int | None) -> bool:
         """A connection ended with `unacked` (oldest first, at least one) not acknowledged: True if
         the oldest is to be dropped (counted and logged here), False if all are to be sent again."""
         oldest, alone = unacked[0], len(unacked) == 1
+        self.probe_remaining = max(self.probe_remaining, len(unacked))
+        self.probe_window = 1
         reason = MESSAGE_REASONS.get(reason_code) if alone and reason_code is not None else None
         if reason is None:
-            if not self.max_losses:
-                return False
-            self.probe_remaining = max(self.probe_remaining, len(unacked))
-            if not alone:
+            if not alone or not self.max_losses:
                 return False  # any of them may be the culprit, or none: the probe will tell
             if oldest is self.suspect:
                 self.losses += 1
@@ -88,8 +92,9 @@ class PoisonGuard:
         return True
 
     def acked(self, message: Message) -> None:
-        """The broker answered `message` while probing: it was not the culprit."""
+        """The broker answered `message` while probing: it was not the culprit; the window grows."""
         self.probe_remaining = max(0, self.probe_remaining - 1)
+        self.probe_window += 1
         if message is self.suspect:
             self.suspect, self.losses = None, 0
 

@@ -103,7 +103,7 @@ class MqttSettings:
     keepalive: Duration = Duration(60)
     max_inflight: Positive = 1000
     # a message is dropped (poison) after the broker dropped the connection this many times while it was
-    # the oldest unacknowledged one; 0: never
+    # alone in flight (connectors/mqtt/poison.py); 0: only when an MQTT 5 broker's DISCONNECT names it
     max_disconnects_per_message: NonNegative = 3
     ssl: MqttSslSettings = field(default_factory=MqttSslSettings)
     buffer: MqttBufferSettings = field(default_factory=MqttBufferSettings)
