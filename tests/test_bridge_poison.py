@@ -111,7 +111,7 @@ async def test_v5_disconnect_with_packet_too_large_drops_the_message_at_once(sma
     """An MQTT 5 broker that closes with DISCONNECT 0x95 (packet too large) while the message was
     alone in flight: dropped then, without waiting for 3 losses. (The CONNACK limit is hidden here
     so that the message does reach the broker.)"""
-    monkeypatch.setattr(mqtt_client, "_connack_max_packet_size", lambda body, pos: None)
+    monkeypatch.setattr(mqtt_client, "connack_max_packet_size", lambda body, pos: None)
     caplog.set_level(logging.WARNING, "ocppgw.mqtt")
     bus = Bus()
     bridge = make_bridge(bus, small_broker.port, proto_ver="v5", max_disconnects_per_message=100)
@@ -287,3 +287,20 @@ async def test_a_silent_broker_does_not_make_a_message_poison():
     finally:
         await bridge.stop()
         server.close()
+
+
+async def test_a_message_no_mqtt_packet_can_carry_is_dropped_and_the_bridge_goes_on(mosquitto):
+    """A topic with a lone surrogate passes the bus's topic check but cannot be encoded as UTF-8:
+    it is dropped (reason invalid_message) and the bridge keeps sending. Without the fix the
+    encoding error ended the bridge's task for good."""
+    bus = Bus()
+    bridge = make_bridge(bus, mosquitto.port)
+    await bridge.start()
+    assert await bridge.wait_connected(5)
+    async with subscriber(mosquitto.port, "ocpp/cp/#") as sub:
+        bus.publish(Message("ocpp/cp/CP1", b"0", origin="ocpp"))
+        bus.publish(Message("ocpp/cp/\ud800", b"unencodable", origin="ocpp"))
+        bus.publish(Message("ocpp/cp/CP1", b"1", origin="ocpp"))
+        assert await take(sub, 2) == [("ocpp/cp/CP1", b"0"), ("ocpp/cp/CP1", b"1")]
+    assert bridge.poison_dropped == {"invalid_message": 1} and bridge.buffered == 0
+    await bridge.stop()

@@ -210,12 +210,26 @@ async def test_v5_maximum_packet_size_and_disconnect_reason_code():
 
 
 def test_connack_properties_are_skipped_by_type():
-    from connectors.mqtt.client import _connack_max_packet_size
+    from connectors.mqtt.properties import connack_max_packet_size
 
     props = (b"\x21\x00\x0a"  # receive maximum (two bytes)
              b"\x12\x00\x03abc"  # assigned client identifier (string)
              b"\x26\x00\x01k\x00\x01v"  # user property (string pair)
              b"\x24\x01"  # maximum QoS (byte)
              b"\x27\x00\x01\x00\x00")  # maximum packet size (four bytes): 65536
-    assert _connack_max_packet_size(bytes([len(props)]) + props, 0) == 65536
-    assert _connack_max_packet_size(b"\x03\x24\x01\x25", 0) is None  # not given
+    assert connack_max_packet_size(bytes([len(props)]) + props, 0) == 65536
+    assert connack_max_packet_size(b"\x03\x24\x01\x25", 0) is None  # not given
+
+
+async def test_a_publish_no_mqtt_packet_can_frame_raises_before_anything_is_queued(mosquitto):
+    client = await MqttClient.connect("127.0.0.1", mosquitto.port, client_id="huge", on_message=lambda *a: None)
+
+    class Huge(bytes):
+        def __len__(self):
+            return 268_435_456  # one byte more than four bytes of remaining length can say
+
+    with pytest.raises(OverflowError):
+        client.publish("t", Huge(), qos=1, token="huge")
+    assert not client._tokens and not client._out  # nothing half-written
+    await asyncio.wait_for(client.publish("t", b"fine", qos=1), 5)
+    await client.disconnect()

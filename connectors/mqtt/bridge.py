@@ -52,7 +52,8 @@ class BridgeOptions:
     keepalive: float = 60.0
     max_inflight: int = 1000
     buffer_max_messages: int = 100_000
-    # lost connections with a message the oldest unacknowledged before it is dropped (0: never)
+    # lost connections with a message alone in flight before it is dropped (poison.py; 0: only when an
+    # MQTT 5 broker's DISCONNECT names it)
     max_disconnects_per_message: int = 3
     reconnect_initial: float = 1.0
     reconnect_max: float = 30.0
@@ -233,7 +234,7 @@ class MqttBridge:
             self._inflight.clear()
             # the broker may have closed the connection over one of them (poison.py); what we closed
             # ourselves (stop, a silent connection) accuses nobody
-            if not self._stopping and not client.timed_out and \
+            if not self._stopping and not client.closed_by_us and \
                     self._poison.connection_lost(unacked, client.disconnect_reason):
                 del unacked[0]
             self._buffer.requeue_front(unacked)
@@ -303,13 +304,19 @@ class MqttBridge:
                     continue
                 if echo is not None and self._wanted_trie.match(message.topic):
                     echo.expect(message.topic, message.payload)
-                if qos:
-                    token = next(seq)
-                    inflight[token] = message
-                    publish(message.topic, message.payload, qos, message.retain, token)
-                else:
-                    publish(message.topic, message.payload, 0, message.retain)
-                    self.published += 1
+                try:
+                    if qos:
+                        token = next(seq)
+                        inflight[token] = message  # before publishing: if the connection is gone, it is resent
+                        publish(message.topic, message.payload, qos, message.retain, token)
+                    else:
+                        publish(message.topic, message.payload, 0, message.retain)
+                        self.published += 1
+                except (UnicodeEncodeError, OverflowError) as exc:
+                    # no MQTT packet can carry it (a lone surrogate in the topic, a payload over 256 MB)
+                    if qos:
+                        del inflight[token]
+                    poison.drop(message, "invalid_message", f"it cannot be encoded as MQTT: {exc}")
             if len(batch) == SEND_BATCH:
                 await asyncio.sleep(0)  # a long backlog: let the loop flush and read in between
 

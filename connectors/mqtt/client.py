@@ -20,6 +20,8 @@ import struct
 from collections.abc import Callable
 from typing import Any
 
+from connectors.mqtt.properties import connack_max_packet_size, read_varint as _read_varint
+
 CONNECT, CONNACK, PUBLISH, PUBACK, PUBREC, PUBREL, PUBCOMP = 1, 2, 3, 4, 5, 6, 7
 SUBSCRIBE, SUBACK, UNSUBSCRIBE, UNSUBACK, PINGREQ, PINGRESP, DISCONNECT = 8, 9, 10, 11, 12, 13, 14
 
@@ -41,6 +43,7 @@ def publish_refusal(code: int) -> str:
 
 
 _NO_TOKEN: Any = object()
+MAX_REMAINING_LENGTH = 268_435_455  # four bytes of variable length: the largest packet MQTT can frame
 
 
 class MqttError(Exception):
@@ -145,6 +148,12 @@ class MqttClient(asyncio.Protocol):
                 return self._ids
         raise MqttError("no free packet identifier (65535 in flight)")
 
+    @property
+    def closed_by_us(self) -> bool:
+        """The connection ended because we gave up on it (silent, or the broker sent what we cannot
+        parse), not because the broker closed it."""
+        return self.timed_out or self._broken
+
     def publish_size(self, topic: str, payload: bytes, qos: int) -> int:
         """The size in bytes of the PUBLISH packet `publish` would write (to compare with max_packet_size)."""
         length = 2 + len(topic.encode()) + len(payload) + (2 if qos else 0) + (1 if self.v5 else 0)
@@ -159,6 +168,8 @@ class MqttClient(asyncio.Protocol):
             raise MqttError("not connected")
         name = topic.encode()
         length = 2 + len(name) + len(payload) + (2 if qos else 0) + (1 if self.v5 else 0)
+        if length > MAX_REMAINING_LENGTH or len(name) > 65535:
+            raise OverflowError(f"a PUBLISH of {length} bytes (topic {len(name)}) does not fit in an MQTT packet")
         out = self._out
         out.append(bytes((0x30 | (qos << 1) | int(retain),)) + (
             bytes((length,)) if length < 128 else _varint(length)) + len(name).to_bytes(2, "big") + name)
@@ -312,7 +323,7 @@ class MqttClient(asyncio.Protocol):
             code = body[1] if len(body) > 1 else 0xFF
             if code == 0:
                 if self.v5 and len(body) > 2:
-                    self.max_packet_size = _connack_max_packet_size(body, 2)
+                    self.max_packet_size = connack_max_packet_size(body, 2)
                 self._connack.set_result(None)
             else:
                 reasons = _CONNACK_V5 if self.v5 else _CONNACK_V4
@@ -376,47 +387,3 @@ class MqttClient(asyncio.Protocol):
                 return
             self._write(_packet(PINGREQ, 0, b""))
 
-
-def _read_varint(data: bytes, pos: int) -> tuple[int, int]:
-    value, shift = 0, 0
-    while True:
-        byte = data[pos]
-        pos += 1
-        value |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return value, pos
-        shift += 7
-
-
-# MQTT 5 properties by identifier: how their value is encoded (CONNACK carries any of these)
-_BYTE_PROPS = {0x01, 0x17, 0x19, 0x24, 0x25, 0x28, 0x29, 0x2A}
-_TWO_BYTE_PROPS = {0x13, 0x21, 0x22, 0x23}
-_FOUR_BYTE_PROPS = {0x02, 0x11, 0x18, 0x27}
-_LENGTH_PREFIXED_PROPS = {0x03, 0x08, 0x09, 0x12, 0x15, 0x16, 0x1A, 0x1C, 0x1F}
-MAXIMUM_PACKET_SIZE = 0x27
-
-
-def _connack_max_packet_size(body: bytes, pos: int) -> int | None:
-    """The Maximum Packet Size property of a CONNACK's properties starting at `pos` (None: not given)."""
-    length, pos = _read_varint(body, pos)
-    end, found = pos + length, None
-    while pos < end:
-        prop, pos = _read_varint(body, pos)
-        if prop in _BYTE_PROPS:
-            pos += 1
-        elif prop in _TWO_BYTE_PROPS:
-            pos += 2
-        elif prop in _FOUR_BYTE_PROPS:
-            if prop == MAXIMUM_PACKET_SIZE:
-                found = struct.unpack_from("!I", body, pos)[0]
-            pos += 4
-        elif prop == 0x0B:  # subscription identifier: a variable byte integer
-            _, pos = _read_varint(body, pos)
-        elif prop in _LENGTH_PREFIXED_PROPS:
-            pos += 2 + struct.unpack_from("!H", body, pos)[0]
-        elif prop == 0x26:  # user property: two strings
-            for _ in range(2):
-                pos += 2 + struct.unpack_from("!H", body, pos)[0]
-        else:
-            break  # unknown: stop reading, keep what was found
-    return found or None
