@@ -211,6 +211,8 @@ def test_a_reason_code_about_the_message_drops_it_at_once_when_alone(caplog):
     guard = PoisonGuard(3)
     assert not guard.connection_lost([a, b], 0x95)  # which of the two? the probe will tell
     assert not guard.connection_lost([a], 0x8B)  # server shutting down: not about a message
+    assert not any(guard.connection_lost([a], 0x8E) for _ in range(5))  # session taken over, ditto
+    assert guard.suspect is None
     assert guard.connection_lost([a], 0x95)
     assert guard.connection_lost([b], 0x90)
     assert guard.dropped == {"packet_too_large": 1, "topic_name_invalid": 1}

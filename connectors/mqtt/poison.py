@@ -26,7 +26,9 @@ take it. After an ordinary outage the probe costs a few round trips.
 
 An MQTT 5 broker may say why it closes (DISCONNECT with a reason code); a
 reason that is about a message (packet too large, topic name invalid, payload
-format invalid) while a single message was in flight drops it at once.
+format invalid) while a single message was in flight drops it at once; one
+that is about the session (server shutting down, session taken over...)
+accuses nobody.
 Connections we end ourselves (stop, a silent half-open connection) accuse
 nobody.
 """
@@ -42,6 +44,10 @@ log = logging.getLogger("ocppgw.mqtt")
 
 # MQTT 5 DISCONNECT reason codes that name the message being handled, not the session
 MESSAGE_REASONS = {0x90: "topic_name_invalid", 0x95: "packet_too_large", 0x99: "payload_format_invalid"}
+# ... and those that say it is not about any message: server shutting down, keep alive timeout, session
+# taken over, administrative action, use another server, server moved, connection rate exceeded,
+# maximum connect time
+NOT_ABOUT_A_MESSAGE = {0x8B, 0x8D, 0x8E, 0x98, 0x9C, 0x9D, 0x9F, 0xA0}
 LOSSES = "connection_lost"  # the reason for a message dropped after max_losses lost connections
 LOG_EVERY = 60.0  # seconds: after the first drop of a reason, at most one log line per reason this often
 TOPIC_IN_LOG = 100  # characters of the topic shown in the log line
@@ -73,7 +79,7 @@ class PoisonGuard:
         self.probe_window = 1
         reason = MESSAGE_REASONS.get(reason_code) if alone and reason_code is not None else None
         if reason is None:
-            if not alone or not self.max_losses:
+            if not alone or not self.max_losses or reason_code in NOT_ABOUT_A_MESSAGE:
                 return False  # any of them may be the culprit, or none: the probe will tell
             if oldest is self.suspect:
                 self.losses += 1
