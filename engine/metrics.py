@@ -345,6 +345,12 @@ class NodeCollector(Collector):
             family = _counter(name, doc)
             family.add_metric([], getattr(bridge, attr, 0))
             families.append(family)
+        poison = _counter("mqtt_bridge_poison_dropped", "Messages dropped because the MQTT broker dropped the "
+                          "connection over them (or would have: bigger than its maximum packet size), by reason.",
+                          ["reason"])
+        for reason, count in sorted(getattr(bridge, "poison_dropped", {}).items()):
+            poison.add_metric([reason], count)
+        families.append(poison)
         return families
 
     def _bus(self) -> list[Metric]:

@@ -181,3 +181,55 @@ def test_malformed_length_is_refused():
     finally:
         loop.close()
         asyncio.set_event_loop(None)
+
+
+async def test_v5_maximum_packet_size_and_disconnect_reason_code():
+    """MQTT 5: the client reads the broker's Maximum Packet Size from CONNACK (among its other
+    properties) and keeps the reason code of the broker's DISCONNECT (0x95 packet too large);
+    with 3.1.1 the broker just closes, with no reason."""
+    broker = Mosquitto()
+    broker.conf.write_text(broker.conf.read_text() + "max_packet_size 500\n")
+    broker.start()
+    try:
+        v5 = await MqttClient.connect("127.0.0.1", broker.port, client_id="big5", on_message=lambda *a: None)
+        assert v5.max_packet_size == 500 and v5.disconnect_reason is None
+        # the whole packet (MQTT 5 §3.1.2.11: fixed header included), which mosquitto still takes
+        assert v5.publish_size("t", b"x" * 491, 1) == 500
+        await asyncio.wait_for(v5.publish("t", b"x" * 491, qos=1), 5)
+        v5.publish("t", b"x" * 600, qos=1, token="too big")
+        await asyncio.wait_for(asyncio.shield(v5.closed), 5)
+        assert v5.disconnect_reason == 0x95 and not v5.timed_out
+        v4 = await MqttClient.connect("127.0.0.1", broker.port, client_id="big4", on_message=lambda *a: None,
+                                      v5=False)
+        assert v4.max_packet_size is None
+        v4.publish("t", b"x" * 1000, qos=1, token="too big")
+        await asyncio.wait_for(asyncio.shield(v4.closed), 5)
+        assert v4.disconnect_reason is None
+    finally:
+        broker.stop()
+
+
+def test_connack_properties_are_skipped_by_type():
+    from connectors.mqtt.properties import connack_max_packet_size
+
+    props = (b"\x21\x00\x0a"  # receive maximum (two bytes)
+             b"\x12\x00\x03abc"  # assigned client identifier (string)
+             b"\x26\x00\x01k\x00\x01v"  # user property (string pair)
+             b"\x24\x01"  # maximum QoS (byte)
+             b"\x27\x00\x01\x00\x00")  # maximum packet size (four bytes): 65536
+    assert connack_max_packet_size(bytes([len(props)]) + props, 0) == 65536
+    assert connack_max_packet_size(b"\x03\x24\x01\x25", 0) is None  # not given
+
+
+async def test_a_publish_no_mqtt_packet_can_frame_raises_before_anything_is_queued(mosquitto):
+    client = await MqttClient.connect("127.0.0.1", mosquitto.port, client_id="huge", on_message=lambda *a: None)
+
+    class Huge(bytes):
+        def __len__(self):
+            return 268_435_456  # one byte more than four bytes of remaining length can say
+
+    with pytest.raises(OverflowError):
+        client.publish("t", Huge(), qos=1, token="huge")
+    assert not client._tokens and not client._out  # nothing half-written
+    await asyncio.wait_for(client.publish("t", b"fine", qos=1), 5)
+    await client.disconnect()

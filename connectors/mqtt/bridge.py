@@ -4,7 +4,9 @@ Outgoing: `forward` (a bus handler) queues local messages for the broker in
 an `OutgoingBuffer`; one sender task publishes them in order with up to
 `max_inflight` awaiting their PUBACK. When the connection drops, the
 unacknowledged ones go back to the head of the buffer, so they are sent
-again, still in order, when the broker returns (at least once).
+again, still in order, when the broker returns (at least once). A message
+the broker keeps answering by dropping the connection is dropped after
+`max_disconnects_per_message` lost connections (see `poison.py`).
 
 Incoming: the broker's messages for our subscriptions (the bus's remote
 filters, mirrored in batches, plus `mqtt.subscriptions`) are handed to
@@ -27,6 +29,7 @@ from dataclasses import dataclass, field
 
 from connectors.mqtt.buffer import EchoFilter, OutgoingBuffer
 from connectors.mqtt.client import MqttClient, MqttError, publish_refusal
+from connectors.mqtt.poison import PoisonGuard
 from engine.bus.message import Message
 from engine.bus.trie import TopicTrie
 
@@ -49,6 +52,9 @@ class BridgeOptions:
     keepalive: float = 60.0
     max_inflight: int = 1000
     buffer_max_messages: int = 100_000
+    # lost connections with a message alone in flight before it is dropped (poison.py; 0: only when an
+    # MQTT 5 broker's DISCONNECT names it)
+    max_disconnects_per_message: int = 3
     reconnect_initial: float = 1.0
     reconnect_max: float = 30.0
     tls: ssl.SSLContext | None = None
@@ -63,6 +69,7 @@ class MqttBridge:
         self._deliver = deliver
         self._buffer = OutgoingBuffer(options.buffer_max_messages)
         self._inflight: dict[int, Message] = {}  # insertion order = send order
+        self._poison = PoisonGuard(options.max_disconnects_per_message)
         self._seq = itertools.count()
         self._echo = EchoFilter() if options.proto_ver == "v4" else None
         self.set_forward(options.forward_topics, options.forward_exclude)
@@ -104,6 +111,11 @@ class MqttBridge:
     @property
     def dropped(self) -> int:
         return self._buffer.dropped
+
+    @property
+    def poison_dropped(self) -> dict[str, int]:
+        """Messages dropped because the broker dropped the connection over them, by reason."""
+        return self._poison.dropped
 
     @property
     def echo_suppressed(self) -> int:
@@ -204,7 +216,7 @@ class MqttBridge:
                         with contextlib.suppress(Exception):
                             await client.disconnect()
                     client.abort()
-                    self._after_disconnect()
+                    self._after_disconnect(client)
                 if self._stopping:
                     return
                 log.warning("mqtt bridge lost the broker %s:%d: %s", o.host, o.port, self.last_error or "closed")
@@ -212,14 +224,20 @@ class MqttBridge:
             delay = min(delay * 2, o.reconnect_max)
             self.reconnects += 1
 
-    def _after_disconnect(self) -> None:
+    def _after_disconnect(self, client: MqttClient) -> None:
         self.connected = False
         self._subscribed_upto = -1  # a new connection publishes once its subscriptions are back
         self._client = None
         self._on_broker.clear()
         if self._inflight:
-            self._buffer.requeue_front(self._inflight.values())
+            unacked = list(self._inflight.values())
             self._inflight.clear()
+            # the broker may have closed the connection over one of them (poison.py); what we closed
+            # ourselves (stop, a silent connection) accuses nobody
+            if not self._stopping and not client.closed_by_us and \
+                    self._poison.connection_lost(unacked, client.disconnect_reason):
+                del unacked[0]
+            self._buffer.requeue_front(unacked)
         if self._echo is not None:
             self._echo.clear()
 
@@ -252,11 +270,13 @@ class MqttBridge:
 
     async def _send(self, client: MqttClient) -> None:
         qos = self.options.qos
-        window = self.options.max_inflight
-        inflight, buffer, seq, echo = self._inflight, self._buffer, self._seq, self._echo
+        inflight, buffer, seq, echo, poison = self._inflight, self._buffer, self._seq, self._echo, self._poison
         client.on_ack = self._acked
         publish = client.publish
+        max_size, max_inflight = client.max_packet_size, self.options.max_inflight
         while True:
+            # after a lost connection, what was in flight goes out again in a small window (poison.py)
+            window = min(poison.probe_window, max_inflight) if poison.probing else max_inflight
             if not buffer:
                 if not inflight:
                     self._drained.set()
@@ -276,16 +296,27 @@ class MqttBridge:
                 await self._subs_done.wait()
                 continue
             for message in batch:
+                if max_size is not None and len(message.payload) + 4 * len(message.topic) + 16 > max_size and \
+                        client.publish_size(message.topic, message.payload, qos) > max_size:
+                    # the broker said how big a packet it takes (MQTT 5): a bigger one would end the connection
+                    poison.drop(message, "packet_too_large",
+                                f"bigger than the broker's maximum packet size of {max_size} bytes")
+                    continue
                 if echo is not None and self._wanted_trie.match(message.topic):
                     echo.expect(message.topic, message.payload)
-                if qos:
-                    token = next(seq)
-                    inflight[token] = message
-                    publish(message.topic, message.payload, qos, message.retain, token)
-                else:
-                    publish(message.topic, message.payload, 0, message.retain)
-            if not qos:
-                self.published += len(batch)
+                try:
+                    if qos:
+                        token = next(seq)
+                        inflight[token] = message  # before publishing: if the connection is gone, it is resent
+                        publish(message.topic, message.payload, qos, message.retain, token)
+                    else:
+                        publish(message.topic, message.payload, 0, message.retain)
+                        self.published += 1
+                except (UnicodeEncodeError, OverflowError) as exc:
+                    # no MQTT packet can carry it (a lone surrogate in the topic, a payload over 256 MB)
+                    if qos:
+                        del inflight[token]
+                    poison.drop(message, "invalid_message", f"it cannot be encoded as MQTT: {exc}")
             if len(batch) == SEND_BATCH:
                 await asyncio.sleep(0)  # a long backlog: let the loop flush and read in between
 
@@ -294,6 +325,8 @@ class MqttBridge:
         not authorized, quota exceeded, topic invalid...) is final: sending it again would get the
         same answer, so the message is counted as refused and logged, not retried."""
         message = self._inflight.pop(token, None)
+        if message is not None and self._poison.probing:
+            self._poison.acked(message)
         if message is not None and code >= 0x80:
             self.refused += 1
             if code not in self._refusals_logged:

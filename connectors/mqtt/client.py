@@ -20,6 +20,8 @@ import struct
 from collections.abc import Callable
 from typing import Any
 
+from connectors.mqtt.properties import connack_max_packet_size, read_varint as _read_varint
+
 CONNECT, CONNACK, PUBLISH, PUBACK, PUBREC, PUBREL, PUBCOMP = 1, 2, 3, 4, 5, 6, 7
 SUBSCRIBE, SUBACK, UNSUBSCRIBE, UNSUBACK, PINGREQ, PINGRESP, DISCONNECT = 8, 9, 10, 11, 12, 13, 14
 
@@ -32,8 +34,8 @@ _CONNACK_V5 = {0x80: "unspecified error", 0x84: "unsupported protocol version", 
 
 # MQTT 5 reason codes a broker answers a PUBLISH with (PUBACK, PUBREC) when it refuses it
 PUBLISH_REFUSED = {0x80: "unspecified error", 0x83: "implementation specific error", 0x87: "not authorized",
-                   0x90: "topic name invalid", 0x91: "packet identifier in use", 0x97: "quota exceeded",
-                   0x99: "payload format invalid"}
+                   0x90: "topic name invalid", 0x91: "packet identifier in use", 0x95: "packet too large",
+                   0x97: "quota exceeded", 0x99: "payload format invalid"}
 
 
 def publish_refusal(code: int) -> str:
@@ -41,6 +43,7 @@ def publish_refusal(code: int) -> str:
 
 
 _NO_TOKEN: Any = object()
+MAX_REMAINING_LENGTH = 268_435_455  # four bytes of variable length: the largest packet MQTT can frame
 
 
 class MqttError(Exception):
@@ -87,6 +90,11 @@ class MqttClient(asyncio.Protocol):
         self._keepalive_task: asyncio.Task[None] | None = None
         self._last_rx = 0.0
         self._broken = False
+        # why the connection ended, for the bridge to judge what the broker objected to:
+        self.disconnect_reason: int | None = None  # MQTT 5 DISCONNECT from the broker: its reason code
+        self.timed_out = False  # we gave up on a silent (half-open) connection: not the broker's doing
+        # MQTT 5 CONNACK's Maximum Packet Size: the broker drops the connection of a client that sends more
+        self.max_packet_size: int | None = None
 
     # --- connecting ---------------------------------------------------------------------
 
@@ -140,6 +148,17 @@ class MqttClient(asyncio.Protocol):
                 return self._ids
         raise MqttError("no free packet identifier (65535 in flight)")
 
+    @property
+    def closed_by_us(self) -> bool:
+        """The connection ended because we gave up on it (silent, or the broker sent what we cannot
+        parse), not because the broker closed it."""
+        return self.timed_out or self._broken
+
+    def publish_size(self, topic: str, payload: bytes, qos: int) -> int:
+        """The size in bytes of the PUBLISH packet `publish` would write (to compare with max_packet_size)."""
+        length = 2 + len(topic.encode()) + len(payload) + (2 if qos else 0) + (1 if self.v5 else 0)
+        return 1 + len(_varint(length)) + length
+
     def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False,
                 token: Any = None) -> asyncio.Future[Any] | None:
         """Queue a PUBLISH. For QoS 1/2: with a `token`, `on_ack(token, reason code)` is called when
@@ -149,6 +168,8 @@ class MqttClient(asyncio.Protocol):
             raise MqttError("not connected")
         name = topic.encode()
         length = 2 + len(name) + len(payload) + (2 if qos else 0) + (1 if self.v5 else 0)
+        if length > MAX_REMAINING_LENGTH or len(name) > 65535:
+            raise OverflowError(f"a PUBLISH of {length} bytes (topic {len(name)}) does not fit in an MQTT packet")
         out = self._out
         out.append(bytes((0x30 | (qos << 1) | int(retain),)) + (
             bytes((length,)) if length < 128 else _varint(length)) + len(name).to_bytes(2, "big") + name)
@@ -301,12 +322,16 @@ class MqttClient(asyncio.Protocol):
         elif kind == CONNACK:
             code = body[1] if len(body) > 1 else 0xFF
             if code == 0:
+                if self.v5 and len(body) > 2:
+                    self.max_packet_size = connack_max_packet_size(body, 2)
                 self._connack.set_result(None)
             else:
                 reasons = _CONNACK_V5 if self.v5 else _CONNACK_V4
                 self._connack.set_exception(MqttError(f"the broker refused the connection: {reasons.get(code, code)}"))
-        elif kind == DISCONNECT and self.transport is not None:
-            self.transport.close()
+        elif kind == DISCONNECT:
+            self.disconnect_reason = body[0] if body else 0  # MQTT 5 only; 3.1.1 brokers just close
+            if self.transport is not None:
+                self.transport.close()
 
     def _published(self, packet_id: int, code: int) -> None:
         token = self._tokens.pop(packet_id, _NO_TOKEN)
@@ -356,18 +381,9 @@ class MqttClient(asyncio.Protocol):
             await asyncio.sleep(keepalive / 2)
             if self._loop.time() - self._last_rx > keepalive * 1.5:
                 # no packet, not even a PINGRESP: the connection is half-open
+                self.timed_out = True
                 if self.transport is not None:
                     self.transport.abort()
                 return
             self._write(_packet(PINGREQ, 0, b""))
 
-
-def _read_varint(data: bytes, pos: int) -> tuple[int, int]:
-    value, shift = 0, 0
-    while True:
-        byte = data[pos]
-        pos += 1
-        value |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return value, pos
-        shift += 7

@@ -46,6 +46,7 @@ def bridge_options(settings: MqttSettings, node_name: str, mountpoints: list[str
         keepalive=settings.keepalive,
         max_inflight=settings.max_inflight,
         buffer_max_messages=settings.buffer.max_messages,
+        max_disconnects_per_message=settings.max_disconnects_per_message,
         reconnect_initial=settings.reconnect.initial_interval,
         reconnect_max=settings.reconnect.max_interval,
         tls=tls_context(settings) if scheme == "mqtts" or settings.ssl.enable else None,

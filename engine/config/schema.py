@@ -102,6 +102,9 @@ class MqttSettings:
     qos: Qos = 1
     keepalive: Duration = Duration(60)
     max_inflight: Positive = 1000
+    # a message is dropped (poison) after the broker dropped the connection this many times while it was
+    # alone in flight (connectors/mqtt/poison.py); 0: only when an MQTT 5 broker's DISCONNECT names it
+    max_disconnects_per_message: NonNegative = 3
     ssl: MqttSslSettings = field(default_factory=MqttSslSettings)
     buffer: MqttBufferSettings = field(default_factory=MqttBufferSettings)
     reconnect: MqttReconnectSettings = field(default_factory=MqttReconnectSettings)
