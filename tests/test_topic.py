@@ -166,7 +166,7 @@ def test_trie_match_results_stay_as_they_were_while_filters_change():
     assert trie.match("a/c") == ()
 
 
-@pytest.mark.parametrize("char", ["\x01", "\x1f", "\x7f", "\x85", "\x9f", "\ufdd0", "\ufdef", "\ufffe", "\uffff",
+@pytest.mark.parametrize("char", ["\x01", "\ud800", "\udfff", "\x1f", "\x7f", "\x85", "\x9f", "\ufdd0", "\ufdef", "\ufffe", "\uffff",
                                   "\U0001fffe", "\U0010ffff"])
 def test_control_characters_and_non_characters_are_refused(char):
     # mosquitto drops the connection of a client publishing such a topic (and the MQTT 5 spec lets it)

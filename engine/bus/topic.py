@@ -13,7 +13,8 @@ MAX_TOPIC_BYTES = 65535
 # MQTT 5 §1.5.4: a string SHOULD NOT hold control characters or non-characters, and a receiver
 # may treat them as malformed; mosquitto does, and drops the connection of whoever publishes one
 # (the bridge: every charge point's messages would stop)
-_NOT_IN_A_TOPIC = re.compile("[\x01-\x1f\x7f-\x9f\ufdd0-\ufdef\ufffe\uffff]|[\U00010000-\U0010ffff]")
+# a lone surrogate cannot be encoded as UTF-8 at all: the bridge could not send the topic
+_NOT_IN_A_TOPIC = re.compile("[\x01-\x1f\x7f-\x9f\ud800-\udfff\ufdd0-\ufdef\ufffe\uffff]|[\U00010000-\U0010ffff]")
 
 
 class TopicError(ValueError):
@@ -29,7 +30,7 @@ def _validate_common(topic: str) -> None:
         for m in _NOT_IN_A_TOPIC.finditer(topic):
             code = ord(m.group())
             if code < 0x10000 or code & 0xFFFE == 0xFFFE:
-                raise TopicError(f"a topic cannot contain the control character or non-character U+{code:04X}")
+                raise TopicError(f"a topic cannot contain the control character, surrogate or non-character U+{code:04X}")
     if len(topic.encode("utf-8", "surrogatepass")) > MAX_TOPIC_BYTES:
         raise TopicError(f"a topic is at most {MAX_TOPIC_BYTES} bytes")
 
