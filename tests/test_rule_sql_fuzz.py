@@ -13,6 +13,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from engine.config.schema import Settings
 from rules.compiler import CompiledRule, compile_sql
 from rules.functions import FUNCTIONS
 from rules.sql import RuleSyntaxError
@@ -125,12 +126,15 @@ def test_the_rule_tester_answers_200_400_or_412(sql, context):
 
 class _Credentials:
     @staticmethod
-    def check(user: str, password: str) -> bool:
+    async def verify(user: str, password: str) -> bool:
         return True
 
 
 class _Node:
+    """What the admin app reads of a node to answer /rule_test: its credentials and the dashboard settings."""
+
     admin_credentials = _Credentials()
+    settings = Settings()
 
 
 @functools.cache
