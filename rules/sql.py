@@ -102,6 +102,14 @@ def parse_rule(sql: str, rule_id: str = "") -> ParsedRule:
         raise
 
 
+def literal_value(node: exp.Literal) -> str | int | float:
+    """A SQL literal's value: a string, else an int or a float as written."""
+    if node.is_string:
+        return node.this
+    text = node.this
+    return float(text) if any(ch in text for ch in ".eE") else int(text)
+
+
 def _position(sql: str, offset: int) -> tuple[int, int]:
     line = sql.count("\n", 0, offset) + 1
     col = offset - (sql.rfind("\n", 0, offset) + 1) + 1

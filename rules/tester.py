@@ -15,7 +15,8 @@ from typing import Any
 import orjson
 
 from engine.bus.topic import matches
-from rules.compiler import NO_MATCH, compile_sql
+from rules.compiled import NO_MATCH
+from rules.compiler import compile_sql
 from rules.env import Env
 from rules.values import RuleError
 
