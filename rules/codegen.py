@@ -256,7 +256,7 @@ class _Source:
             lines += check
         simple = all(f.path is not None and len(f.path) == 1 and not f.visible for f, _ in fields)
         if simple and (rule.where_first or where is None):
-            items = ", ".join(f"{f.path[0]!r}: {self.expr(node)}" for f, node in fields)
+            items = ", ".join(f"{f.path[0]!r}: {self.expr(node)}" for f, node in fields if f.path is not None)
             lines.append(f"    return [{{{items}}}]")
             return "\n".join(lines)
         lines.append("    out = {}")

@@ -83,7 +83,7 @@ class _Compiler:
             if last.fn is None:
                 raise self.fail("FOREACH needs an expression for its list, not *")  # (sql.py says where)
             alias = p.fields[-1]
-            collection_key = fields[-1].path[0] if isinstance(alias, exp.Alias) else "item"
+            collection_key = last.path[0] if isinstance(alias, exp.Alias) and last.path is not None else "item"
             if not isinstance(alias, exp.Alias) and path_of(alias) is None:
                 # `FOREACH payload.xs` keeps the list at its path (EMQX's outputs show it there);
                 # `FOREACH json_decode(payload)` has no name to keep it under
@@ -121,9 +121,9 @@ class _Compiler:
             return Field(None, None)
         if isinstance(node, exp.Alias):
             name = node.alias
-            path = self.parsed.path_aliases.get(name, [name])
-            self.aliases.add(path[0])
-            return Field(path, self.expr(node.this))
+            alias_path = self.parsed.path_aliases.get(name, [name])
+            self.aliases.add(alias_path[0])
+            return Field(alias_path, self.expr(node.this))
         fn = self.expr(node)
         path = path_of(node)  # `SELECT payload.x[2]` puts the value at that path, as EMQX
         if path is None:
@@ -241,6 +241,9 @@ class _Compiler:
                     return value(env)
             return default(env) if default else UNDEFINED
 
+        if on is None:
+            return searched
+
         def switch(env: Env) -> Any:
             subject = on(env)
             for cond, value in branches:
@@ -248,7 +251,7 @@ class _Compiler:
                     return value(env)
             return default(env) if default else UNDEFINED
 
-        return searched if on is None else switch
+        return switch
 
     def array(self, node: exp.Array) -> Closure:
         items = [self.expr(i) for i in node.expressions]

@@ -166,7 +166,8 @@ def _hash(algorithm: Any, data: Any) -> str:
     if name is None:
         raise ArgError(f"unknown hash algorithm {describe(algorithm)}; known: {', '.join(_HASHES)}")
     h = hashlib.new(name, text_or_atom(data).encode())
-    return h.hexdigest(_SHAKE_BYTES[name]) if name in _SHAKE_BYTES else h.hexdigest()
+    # typeshed's hashlib.new() returns a HASH whose hexdigest takes no length; a SHAKE's takes one
+    return h.hexdigest(_SHAKE_BYTES[name]) if name in _SHAKE_BYTES else h.hexdigest()  # type: ignore[call-arg]
 
 
 def _utf8(data: bytes) -> str:

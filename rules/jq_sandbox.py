@@ -75,16 +75,18 @@ class _Child:
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
             env={}, cwd="/", close_fds=True, start_new_session=True,
         )
+        assert self.proc.stdin is not None and self.proc.stdout is not None  # both are PIPE
+        self.stdin, self.stdout = self.proc.stdin, self.proc.stdout
         self.ready = False
         self.buffer = bytearray()
-        os.set_blocking(self.proc.stdout.fileno(), False)
-        os.set_blocking(self.proc.stdin.fileno(), False)
+        os.set_blocking(self.stdout.fileno(), False)
+        os.set_blocking(self.stdin.fileno(), False)
 
     def kill(self) -> None:
         if self.proc.poll() is None:
             self.proc.kill()
         self.proc.wait()
-        for pipe in (self.proc.stdin, self.proc.stdout):
+        for pipe in (self.stdin, self.stdout):
             try:
                 pipe.close()
             except OSError:
@@ -93,7 +95,7 @@ class _Child:
     def exchange(self, request: bytes, deadline: float, max_answer: int) -> bytes:
         """Write `request`, read one line back; raise TimeoutError past `deadline`, EOFError
         if the child is gone, OverflowError if the answer grows past `max_answer`."""
-        out, inp = self.proc.stdin.fileno(), self.proc.stdout.fileno()
+        out, inp = self.stdin.fileno(), self.stdout.fileno()
         pending = memoryview(request)
         with selectors.DefaultSelector() as selector:
             selector.register(inp, selectors.EVENT_READ)

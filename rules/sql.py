@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import sqlglot
 from sqlglot import Dialect, exp, parser, tokens
@@ -59,9 +59,9 @@ class EmqxDialect(Dialect):
     class Parser(parser.Parser):
         # every call stays a plain named call (exp.Anonymous): the function
         # library, not sqlglot, decides what upper() or concat() mean
-        FUNCTIONS: dict = {}
-        FUNCTION_PARSERS: dict = {}
-        NO_PAREN_FUNCTIONS: dict = {}
+        FUNCTIONS: ClassVar[dict] = {}
+        FUNCTION_PARSERS: ClassVar[dict] = {}
+        NO_PAREN_FUNCTIONS: ClassVar[dict] = {}
         FACTOR = {**parser.Parser.FACTOR, TokenType.DIV: exp.IntDiv}
 
 
@@ -200,8 +200,8 @@ class _Parser:
         for node in (*rule.fields, rule.where, *rule.do_fields, rule.incase):
             if node is not None and (deep_node := tree_depth(node)) is not None:
                 limits.count("sql_depth")
-                start = next((n.meta["start"] for n in deep_node.walk() if "start" in n.meta), None)
-                raise self.fail(TOO_DEEP, offset=start)
+                deep_start = next((n.meta["start"] for n in deep_node.walk() if "start" in n.meta), None)
+                raise self.fail(TOO_DEEP, offset=deep_start)
         return rule
 
     def _clauses(self, foreach: bool) -> dict[str, tuple[int, int]]:
