@@ -10,6 +10,7 @@ changes it (puts copy the dicts they pass through).
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -24,7 +25,7 @@ def _message_id(message: Message | None) -> str:
     return uuid.uuid4().hex.upper()
 
 
-class Env(dict):
+class Env(dict[str, Any]):
     __slots__ = ("_decoded", "headers", "message")
 
     def __init__(self, columns: dict[str, Any] | None = None, message: Message | None = None) -> None:
@@ -106,7 +107,7 @@ class Env(dict):
 _new_dict = dict.__new__
 _NO_HEADERS: dict[str, Any] = {}
 
-_MESSAGE_COLUMNS = {
+_MESSAGE_COLUMNS: dict[str, Callable[[Message], Any]] = {
     "topic": lambda m: m.topic,
     "qos": lambda m: m.qos,
     "timestamp": lambda m: m.timestamp,

@@ -35,6 +35,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -173,7 +174,7 @@ class JqSandbox:
         except OSError:
             pass  # the next call tries again, and says why if it still cannot
 
-    def run(self, program: str, source: str, timeout: float, max_answer: int) -> list:
+    def run(self, program: str, source: str, timeout: float, max_answer: int) -> list[Any]:
         with self._lock:
             request = orjson.dumps([program, source, max_answer]) + b"\n"
             child = self._ready()
@@ -214,7 +215,7 @@ SANDBOX = JqSandbox()
 atexit.register(SANDBOX.stop)
 
 
-def run_jq(program: str, source: str, timeout_ms: int | None) -> list:
+def run_jq(program: str, source: str, timeout_ms: int | None) -> list[Any]:
     """The outputs of `program` on the JSON text `source`, run in the child; errors as rule errors."""
     current = limits.current()
     timeout = current.jq_timeout if timeout_ms is None else max(timeout_ms, 1) / 1000

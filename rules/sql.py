@@ -20,7 +20,9 @@ from typing import Any, ClassVar
 import sqlglot
 from sqlglot import Dialect, exp, parser, tokens
 from sqlglot.errors import ParseError, TokenError
-from sqlglot.tokens import Token, TokenType
+# sqlglot.tokens has them for every version we allow (newer ones define them in tokenizer_core and
+# re-export without saying so, which strict mypy reports)
+from sqlglot.tokens import Token, TokenType  # type: ignore[attr-defined]
 
 from engine.bus.topic import TopicError, validate_filter
 from rules import limits
@@ -59,9 +61,9 @@ class EmqxDialect(Dialect):
     class Parser(parser.Parser):
         # every call stays a plain named call (exp.Anonymous): the function
         # library, not sqlglot, decides what upper() or concat() mean
-        FUNCTIONS: ClassVar[dict] = {}
-        FUNCTION_PARSERS: ClassVar[dict] = {}
-        NO_PAREN_FUNCTIONS: ClassVar[dict] = {}
+        FUNCTIONS: ClassVar[dict[str, Any]] = {}
+        FUNCTION_PARSERS: ClassVar[dict[str, Any]] = {}
+        NO_PAREN_FUNCTIONS: ClassVar[dict[Any, Any]] = {}
         FACTOR = {**parser.Parser.FACTOR, TokenType.DIV: exp.IntDiv}
 
 
