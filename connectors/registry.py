@@ -52,7 +52,7 @@ class Resources:
         }
         make_action = MAKE_ACTION
         errors: list[str] = []
-        for kind, make in make_connector.items():
+        for kind, build in make_connector.items():
             for name, c in getattr(settings.connectors, kind).items():
                 if not c.enable:
                     continue
@@ -60,7 +60,7 @@ class Resources:
                 if problem:
                     errors.append(f"connectors.{kind}.{name}.{problem[0]} = {problem[1]}")
                     continue
-                self.connectors[f"{kind}:{name}"] = make(name, c)
+                self.connectors[f"{kind}:{name}"] = build(name, c)
         for kind, make in make_action.items():
             for name, a in getattr(settings.actions, kind).items():
                 if not a.enable:
@@ -97,12 +97,12 @@ class Resources:
                 # built on the new connector object, which the running one replaced: build it on that
                 self.actions[key] = MAKE_ACTION[action.kind](action.name, action.settings, connector)
         handovers: list[tuple[BufferedAction, BufferedAction | None]] = []
-        for key, running in old.actions.items():
-            mine = self.actions.get(key)
-            if mine is not None and mine.settings == running.settings and mine.connector is running.connector:
-                self.actions[key] = running
+        for key, old_action in old.actions.items():
+            new_action = self.actions.get(key)
+            if new_action is not None and new_action.settings == old_action.settings and new_action.connector is old_action.connector:
+                self.actions[key] = old_action
             else:
-                handovers.append((running, mine))
+                handovers.append((old_action, new_action))
         return stop_connectors, handovers
 
     async def start_new(self, old: Resources) -> None:

@@ -291,7 +291,7 @@ class BufferedAction:
     async def _deliver(self, batch: list[_Request]) -> None:
         metrics = self.metrics
         attempts = 0
-        delay = self.opts.retry_interval
+        delay: float = self.opts.retry_interval
         try:
             while True:
                 live = [r for r in batch if r.deadline > time.monotonic()]

@@ -11,6 +11,7 @@ keeping whatever follows it (`ON CONFLICT ...`).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Literal
 
 import orjson
@@ -92,7 +93,7 @@ class SqlTemplate:
                     return start, pos + 1
         return None
 
-    def _join(self, mark) -> str:
+    def _join(self, mark: Callable[[int], str]) -> str:
         out = [self.pieces[0]]
         for k in range(len(self.params)):
             out.append(mark(k))

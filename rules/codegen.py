@@ -27,23 +27,19 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any
 
 from sqlglot import exp
 
 from engine.bus.message import _UNSET as MESSAGE_UNSET
-from engine.bus.message import Message
 from rules import functions
-from rules.env import _DECODED_UNSET, Env, column, payload_json, put_path
+from rules.compiled import NO_MATCH, Apply, Closure, CompiledRule, Field, Run
+from rules.env import _DECODED_UNSET, column, payload_json, put_path
 from rules.paths import path_of, take_step
+from rules.sql import literal_value
 from rules.values import UNDEFINED, compare, same
 
-if TYPE_CHECKING:
-    from rules.compiler import CompiledRule, Field
-
-_COMPARE_OPS = {exp.EQ: ("=", "=="), exp.NEQ: ("!=", "!="), exp.GT: (">", ">"), exp.GTE: (">=", ">="),
-                exp.LT: ("<", "<"), exp.LTE: ("<=", "<=")}
-_ARITHMETIC = {exp.Add: "+", exp.Sub: "-", exp.Mul: "*", exp.Div: "/", exp.IntDiv: "div", exp.Mod: "mod"}
 _PLAIN = (str, int, float, bool, type(None))
 _DECODED: Any = object()  # first step of a path key into the decoded payload (`payload` alone is the text)
 _MISS: Any = object()
@@ -56,14 +52,14 @@ def _key(steps: list[str | int]) -> tuple[Any, ...]:
 class _Source:
     """The generated function's text and the names it is compiled with."""
 
-    def __init__(self, closure_for: Callable[[exp.Expression], Callable[[Env], Any]], on_message: bool) -> None:
+    def __init__(self, closure_for: Callable[[exp.Expression], Closure], on_message: bool) -> None:
         self.closure_for = closure_for
         self.on_message = on_message  # the function takes the bus message, and there is no Env
         self.names: dict[str, Any] = {
             "U": UNDEFINED, "_UNSET": _DECODED_UNSET, "_step": take_step, "_compare": compare,
             "_put_path": put_path, "_same": same, "_NULLS": (None, UNDEFINED),
             "_dget": dict.get, "_MISS": _MISS, "_MESSAGE_UNSET": MESSAGE_UNSET,
-            "_payload_json": payload_json, "_column": column,
+            "_payload_json": payload_json, "_column": column, "_NO_MATCH": NO_MATCH,
         }
         self.counter = 0
         self.cached: dict[tuple[Any, ...], str] = {}  # path prefix -> the local holding it
@@ -83,40 +79,47 @@ class _Source:
     # --- expressions: each returns Python source that evaluates the node for `env` ---------
 
     def expr(self, node: exp.Expression) -> str:
-        kind = type(node)
-        if kind in (exp.Column, exp.Dot, exp.Bracket):
-            steps = path_of(node)
-            if steps is not None:
-                return self.path(steps)
-        elif kind is exp.Literal:
-            return self.bind(literal_value(node))
-        elif kind is exp.Boolean:
-            return self.bind(bool(node.this))
-        elif kind is exp.Null:
-            return "None"
-        elif kind is exp.Paren:
-            return self.expr(node.this)
-        elif kind in _COMPARE_OPS:
-            return self.comparison(node, *_COMPARE_OPS[kind])
-        elif kind is exp.And:
-            return f"({self.truth(node.this)} is True and {self.truth(node.expression)} is True)"
-        elif kind is exp.Or:
-            return f"({self.truth(node.this)} is True or {self.truth(node.expression)} is True)"
-        elif kind is exp.Not:
-            t = self.temp()
-            return f"((not {t}) if type({t} := {self.expr(node.this)}) is bool else False)"
-        elif kind is exp.Is and isinstance(node.expression, exp.Null):
-            return f"({self.expr(node.this)} in _NULLS)"
-        elif kind in _ARITHMETIC:
-            op = self.bind(functions.OPERATORS[_ARITHMETIC[kind]])
-            return f"{op}({self.expr(node.this)}, {self.expr(node.expression)})"
-        elif kind is exp.Case:
-            return self.case(node)
-        elif kind is exp.Anonymous:
-            call = self.call(node)
-            if call is not None:
-                return call
-        return f"{self.bind(self.closure_for(node))}({self.env()})"  # anything else: the compiler's closure
+        to_source = _DISPATCH.get(type(node))
+        return to_source(self, node) if to_source is not None else self.closure(node)
+
+    def closure(self, node: exp.Expression) -> str:
+        """A node with no inline form (IN, `=~`, ...): a call of the closure the compiler built."""
+        return f"{self.bind(self.closure_for(node))}({self.env()})"
+
+    def column(self, node: exp.Column | exp.Dot | exp.Bracket) -> str:
+        steps = path_of(node)
+        return self.path(steps) if steps is not None else self.closure(node)
+
+    def literal(self, node: exp.Literal) -> str:
+        return self.bind(literal_value(node))
+
+    def boolean(self, node: exp.Boolean) -> str:
+        return self.bind(bool(node.this))
+
+    def null(self, node: exp.Null) -> str:
+        return "None"
+
+    def paren(self, node: exp.Paren) -> str:
+        return self.expr(node.this)
+
+    def logical_and(self, node: exp.And) -> str:
+        return f"({self.truth(node.this)} is True and {self.truth(node.expression)} is True)"
+
+    def logical_or(self, node: exp.Or) -> str:
+        return f"({self.truth(node.this)} is True or {self.truth(node.expression)} is True)"
+
+    def logical_not(self, node: exp.Not) -> str:
+        t = self.temp()
+        return f"((not {t}) if type({t} := {self.expr(node.this)}) is bool else False)"
+
+    def is_null(self, node: exp.Is) -> str:
+        if not isinstance(node.expression, exp.Null):
+            return self.closure(node)
+        return f"({self.expr(node.this)} in _NULLS)"
+
+    def arithmetic(self, node: exp.Binary, op: str) -> str:
+        fn = self.bind(functions.OPERATORS[op])
+        return f"{fn}({self.expr(node.this)}, {self.expr(node.expression)})"
 
     def truth(self, node: exp.Expression) -> str:
         """`node` as the left of `is True` (a constant by name: `1 is True` is a SyntaxWarning)."""
@@ -226,12 +229,12 @@ class _Source:
         # the subject first, once: the walrus sits in a test that is always true
         return f"({text} if ({subject} := {self.expr(node.this)}) is not _MISS else None)"
 
-    def call(self, node: exp.Anonymous) -> str | None:
-        """A function call with the argument count the compiler already checked; None for div/mod."""
+    def call(self, node: exp.Anonymous) -> str:
+        """A function call with the argument count the compiler already checked (div/mod: the closure)."""
         name = str(node.this).lower()
         spec = functions.lookup(name)
         if spec is None or name in ("div", "mod"):
-            return None
+            return self.closure(node)
         args = [self.expr(a) for a in node.expressions]
         if spec.needs_input:
             args.insert(0, self.env())
@@ -253,7 +256,7 @@ class _Source:
             lines += check
         simple = all(f.path is not None and len(f.path) == 1 and not f.visible for f, _ in fields)
         if simple and (rule.where_first or where is None):
-            items = ", ".join(f"{f.path[0]!r}: {self.expr(node)}" for f, node in fields)
+            items = ", ".join(f"{f.path[0]!r}: {self.expr(node)}" for f, node in fields if f.path is not None)
             lines.append(f"    return [{{{items}}}]")
             return "\n".join(lines)
         lines.append("    out = {}")
@@ -278,16 +281,38 @@ class _Source:
         return "\n".join(lines)
 
 
+# one method per node kind, as sqlglot's generator; a kind not here runs as its closure
+_DISPATCH: dict[type[exp.Expression], Callable[[_Source, Any], str]] = {
+    exp.Column: _Source.column,
+    exp.Dot: _Source.column,
+    exp.Bracket: _Source.column,
+    exp.Literal: _Source.literal,
+    exp.Boolean: _Source.boolean,
+    exp.Null: _Source.null,
+    exp.Paren: _Source.paren,
+    exp.EQ: lambda s, n: s.comparison(n, "=", "=="),
+    exp.NEQ: lambda s, n: s.comparison(n, "!=", "!="),
+    exp.GT: lambda s, n: s.comparison(n, ">", ">"),
+    exp.GTE: lambda s, n: s.comparison(n, ">=", ">="),
+    exp.LT: lambda s, n: s.comparison(n, "<", "<"),
+    exp.LTE: lambda s, n: s.comparison(n, "<=", "<="),
+    exp.And: _Source.logical_and,
+    exp.Or: _Source.logical_or,
+    exp.Not: _Source.logical_not,
+    exp.Is: _Source.is_null,
+    exp.Add: lambda s, n: s.arithmetic(n, "+"),
+    exp.Sub: lambda s, n: s.arithmetic(n, "-"),
+    exp.Mul: lambda s, n: s.arithmetic(n, "*"),
+    exp.Div: lambda s, n: s.arithmetic(n, "/"),
+    exp.IntDiv: lambda s, n: s.arithmetic(n, "div"),
+    exp.Mod: lambda s, n: s.arithmetic(n, "mod"),
+    exp.Case: _Source.case,
+    exp.Anonymous: _Source.call,
+}
+
+
 class _NeedsEnv(Exception):
     """The rule reads or writes the Env itself: no function on the bare message."""
-
-
-def literal_value(node: exp.Literal) -> str | int | float:
-    """A SQL literal's value: a string, else an int or a float as written."""
-    if node.is_string:
-        return node.this
-    text = node.this
-    return float(text) if any(ch in text for ch in ".eE") else int(text)
 
 
 def _conjuncts(node: exp.Expression) -> list[exp.Expression]:
@@ -299,17 +324,23 @@ def _conjuncts(node: exp.Expression) -> list[exp.Expression]:
     return [node]
 
 
+@dataclass(slots=True)
+class Generated:
+    apply: Apply
+    run: Run | None  # None: the rule needs the Env (run it through one)
+    sources: list[str]  # the functions' text, for tests and debugging
+
+
 def generate(rule: CompiledRule, field_nodes: list[exp.Expression], where: exp.Expression | None,
-             closure_for: Callable[[exp.Expression], Callable[[Env], Any]], no_match: Any,
-             ) -> tuple[Callable[[Env], Any], Callable[[Message], Any] | None, list[str]]:
+             closure_for: Callable[[exp.Expression], Closure]) -> Generated | None:
     """For a rule without FOREACH: `apply(env)`, `run(message)` when the rule can run on the bare
     message (it reads only payload paths and columns, writes no alias back, calls nothing that
-    reads the input itself), and the sources of both (for tests and debugging)."""
+    reads the input itself), and the sources of both. None when Python cannot compile the text."""
     pairs = [(f, node.this if isinstance(node, exp.Alias) else node) for f, node in zip(rule.fields, field_nodes)]
-    functions_, sources = [], []
+    functions_: list[Any] = []
+    sources: list[str] = []
     for on_message in (False, True):
         source = _Source(closure_for, on_message)
-        source.names["_NO_MATCH"] = no_match
         try:
             text = source.function(rule, pairs, where)
         except _NeedsEnv:
@@ -321,8 +352,8 @@ def generate(rule: CompiledRule, field_nodes: list[exp.Expression], where: exp.E
         except (SyntaxError, RecursionError, MemoryError):
             # Python's parser nests at most 200 parentheses ("too many nested parentheses"):
             # a rule that deep runs as the closures, which compute the same
-            return rule.apply, None, []
+            return None
         exec(code, namespace)  # noqa: S102 - our own generated text
         functions_.append(namespace["run" if on_message else "apply"])
         sources.append(text)
-    return functions_[0], functions_[1], sources
+    return Generated(functions_[0], functions_[1], sources)

@@ -12,109 +12,22 @@ from __future__ import annotations
 import operator
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from sqlglot import exp
 from sqlglot.errors import ErrorLevel
 
-from engine.bus.message import Message
 from engine.bus.topic import matches as topic_matches
 from rules import codegen, functions, limits
+from rules.compiled import Closure, CompiledRule, Field, foreach_closures, select_closures, through_env
 from rules.depth import TOO_DEEP, room_to_recurse
 from rules.env import _DECODED_UNSET as _UNSET
-from rules.env import Env, put_path
-from rules.paths import json_or_undefined, path_of, take_step
-from rules.sql import ParsedRule, RuleSyntaxError, parse_rule
+from rules.env import Env
+from rules.paths import path_of, take_step
+from rules.sql import ParsedRule, RuleSyntaxError, literal_value, parse_rule
 from rules.values import UNDEFINED, RuleError, compare, same
 
-Closure = Callable[[Env], Any]
-
 _FAST_OPS = {"=": operator.eq, "!=": operator.ne, "<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
-
-
-NO_MATCH: tuple[()] = ()  # WHERE was not true (falsy, like an empty output list)
-
-
-@dataclass
-class Field:
-    path: list[Any] | None  # where the value goes; None for `*`
-    fn: Closure | None
-    visible: bool = True  # put into the input too: something after it reads that name
-
-
-@dataclass
-class CompiledRule:
-    id: str
-    sql: str
-    topics: list[str]
-    foreach: bool
-    fields: list[Field]
-    where: Closure | None
-    where_first: bool  # WHERE reads no alias: test it before computing the fields
-    do_fields: list[Field] = field(default_factory=list)
-    incase: Closure | None = None
-    collection_key: str = "item"
-    sources: list[str] = field(default_factory=list)  # the generated functions' text, when there are some
-
-    def apply(self, env: Env) -> list[dict[str, Any]] | tuple[()]:
-        """The rule's outputs for one input; raises `RuleError`. Empty means no result:
-        `NO_MATCH` when WHERE is not true, `[]` when a FOREACH has no items left."""
-        if self.foreach:
-            return self._foreach(env)
-        where = self.where
-        if self.where_first and where is not None and where(env) is not True:
-            return NO_MATCH
-        out: dict[str, Any] = {}
-        _select(self.fields, env, out)
-        if not self.where_first and where is not None and where(env) is not True:
-            return NO_MATCH
-        return [out]
-
-    def run(self, message: Message) -> list[dict[str, Any]] | tuple[()]:
-        """`apply` for a bus message's columns (a generated rule may read the message directly)."""
-        return self.apply(Env.for_message(message))
-
-    def _foreach(self, env: Env) -> list[dict[str, Any]]:
-        *head, last = self.fields
-        selected: dict[str, Any] = {}
-        _select(head, env, selected)
-        collection = last.fn(env) if last.fn else UNDEFINED
-        if last.path is not None:
-            put_path(env, last.path, collection)
-        if self.where is not None and self.where(env) is not True:
-            return NO_MATCH
-        if type(collection) is str:
-            collection = json_or_undefined(collection)  # `FOREACH payload` iterates a JSON array text
-        if type(collection) is not list:
-            return []
-        outputs = []
-        for item in collection:
-            item_env = env.child({self.collection_key: item})
-            if self.incase is not None and self.incase(item_env) is not True:
-                continue
-            if self.do_fields:
-                out: dict[str, Any] = {}
-                _select(self.do_fields, item_env, out)
-                outputs.append(out)
-            else:
-                outputs.append(item_env.materialize())
-        return outputs
-
-
-def _select(fields: list[Field], env: Env, out: dict[str, Any]) -> None:
-    for f in fields:
-        if f.fn is None:
-            out.update(env.materialize())
-            continue
-        value = f.fn(env)
-        path = f.path
-        if f.visible:
-            put_path(env, path, value)
-        if len(path) == 1:
-            out[path[0]] = value
-        else:
-            put_path(out, path, value)
 
 
 def compile_sql(sql: str, rule_id: str = "", generate: bool = True) -> CompiledRule:
@@ -170,7 +83,7 @@ class _Compiler:
             if last.fn is None:
                 raise self.fail("FOREACH needs an expression for its list, not *")  # (sql.py says where)
             alias = p.fields[-1]
-            collection_key = fields[-1].path[0] if isinstance(alias, exp.Alias) else "item"
+            collection_key = last.path[0] if isinstance(alias, exp.Alias) and last.path is not None else "item"
             if not isinstance(alias, exp.Alias) and path_of(alias) is None:
                 # `FOREACH payload.xs` keeps the list at its path (EMQX's outputs show it there);
                 # `FOREACH json_decode(payload)` has no name to keep it under
@@ -183,15 +96,22 @@ class _Compiler:
         defined = {f.path[0] for f in fields if f.path}
         _mark_visible(fields, p.fields, [p.where, p.incase, *p.do_fields])
         _mark_visible(do_fields, p.do_fields, [])
+        where_first = not p.foreach and p.where is not None and not any(_may_read(p.where, n) for n in defined)
+        if p.foreach:
+            apply = foreach_closures(fields, where, do_fields, incase, collection_key)
+        else:
+            apply = select_closures(fields, where, where_first)
         rule = CompiledRule(
             id=self.rule_id, sql=p.sql, topics=p.topics, foreach=p.foreach, fields=fields, where=where,
-            where_first=not p.foreach and p.where is not None and not any(_may_read(p.where, n) for n in defined),
+            where_first=where_first, apply=apply, run=through_env(apply),
             do_fields=do_fields, incase=incase, collection_key=collection_key,
         )
         if self.generate and not p.foreach:
-            rule.apply, run, rule.sources = codegen.generate(rule, p.fields, p.where, self.expr, NO_MATCH)
-            if run is not None:
-                rule.run = run
+            generated = codegen.generate(rule, p.fields, p.where, self.expr)
+            if generated is not None:  # else the closures stay: Python could not compile the text
+                rule.apply = generated.apply
+                rule.run = generated.run or through_env(generated.apply)
+                rule.sources = generated.sources
         return rule
 
     # --- fields --------------------------------------------------------------------------
@@ -201,9 +121,9 @@ class _Compiler:
             return Field(None, None)
         if isinstance(node, exp.Alias):
             name = node.alias
-            path = self.parsed.path_aliases.get(name, [name])
-            self.aliases.add(path[0])
-            return Field(path, self.expr(node.this))
+            alias_path = self.parsed.path_aliases.get(name, [name])
+            self.aliases.add(alias_path[0])
+            return Field(alias_path, self.expr(node.this))
         fn = self.expr(node)
         path = path_of(node)  # `SELECT payload.x[2]` puts the value at that path, as EMQX
         if path is None:
@@ -229,7 +149,7 @@ class _Compiler:
         return _path_getter(compiled)
 
     def literal(self, node: exp.Literal) -> Closure:
-        value = codegen.literal_value(node)
+        value = literal_value(node)
         return lambda env: value
 
     def constant(self, value: Any) -> Closure:
@@ -321,6 +241,9 @@ class _Compiler:
                     return value(env)
             return default(env) if default else UNDEFINED
 
+        if on is None:
+            return searched
+
         def switch(env: Env) -> Any:
             subject = on(env)
             for cond, value in branches:
@@ -328,7 +251,7 @@ class _Compiler:
                     return value(env)
             return default(env) if default else UNDEFINED
 
-        return searched if on is None else switch
+        return switch
 
     def array(self, node: exp.Array) -> Closure:
         items = [self.expr(i) for i in node.expressions]

@@ -29,7 +29,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from sqlglot import exp
-from sqlglot.tokens import Token, TokenType
+# sqlglot.tokens has them for every version we allow (newer ones define them in tokenizer_core and
+# re-export without saying so, which strict mypy reports)
+from sqlglot.tokens import Token, TokenType  # type: ignore[attr-defined]
 
 from rules.limits import MAX_SQL_DEPTH
 

@@ -10,6 +10,7 @@ changes it (puts copy the dicts they pass through).
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -24,7 +25,7 @@ def _message_id(message: Message | None) -> str:
     return uuid.uuid4().hex.upper()
 
 
-class Env(dict):
+class Env(dict[str, Any]):
     __slots__ = ("_decoded", "headers", "message")
 
     def __init__(self, columns: dict[str, Any] | None = None, message: Message | None = None) -> None:
@@ -106,7 +107,7 @@ class Env(dict):
 _new_dict = dict.__new__
 _NO_HEADERS: dict[str, Any] = {}
 
-_MESSAGE_COLUMNS = {
+_MESSAGE_COLUMNS: dict[str, Callable[[Message], Any]] = {
     "topic": lambda m: m.topic,
     "qos": lambda m: m.qos,
     "timestamp": lambda m: m.timestamp,
@@ -143,21 +144,21 @@ def put_path(target: dict[str, Any], path: list[Any], value: Any) -> None:
     something of the wrong kind replaces it (a list with just the new item, a map with one key).
     """
     key = path[0]
-    env_payload = key == "payload" and isinstance(target, Env)
+    env = target if key == "payload" and isinstance(target, Env) else None  # the payload of an Env
     if len(path) == 1:
         target[key] = value
-        if env_payload:
-            target._decoded = _DECODED_UNSET  # payload.x now reads the new value
+        if env is not None:
+            env._decoded = _DECODED_UNSET  # payload.x now reads the new value
         return
-    if env_payload:
-        current = target.payload_value()
+    if env is not None:
+        current = env.payload_value()
     else:
         current = target.get(key)
         if key == "payload" and type(current) is str:
             current = _decode(current)  # EMQX decodes a selected payload before putting into it
     target[key] = new = _put(current, path, 1, value)
-    if env_payload:
-        target._decoded = new
+    if env is not None:
+        env._decoded = new
 
 
 def _put(container: Any, path: list[Any], i: int, value: Any) -> Any:
@@ -177,6 +178,6 @@ def _put(container: Any, path: list[Any], i: int, value: Any) -> Any:
     at = step - 1 if step > 0 else n + step
     if step == 0 or not 0 <= at < n:
         return container
-    result = list(container)
-    result[at] = value if last else _put(container[at], path, i + 1, value)
-    return result
+    items = list(container)
+    items[at] = value if last else _put(container[at], path, i + 1, value)
+    return items

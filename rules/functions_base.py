@@ -129,7 +129,7 @@ def number(value: Any, what: str = "a number") -> int | float:
     raise ArgError(f"expected {what}, got {describe(value)}")
 
 
-def array(value: Any, what: str = "an array") -> list:
+def array(value: Any, what: str = "an array") -> list[Any]:
     if type(value) is list:
         return value
     raise ArgError(f"expected {what}, got {describe(value)}")
@@ -332,7 +332,7 @@ def nested_put(path: list[str], value: Any, data: Any) -> Any:
     return _put(path, value, data if type(data) is dict else {})
 
 
-def _put(path: list[str], value: Any, data: Any) -> dict:
+def _put(path: list[str], value: Any, data: Any) -> dict[str, Any]:
     data = _as_container(data)
     out = dict(data) if type(data) is dict else {}
     key = path[0]

@@ -14,6 +14,7 @@ import binascii
 import hashlib
 import re
 import uuid
+from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
 
@@ -46,7 +47,7 @@ from rules import jq_sandbox
 # --- maps -------------------------------------------------------------------------------------
 
 
-def to_map(value: Any) -> dict:
+def to_map(value: Any) -> dict[Any, Any]:
     """EMQX's map(): a map, a JSON object in a string, or an array of [key, value] pairs."""
     if type(value) is dict:
         return value
@@ -64,7 +65,7 @@ def _map_get(key: Any, data: Any, default: Any = UNDEFINED) -> Any:
     return nested_get(key_path(text(key, "a key")), data, default)
 
 
-def _map_put(key: Any, value: Any, data: Any) -> dict:
+def _map_put(key: Any, value: Any, data: Any) -> dict[Any, Any]:
     """A copy of the map with the nested key set; putting undefined changes nothing."""
     return nested_put(key_path(text(key, "a key")), value, data)
 
@@ -74,22 +75,22 @@ def _mget(key: Any, data: Any, default: Any = UNDEFINED) -> Any:
     return to_map(data).get(text(key, "a key"), default)
 
 
-def _mput(key: Any, value: Any, data: Any) -> dict:
+def _mput(key: Any, value: Any, data: Any) -> dict[Any, Any]:
     out = dict(to_map(data))
     if value is not UNDEFINED:  # an undefined value would not survive JSON anyway
         out[text(key, "a key")] = value
     return out
 
 
-def _map_keys(data: Any) -> list:
+def _map_keys(data: Any) -> list[Any]:
     return list(to_map(data))
 
 
-def _map_values(data: Any) -> list:
+def _map_values(data: Any) -> list[Any]:
     return list(to_map(data).values())
 
 
-def _map_to_entries(data: Any) -> list[dict]:
+def _map_to_entries(data: Any) -> list[dict[str, Any]]:
     return [{"key": k, "value": v} for k, v in to_map(data).items()]
 
 
@@ -111,7 +112,7 @@ def _length(items: Any) -> int:
     return len(array(items))
 
 
-def _sublist(a: Any, b: Any, c: Any = ABSENT) -> list:
+def _sublist(a: Any, b: Any, c: Any = ABSENT) -> list[Any]:
     """sublist(len, array) or sublist(start, len, array), start counting from 1."""
     start, length, items = (1, a, b) if c is ABSENT else (a, b, c)
     start, length, items = integer(start, "a start position"), integer(length, "a length"), array(items)
@@ -144,7 +145,7 @@ def _contains(item: Any, items: Any) -> bool:
 # --- hashes and encodings --------------------------------------------------------------------
 
 
-def _digest(algorithm: str):
+def _digest(algorithm: str) -> Callable[[Any], str]:
     def call(data: Any) -> str:
         return hashlib.new(algorithm, text(data).encode()).hexdigest()
 
@@ -166,7 +167,8 @@ def _hash(algorithm: Any, data: Any) -> str:
     if name is None:
         raise ArgError(f"unknown hash algorithm {describe(algorithm)}; known: {', '.join(_HASHES)}")
     h = hashlib.new(name, text_or_atom(data).encode())
-    return h.hexdigest(_SHAKE_BYTES[name]) if name in _SHAKE_BYTES else h.hexdigest()
+    # typeshed's hashlib.new() returns a HASH whose hexdigest takes no length; a SHAKE's takes one
+    return h.hexdigest(_SHAKE_BYTES[name]) if name in _SHAKE_BYTES else h.hexdigest()  # type: ignore[call-arg]
 
 
 def _utf8(data: bytes) -> str:
@@ -217,7 +219,7 @@ def _json_decode(data: Any) -> Any:
 # --- jq and JMESPath ------------------------------------------------------------------------
 
 
-def _jq_run(program: Any, value: Any, timeout_ms: Any = ABSENT) -> list:
+def _jq_run(program: Any, value: Any, timeout_ms: Any = ABSENT) -> list[Any]:
     """All outputs of the jq program as an array; a string value is JSON text. The program runs
     in a child process, stopped after the timeout in ms (rules.jq_sandbox)."""
     program = text(program, "a jq program")
@@ -280,7 +282,7 @@ def _uuid_v4_no_hyphen() -> str:
 # --- the message being processed (needs_input: impl(columns, *args)) ------------------------
 
 
-def column(columns: dict, name: str) -> Any:
+def column(columns: dict[str, Any], name: str) -> Any:
     """A column, or UNDEFINED. Indexing, not .get(): the rule engine's Env computes
     lazy columns (payload, id, flags) in __missing__, which .get() would skip."""
     try:
@@ -289,14 +291,14 @@ def column(columns: dict, name: str) -> Any:
         return UNDEFINED
 
 
-def _column(name: str):
-    def get(columns: dict) -> Any:
+def _column(name: str) -> Callable[[dict[str, Any]], Any]:
+    def get(columns: dict[str, Any]) -> Any:
         return column(columns, name)
 
     return get
 
 
-def _topic(columns: dict, level: Any = ABSENT) -> Any:
+def _topic(columns: dict[str, Any], level: Any = ABSENT) -> Any:
     """topic() or topic(N): the Nth level, counting from 1."""
     topic = column(columns, "topic")
     if level is ABSENT or topic is UNDEFINED:
@@ -307,17 +309,17 @@ def _topic(columns: dict, level: Any = ABSENT) -> Any:
     return levels[n - 1]
 
 
-def _flags(columns: dict) -> Any:
+def _flags(columns: dict[str, Any]) -> Any:
     flags = column(columns, "flags")
     return {} if flags is UNDEFINED else flags
 
 
-def _flag(columns: dict, name: Any) -> Any:
+def _flag(columns: dict[str, Any], name: Any) -> Any:
     flags = column(columns, "flags")
     return flags.get(text(name, "a flag name"), UNDEFINED) if type(flags) is dict else UNDEFINED
 
 
-def _decoded_payload(columns: dict) -> Any:
+def _decoded_payload(columns: dict[str, Any]) -> Any:
     decoded = getattr(columns, "payload_value", None)  # the Env's decode-once cache
     if decoded is None:
         return column(columns, "payload")  # a JSON string is decoded by nested_get
@@ -327,14 +329,14 @@ def _decoded_payload(columns: dict) -> Any:
         return UNDEFINED  # not JSON: no path in it
 
 
-def _payload(columns: dict, path: Any = ABSENT) -> Any:
+def _payload(columns: dict[str, Any], path: Any = ABSENT) -> Any:
     """payload() is the raw payload; payload("a.b") decodes it as JSON and reads the path."""
     if path is ABSENT:
         return column(columns, "payload")
     return nested_get(key_path(text(path, "a path")), _decoded_payload(columns))
 
 
-def _filter_entries(filters: Any) -> list[tuple[str, dict]]:
+def _filter_entries(filters: Any) -> list[tuple[str, dict[str, Any]]]:
     """Subscriptions as events carry them: [{"topic": ..., "qos": ...}] (plain strings too)."""
     entries = []
     for item in array(filters, "an array of topic filters"):

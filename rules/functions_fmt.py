@@ -20,7 +20,7 @@ under `~p`/`~w` (it is printed as `<<"..."/utf8>>`, as `~tp` does).
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
 from rules.functions_base import (
     ArgError,
@@ -44,7 +44,8 @@ def erl_float(value: float) -> str:
     scientific notation, whichever is shorter (always scientific from 2^53 up)."""
     if value == 0:
         return "-0.0" if str(value).startswith("-") else "0.0"
-    _sign, digit_tuple, place = Decimal(repr(abs(value))).as_tuple()
+    _sign, digit_tuple, exponent = Decimal(repr(abs(value))).as_tuple()
+    place = cast(int, exponent)  # an int for a finite value ('n', 'N', 'F' mark NaN and infinity)
     digits = "".join(map(str, digit_tuple)).rstrip("0")
     place += len(digit_tuple) - len(digits)  # value = digits * 10**place
     n = len(digits)

@@ -218,7 +218,7 @@ def _regex_replace(s: Any, pattern: Any, replacement: Any) -> str:
         start, stop = m.span()
         pieces.append(data[end:start])
         for p in parts:
-            piece = ((m.group(p) or b"") if p <= regex.groups else b"") if type(p) is int else p
+            piece = ((m.group(p) or b"") if p <= regex.groups else b"") if isinstance(p, int) else p
             added += len(piece)
             pieces.append(piece)
         check_size(len(data) + added)  # before the pieces are joined
@@ -229,7 +229,7 @@ def _regex_replace(s: Any, pattern: Any, replacement: Any) -> str:
 
 @lru_cache(maxsize=256)
 def _encoded(parts: tuple[str | int, ...]) -> tuple[bytes | int, ...]:
-    return tuple(p.encode() if type(p) is str else p for p in parts)
+    return tuple(p.encode() if isinstance(p, str) else p for p in parts)
 
 
 def _regex_extract(s: Any, pattern: Any) -> list[str]:

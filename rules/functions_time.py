@@ -222,7 +222,7 @@ def _format_date(unit: Any, offset: Any, fmt: Any, epoch: Any = ABSENT) -> str:
     values = {"year": y, "month": mo, "day": d, "hour": h, "minute": mi, "second": s}
     out = []
     for part in parts:
-        if type(part) is str:
+        if isinstance(part, str):
             out.append(part)
             continue
         name, width = part
@@ -245,7 +245,7 @@ def _date_to_unix_ts(unit: Any, a: Any, b: Any, c: Any = ABSENT) -> int:
     for part in _formatter(fmt):
         if pos >= len(date):
             break
-        width = len(part) if type(part) is str else part[1]
+        width = len(part) if isinstance(part, str) else part[1]
         chunk = date[pos : pos + width]
         if len(chunk) < width:
             raise ArgError(f"the date {describe(date)} is shorter than the format {describe(fmt)}")

@@ -35,6 +35,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -75,16 +76,18 @@ class _Child:
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
             env={}, cwd="/", close_fds=True, start_new_session=True,
         )
+        assert self.proc.stdin is not None and self.proc.stdout is not None  # both are PIPE
+        self.stdin, self.stdout = self.proc.stdin, self.proc.stdout
         self.ready = False
         self.buffer = bytearray()
-        os.set_blocking(self.proc.stdout.fileno(), False)
-        os.set_blocking(self.proc.stdin.fileno(), False)
+        os.set_blocking(self.stdout.fileno(), False)
+        os.set_blocking(self.stdin.fileno(), False)
 
     def kill(self) -> None:
         if self.proc.poll() is None:
             self.proc.kill()
         self.proc.wait()
-        for pipe in (self.proc.stdin, self.proc.stdout):
+        for pipe in (self.stdin, self.stdout):
             try:
                 pipe.close()
             except OSError:
@@ -93,7 +96,7 @@ class _Child:
     def exchange(self, request: bytes, deadline: float, max_answer: int) -> bytes:
         """Write `request`, read one line back; raise TimeoutError past `deadline`, EOFError
         if the child is gone, OverflowError if the answer grows past `max_answer`."""
-        out, inp = self.proc.stdin.fileno(), self.proc.stdout.fileno()
+        out, inp = self.stdin.fileno(), self.stdout.fileno()
         pending = memoryview(request)
         with selectors.DefaultSelector() as selector:
             selector.register(inp, selectors.EVENT_READ)
@@ -171,7 +174,7 @@ class JqSandbox:
         except OSError:
             pass  # the next call tries again, and says why if it still cannot
 
-    def run(self, program: str, source: str, timeout: float, max_answer: int) -> list:
+    def run(self, program: str, source: str, timeout: float, max_answer: int) -> list[Any]:
         with self._lock:
             request = orjson.dumps([program, source, max_answer]) + b"\n"
             child = self._ready()
@@ -212,7 +215,7 @@ SANDBOX = JqSandbox()
 atexit.register(SANDBOX.stop)
 
 
-def run_jq(program: str, source: str, timeout_ms: int | None) -> list:
+def run_jq(program: str, source: str, timeout_ms: int | None) -> list[Any]:
     """The outputs of `program` on the JSON text `source`, run in the child; errors as rule errors."""
     current = limits.current()
     timeout = current.jq_timeout if timeout_ms is None else max(timeout_ms, 1) / 1000

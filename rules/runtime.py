@@ -19,7 +19,8 @@ from engine.config.schema import RuleEngineSettings, RuleSettings
 from engine.errors import ErrorList
 from rules import jq_sandbox, limits
 from rules.actions import Action, ActionConfigError, ExternalResolver, build_actions
-from rules.compiler import CompiledRule, compile_sql
+from rules.compiled import CompiledRule
+from rules.compiler import compile_sql
 from rules.env import Env
 from rules.sql import RuleSyntaxError
 

@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import sqlglot
 from sqlglot import Dialect, exp, parser, tokens
 from sqlglot.errors import ParseError, TokenError
-from sqlglot.tokens import Token, TokenType
+# sqlglot.tokens has them for every version we allow (newer ones define them in tokenizer_core and
+# re-export without saying so, which strict mypy reports)
+from sqlglot.tokens import Token, TokenType  # type: ignore[attr-defined]
 
 from engine.bus.topic import TopicError, validate_filter
 from rules import limits
@@ -59,9 +61,9 @@ class EmqxDialect(Dialect):
     class Parser(parser.Parser):
         # every call stays a plain named call (exp.Anonymous): the function
         # library, not sqlglot, decides what upper() or concat() mean
-        FUNCTIONS: dict = {}
-        FUNCTION_PARSERS: dict = {}
-        NO_PAREN_FUNCTIONS: dict = {}
+        FUNCTIONS: ClassVar[dict[str, Any]] = {}
+        FUNCTION_PARSERS: ClassVar[dict[str, Any]] = {}
+        NO_PAREN_FUNCTIONS: ClassVar[dict[Any, Any]] = {}
         FACTOR = {**parser.Parser.FACTOR, TokenType.DIV: exp.IntDiv}
 
 
@@ -100,6 +102,14 @@ def parse_rule(sql: str, rule_id: str = "") -> ParsedRule:
     except RuleSyntaxError as exc:
         exc.rule_id = rule_id
         raise
+
+
+def literal_value(node: exp.Literal) -> str | int | float:
+    """A SQL literal's value: a string, else an int or a float as written."""
+    if node.is_string:
+        return node.this
+    text = node.this
+    return float(text) if any(ch in text for ch in ".eE") else int(text)
 
 
 def _position(sql: str, offset: int) -> tuple[int, int]:
@@ -192,8 +202,8 @@ class _Parser:
         for node in (*rule.fields, rule.where, *rule.do_fields, rule.incase):
             if node is not None and (deep_node := tree_depth(node)) is not None:
                 limits.count("sql_depth")
-                start = next((n.meta["start"] for n in deep_node.walk() if "start" in n.meta), None)
-                raise self.fail(TOO_DEEP, offset=start)
+                deep_start = next((n.meta["start"] for n in deep_node.walk() if "start" in n.meta), None)
+                raise self.fail(TOO_DEEP, offset=deep_start)
         return rule
 
     def _clauses(self, foreach: bool) -> dict[str, tuple[int, int]]:

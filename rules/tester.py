@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 
 from engine.bus.topic import matches
-from rules.compiler import NO_MATCH, compile_sql
+from rules.compiler import compile_sql
 from rules.env import Env
 from rules.values import RuleError
 
@@ -77,7 +77,7 @@ def run_rule_test(sql: str, context: dict[str, Any] | None = None) -> Any:
     if not any(matches(f, topic) for f in rule.topics):
         raise NoMatch(f"{topic} does not match FROM {', '.join(rule.topics)}")
     outputs = rule.apply(Env(columns))
-    if outputs is NO_MATCH:
+    if isinstance(outputs, tuple):  # NO_MATCH, the only tuple a rule returns: WHERE was not true
         raise NoMatch("the rule selected nothing (WHERE is false)")
     return outputs if rule.foreach else outputs[0]  # a FOREACH with no items left gives []
 

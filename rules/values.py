@@ -14,7 +14,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from engine.undefined import UNDEFINED, Undefined
+from engine.undefined import UNDEFINED as UNDEFINED  # re-exported: the rules modules import it from here
+from engine.undefined import Undefined
 
 _Undefined = Undefined  # the rank table below orders it with the atoms
 

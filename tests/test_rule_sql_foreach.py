@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 import pytest
 
-from rules.compiler import NO_MATCH
+from rules.compiled import NO_MATCH
 from rules.tester import NoMatch, run_rule_test
 from rules.values import UNDEFINED, RuleError
 from tests.rule_support import COLUMNS, outputs

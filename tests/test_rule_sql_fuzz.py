@@ -14,7 +14,8 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from engine.config.schema import Settings
-from rules.compiler import CompiledRule, compile_sql
+from rules.compiled import CompiledRule
+from rules.compiler import compile_sql
 from rules.functions import FUNCTIONS
 from rules.sql import RuleSyntaxError
 from rules.tester import rule_test_response

@@ -13,7 +13,8 @@ from typing import Any
 import orjson
 import pytest
 
-from rules.compiler import NO_MATCH, compile_sql
+from rules.compiled import NO_MATCH
+from rules.compiler import compile_sql
 from rules.env import Env
 from rules.tester import NoMatch, run_rule_test
 from rules.values import UNDEFINED, RuleError

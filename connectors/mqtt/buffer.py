@@ -35,7 +35,8 @@ class OutgoingBuffer:
 
     def take(self, limit: int, upto_stamp: int) -> list[Message]:
         """Up to `limit` messages from the head, stopping at the first stamped after `upto_stamp`."""
-        queue, taken = self._queue, []
+        queue = self._queue
+        taken: list[Message] = []
         while queue and len(taken) < limit:
             message, stamp = queue[0]
             if stamp > upto_stamp:

@@ -51,6 +51,7 @@ class EmbeddedBroker:
             start_new_session=True,
             env=env,
         )
+        assert process.stdout is not None and process.stderr is not None  # both are PIPE
         try:
             line = await asyncio.wait_for(process.stdout.readline(), self.start_timeout)
         except asyncio.TimeoutError:

@@ -25,9 +25,9 @@ async def _serve(host: str, port: int) -> int:
     try:
         await broker.start()
     except Exception as exc:  # amqtt wraps the OSError of bind
-        cause = exc
-        while cause.__cause__ is not None or cause.__context__ is not None:
-            cause = cause.__cause__ or cause.__context__
+        cause: BaseException = exc
+        while (inner := cause.__cause__ or cause.__context__) is not None:
+            cause = inner
         if isinstance(cause, OSError) and cause.errno == errno.EADDRINUSE:
             print(f"address {host}:{port} is already in use", file=sys.stderr, flush=True)
         else:
