@@ -249,10 +249,10 @@ class Guards:
         log.warning(message, *args)
 
 
-_GUARDS: weakref.WeakKeyDictionary[Any, Guards] = weakref.WeakKeyDictionary()
+_GUARDS: weakref.WeakKeyDictionary[object, Guards] = weakref.WeakKeyDictionary()
 
 
-def guards(ctx: Any) -> Guards:
+def guards(ctx: object) -> Guards:
     """The admission state of a gateway context, made on first use."""
     found = _GUARDS.get(ctx)
     if found is None:

@@ -17,10 +17,11 @@ import orjson
 
 from engine.bus import Bus, Message
 from engine.config.schema import OcppSettings
+from engine.ocpp.events import EVENT_NAMES
+from engine.ocpp.registry import ConnectedSession, SessionRegistry
 
 if TYPE_CHECKING:
     from engine.ocpp.schemas import SchemaRegistry
-    from engine.ocpp.session import Session
 
 _VAR = re.compile(r"\$\{([a-z_]+)\}")
 TEMPLATE_VARS = frozenset({"cid", "clientid", "action", "type", "id", "proto_ver"})
@@ -68,7 +69,7 @@ class GatewayContext:
     def __init__(self, settings: OcppSettings, bus: Bus, node: str, registry: SchemaRegistry | None) -> None:
         self.bus = bus
         self.node = node
-        self.sessions: dict[str, Session] = {}
+        self.sessions: SessionRegistry[ConnectedSession] = SessionRegistry()
         self.metrics = GatewayMetrics()
         self._wanted: dict[str, tuple[int, bool]] = {}
         self.apply(settings, registry)
@@ -106,13 +107,3 @@ class GatewayContext:
         fields.setdefault("node", self.node)
         fields.setdefault("timestamp", now)
         self.bus.publish(Message(f"$events/{name}", orjson.dumps(fields), origin="event", timestamp=now, decoded=fields))
-
-
-EVENT_NAMES = {
-    "client_connected": "client.connected",
-    "client_disconnected": "client.disconnected",
-    "client_connack": "client.connack",
-    "client_flapping": "client.flapping",
-    "message_delivered": "message.delivered",
-    "message_dropped": "message.dropped",
-}

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, final
 
 import orjson
 
@@ -34,6 +34,7 @@ INT_MIN, INT_MAX = -(2**63), 2**64 - 1  # the integers orjson reads as integers
 _LENGTHS = {CALL: 4, CALLRESULT: 3, CALLERROR: 5}
 
 
+@final  # so that `type(frame) is Call` narrows the union for the type checker
 @dataclass(slots=True)
 class Call:
     unique_id: str
@@ -41,12 +42,14 @@ class Call:
     payload: dict[str, Any]
 
 
+@final
 @dataclass(slots=True)
 class CallResult:
     unique_id: str
     payload: dict[str, Any]
 
 
+@final
 @dataclass(slots=True)
 class CallError:
     unique_id: str

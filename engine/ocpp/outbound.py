@@ -1,4 +1,4 @@
-"""What may go to a charge point: a downstream message's shape, and a frame's encoding and size.
+"""What may go to a charge point: a frame's encoding and size (its envelope's shape: `envelope.check_downstream`).
 
 The session hands every downstream message through here before it takes the in-flight slot, so a
 message that cannot go out is dropped with a reason and never blocks the commands behind it.
@@ -7,7 +7,6 @@ message that cannot go out is dropped with a reason and never blocks the command
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 from engine.ocpp import frames
 
@@ -36,30 +35,3 @@ def frame_text(encode: Callable[[], str], max_frame_size: int) -> str:
                              f"websocket.max_frame_size ({max_frame_size})")
     return text
 
-
-def check_downstream(body: Any) -> str | None:
-    """What is wrong with a downstream message's shape, or None."""
-    if not isinstance(body, dict):
-        return "the payload must be a JSON object"
-    type_id = body.get("MessageTypeId")
-    if type(type_id) is not int or type_id not in (frames.CALL, frames.CALLRESULT, frames.CALLERROR):
-        return "MessageTypeId must be 2, 3 or 4 (an integer)"
-    unique_id = body.get("UniqueId")
-    if unique_id is not None and (not isinstance(unique_id, str) or not 0 < len(unique_id) <= frames.MAX_UNIQUE_ID):
-        return f"UniqueId must be a string of 1 to {frames.MAX_UNIQUE_ID} characters"
-    if "Payload" in body and not isinstance(body["Payload"], dict):
-        return "Payload must be a JSON object"
-    if type_id == frames.CALL:
-        if not isinstance(body.get("Action"), str) or not body["Action"]:
-            return "a CALL needs an Action string"
-        return None
-    if unique_id is None:
-        return "a reply needs the UniqueId of the CALL it answers"
-    if type_id == frames.CALLERROR:
-        if not isinstance(body.get("ErrorCode"), str):
-            return "a CALLERROR needs an ErrorCode string"
-        if not isinstance(body.get("ErrorDescription", ""), str):
-            return "ErrorDescription must be a string"
-        if not isinstance(body.get("ErrorDetails", {}), dict):
-            return "ErrorDetails must be a JSON object"
-    return None

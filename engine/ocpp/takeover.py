@@ -17,6 +17,7 @@ import orjson
 
 from engine.bus import Message
 from engine.ocpp.context import GatewayContext, TopicTemplate
+from engine.ocpp.events import takeover_notice
 
 log = logging.getLogger("ocppgw.takeover")
 
@@ -45,7 +46,7 @@ class TakeoverNotices:
 
     def _announce(self, event: Message) -> None:
         fields = event.json()
-        notice = {"node": self.ctx.node, "clientid": fields["clientid"], "connected_at": fields["connected_at"]}
+        notice = takeover_notice(self.ctx.node, fields)
         topic = self.template.render({"cid": fields["clientid"]})
         self.ctx.bus.publish(Message(topic, orjson.dumps(notice), qos=1, origin=ORIGIN, decoded=notice))
 
@@ -60,8 +61,6 @@ class TakeoverNotices:
             return
         if node == self.ctx.node or not isinstance(connected_at, (int, float)):
             return
-        session = self.ctx.sessions.get(cid)
-        if session is not None and session.connected_at <= connected_at:
-            log.info("charge point %s connected to node %s: closing it here", cid, node)
+        if self.ctx.sessions.take_over(cid, connected_at):
+            log.info("charge point %s connected to node %s: closed it here", cid, node)
             self.taken_over += 1
-            session.close("takenover", 1000)
