@@ -339,7 +339,7 @@ async def test_1000_charge_points_charge_with_ocpp16(tmp_path, mosquitto):
         csms = CsmsBackend(mosquitto.port)
         try:
             summary = await run_fleet(options(gw, count=1000, proto="ocpp1.6", scenario="charge", connectors=1,
-                                              duration=4, meter_interval=1.0, session_duration=2.0, session_pause=0.5))
+                                              duration=8, meter_interval=1.0, session_duration=2.0, session_pause=0.5))
             await assert_totals_match(gw, summary)
         finally:
             csms.close()
