@@ -5,7 +5,9 @@ the closed loop, sends the next as soon as the answer arrives; in the
 rate-limited mode it sends on a schedule (N / rate seconds apart per charge
 point, started staggered), never before the previous CALL is answered.
 CALLs alternate Heartbeat and MeterValues. Latencies (send to answer) go to a
-fixed 10 µs histogram, so percentiles cost nothing per call.
+fixed 10 µs histogram, so percentiles cost nothing per call. Frames are
+`engine.ocpp.frames`'s: the CALLs' payloads are encoded once, and an answer
+is matched to its CALL by `peek_answer` (its type and id, the payload unread).
 
 Everything is bounded: every wait has a deadline, a CALL unanswered after
 `call_timeout` is counted as a timeout and the charge point moves on, and
@@ -34,6 +36,8 @@ from picows import (
     WSTransport,
     ws_connect,
 )
+
+from engine.ocpp import frames
 
 SUBPROTOCOL_HEADERS = {"Sec-WebSocket-Protocol": "ocpp1.6"}
 HEARTBEAT = (b"Heartbeat", b"{}")
@@ -177,7 +181,7 @@ class ChargePoint(WSListener):
         self.uid = uid
         self.waiting = True
         self.t0 = time.perf_counter()
-        self.transport.send(WSMsgType.TEXT, b'[2,"%b","%b",%b]' % (uid, action, payload))
+        self.transport.send(WSMsgType.TEXT, frames.call_with_json(uid, action, payload))
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
         if frame.msg_type != WSMsgType.TEXT:
@@ -189,27 +193,25 @@ class ChargePoint(WSListener):
                 transport.disconnect()
             return
         data = frame.get_payload_as_bytes()
-        kind = data[1] if len(data) > 1 else 0
-        if kind not in (50, 51, 52):  # not '[2', '[3', '[4' as written by the servers we test: read it properly
+        peeked = frames.peek_answer(data)
+        if peeked is None or peeked[0] == frames.CALL:  # not as the servers we test write answers, or a CALL
             try:
-                kind = 48 + int(orjson.loads(data)[0])
-            except (orjson.JSONDecodeError, TypeError, ValueError, IndexError):
+                msg = frames.parse(data, "ocpp1.6")
+            except frames.FrameError:
                 return
-        if kind == 50:  # a CALL to us: answer with an empty CALLRESULT
-            try:
-                uid = orjson.loads(data)[1]
-            except (orjson.JSONDecodeError, IndexError):
+            if isinstance(msg, frames.Call):  # a CALL to us: answer with an empty CALLRESULT
+                transport.send(WSMsgType.TEXT, frames.result_bytes(msg.unique_id, {}))
                 return
-            transport.send(WSMsgType.TEXT, b"[3,%b,{}]" % orjson.dumps(uid))
-            return
+            peeked = (frames.CALLERROR if isinstance(msg, frames.CallError) else frames.CALLRESULT,
+                      msg.unique_id.encode())
         now = time.perf_counter()
-        parts = data.split(b'"', 2)
-        if not self.waiting or len(parts) < 3 or parts[1] != self.uid:
+        kind, uid = peeked
+        if not self.waiting or uid != self.uid:
             self.load.stats.late += 1
             return
         self.waiting = False
         self.answers += 1
-        self.load.on_answer(self, now - self.t0, kind == 52, data)
+        self.load.on_answer(self, now - self.t0, kind == frames.CALLERROR, data)
 
     def on_ws_disconnected(self, transport: WSTransport) -> None:
         self.closed = True
