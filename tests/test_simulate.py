@@ -316,7 +316,7 @@ async def test_every_answer_to_a_command_is_valid(version):
     """Each command (valid as the CSMS sends it) gets an answer valid against the response schema."""
     registry = SchemaRegistry()
     fleet = Fleet(SimOptions(url="ws://127.0.0.1:9/ocpp", proto=version))
-    cp = ChargePoint(fleet, 1)
+    cp = ChargePoint(fleet, 1).state
     c1 = cp.connectors[1]
     c1.tx = Tx(77 if version == "ocpp1.6" else "b" * 32, "T1", 100, 0.0)
     for action, payload in V16_COMMANDS if version == "ocpp1.6" else V2_COMMANDS:
@@ -433,7 +433,7 @@ async def test_commands_are_answered_like_a_charger_ocpp16(tmp_path, mosquitto):
             assert (await csms.ask(cid, "ChangeConfiguration", {"key": "Colour", "value": "red"}))["Payload"] == {"status": "NotSupported"}
             got = (await csms.ask(cid, "GetConfiguration", {"key": ["HeartbeatInterval"]}))["Payload"]
             assert got["configurationKey"][0]["value"] == "1"
-            assert fleet.chargers[0].heartbeat_interval == 1
+            assert fleet.chargers[0].state.heartbeat_interval == 1
 
             seen = len(csms.actions_of(cid))
             assert (await csms.ask(cid, "TriggerMessage", {"requestedMessage": "StatusNotification", "connectorId": 2}))["Payload"] == {"status": "Accepted"}
@@ -446,8 +446,8 @@ async def test_commands_are_answered_like_a_charger_ocpp16(tmp_path, mosquitto):
             start = await csms.next_call(cid, "StartTransaction", seen)
             assert start["idTag"] == "REMOTE1" and start["connectorId"] == 1
             assert "Authorize" not in csms.actions_of(cid)[seen:]  # AuthorizeRemoteTxRequests is false
-            await eventually(lambda: fleet.chargers[0].connectors[1].tx is not None)
-            tx_id = fleet.chargers[0].connectors[1].tx.id
+            await eventually(lambda: fleet.chargers[0].state.connectors[1].tx is not None)
+            tx_id = fleet.chargers[0].state.connectors[1].tx.id
             await csms.next_call(cid, "MeterValues", seen)
             assert (await csms.ask(cid, "RemoteStartTransaction", {"connectorId": 1, "idTag": "REMOTE2"}))["Payload"] == {"status": "Rejected"}
 
@@ -456,7 +456,7 @@ async def test_commands_are_answered_like_a_charger_ocpp16(tmp_path, mosquitto):
                        "chargingSchedule": {"chargingRateUnit": "A", "chargingSchedulePeriod": [{"startPeriod": 0, "limit": 6}]}}
             assert (await csms.ask(cid, "SetChargingProfile", {"connectorId": 1, "csChargingProfiles": profile}))["Payload"] == {"status": "Accepted"}
             assert (await csms.ask(cid, "SetChargingProfile", {"connectorId": 2, "csChargingProfiles": profile}))["Payload"] == {"status": "Rejected"}
-            assert fleet.chargers[0].connectors[1].limit_w == 6 * 230 * 3
+            assert fleet.chargers[0].state.connectors[1].limit_w == 6 * 230 * 3
             got = (await csms.ask(cid, "GetCompositeSchedule", {"connectorId": 1, "duration": 60, "chargingRateUnit": "W"}))["Payload"]
             assert got["status"] == "Accepted" and got["chargingSchedule"]["chargingSchedulePeriod"][0]["limit"] == 4140
 
@@ -497,7 +497,7 @@ async def test_commands_are_answered_like_a_charger_ocpp201(tmp_path, mosquitto)
             task = asyncio.create_task(fleet.run())
             await eventually(lambda: fleet.stats.boots == 1 and fleet.stats.calls_answered >= 3, 10)
             cid = "SIM00001"
-            cp = fleet.chargers[0]
+            cp = fleet.chargers[0].state
 
             got = (await csms.ask(cid, "GetVariables", {"getVariableData": [
                 {"component": {"name": "OCPPCommCtrlr"}, "variable": {"name": "HeartbeatInterval"}},
