@@ -26,10 +26,12 @@ from engine.config.schema import PasswordHashSettings
 from engine.ocpp.schemas import SchemaRegistry
 from engine.simulate import handlers
 from engine.simulate import messages as m
+from engine.simulate.calls import CallChannel, CallError, Refuse
 from engine.simulate.charger import ChargePoint
 from engine.simulate.model import Tx
 from engine.simulate.options import SimOptions
 from engine.simulate.run import Fleet, run_fleet
+from engine.simulate.stats import Stats
 from tests.gateway import BIN
 from tests.ocpp_support import eventually, running_gateway
 from tests.servers import free_port
@@ -329,6 +331,55 @@ async def test_every_answer_to_a_command_is_valid(version):
     with pytest.raises(handlers.Refuse) as refused:
         handlers.answer(cp, "MakeCoffee", {})
     assert refused.value.code == "NotImplemented"
+
+
+class _Wire:
+    """A link that keeps what the channel writes."""
+
+    closing = False
+    transport = object()
+
+    def __init__(self) -> None:
+        self.sent: list[bytes] = []
+
+    def send(self, data: bytes) -> None:
+        self.sent.append(data)
+
+
+async def test_the_call_channel_speaks_ocpp_j_with_the_gateways_codec():
+    """CALLs out, answers in, the CSMS's CALLs answered from the table, bad frames counted (a bad CALL answered)."""
+    def answer(action, payload):
+        if action == "Nope":
+            raise Refuse("NotSupported", "not here")
+        return {"status": "Accepted", "type": payload["type"]}, None
+
+    stats = Stats()
+    channel = CallChannel("CP1", "ocpp2.0.1", asyncio.get_running_loop(),
+                          SimOptions(url="ws://127.0.0.1:9/ocpp", proto="ocpp2.0.1"), stats, answer)
+    wire = channel.link = _Wire()
+    first, second = channel.call("Heartbeat", {}), channel.call("Authorize", {"idToken": {"idToken": "T"}})
+    assert wire.sent == [b'[2,"1","Heartbeat",{}]']  # one in flight, the next queued
+    channel.on_frame(b'[3,"1",{"currentTime":"2026-01-01T00:00:00Z"}]')
+    assert first.result() == {"currentTime": "2026-01-01T00:00:00Z"}
+    assert wire.sent[-1] == b'[2,"2","Authorize",{"idToken":{"idToken":"T"}}]'
+    channel.on_frame(b'[4,"2","SecurityError","no",{}]')
+    assert isinstance(second.exception(), CallError) and second.exception().code == "SecurityError"
+
+    channel.on_frame(b'[2,"a","Reset",{"type":"Immediate"}]')
+    assert wire.sent[-1] == b'[3,"a",{"status":"Accepted","type":"Immediate"}]'
+    channel.on_frame(b'[2,"b","Nope",{}]')
+    assert wire.sent[-1] == b'[4,"b","NotSupported","not here",{}]'
+    channel.on_frame(b'[2,"c","Reset",{}]')  # the payload cannot be read
+    assert orjson.loads(wire.sent[-1])[:3] == [4, "c", "FormatViolation"]
+    channel.on_frame(b'[2,"d","Reset",[]]')  # not a CALL as frames.parse reads it: its CALLERROR
+    assert orjson.loads(wire.sent[-1])[:3] == [4, "d", "FormatViolation"]
+    sent = len(wire.sent)
+    channel.on_frame(b'[3,"zz",{}]')  # answers nothing in flight
+    channel.on_frame(b'[3,"e"]')  # a bad answer is counted, not answered
+    channel.on_frame(b"not json")
+    assert len(wire.sent) == sent
+    assert stats.protocol_errors == {"callerror": 1, "bad_frame": 3, "unexpected_reply": 1}
+    assert stats.server_calls_answered == 1 and stats.server_callerrors_sent == 3
 
 
 # --- fleets against the gateway ----------------------------------------------------------------------------
