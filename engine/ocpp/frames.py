@@ -211,19 +211,19 @@ def call_with_json(unique_id: bytes, action: bytes, payload_json: bytes) -> byte
 
 
 def peek_answer(data: bytes) -> tuple[int, bytes] | None:
-    """(MessageTypeId, UniqueId) of a frame written compactly as servers write them (`[3,"id",...`),
-    read without decoding the JSON; None if it is not written so (then `parse` it). A load generator
-    matches answers to its CALL with this: the payload is not read."""
-    type_id = _COMPACT_HEADS.get(data[:4])
-    if type_id is None:
-        return None
-    end = data.find(b'"', 4)
-    if end < 0:
-        return None
-    return type_id, data[4:end]
+    """(MessageTypeId, UniqueId) of an answer (CALLRESULT or CALLERROR) written compactly as servers
+    write them (`[3,"id",...`), read without decoding the JSON; None for anything else (a CALL, or a
+    frame not written so: `parse` it). A load generator matches answers to its CALL with this: the
+    payload is not read."""
+    parts = data.split(b'"', 2)  # one C call: measured faster than slicing the head and finding the end
+    if len(parts) == 3:
+        type_id = _ANSWER_HEADS.get(parts[0])
+        if type_id is not None:
+            return type_id, parts[1]
+    return None
 
 
-_COMPACT_HEADS = {b'[%d,"' % type_id: type_id for type_id in _LENGTHS}
+_ANSWER_HEADS = {b"[%d," % type_id: type_id for type_id in (CALLRESULT, CALLERROR)}
 
 
 def message_type(text: str | bytes) -> int | None:
