@@ -196,7 +196,8 @@ class CallChannel:
             frame = frames.parse(data, self.version)
         except frames.FrameError as bad:
             stats.protocol_error("bad_frame")
-            if frames.message_type(data) == frames.CALL and bad.unique_id != frames.UNKNOWN_ID:  # a bad CALL is answered, a bad answer not
+            # a bad CALL earns the CALLERROR the gateway's codec gives it; a bad answer is only counted
+            if frames.message_type(data) == frames.CALL and bad.unique_id != frames.UNKNOWN_ID:
                 self._send_callerror(bad.unique_id, bad.code, bad.description)
             return
         if isinstance(frame, frames.CallResult):

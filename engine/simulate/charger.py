@@ -129,7 +129,8 @@ class ChargePoint:
             local = transport.underlying_transport.get_extra_info("sockname")
             self.local_address = (local[0], local[1]) if local else None
         cp.channel.connected_at = self.loop.time()
-        cp.outcome = outcome_future = self.loop.create_future()
+        outcome_future: asyncio.Future[str] = self.loop.create_future()
+        cp.outcome = outcome_future
         if link.closed.done():
             resolve(outcome_future, "lost")
         elif self.fleet.stopping:

@@ -24,6 +24,7 @@ from engine.simulate.handlers.common import (
     with_status,
 )
 from engine.simulate.handlers.config import get_base_report, get_variables, set_variables
+from engine.simulate.model import Connector
 from engine.simulate.state import Charger
 
 
@@ -90,7 +91,10 @@ def _trigger_2(cp: Charger, p: dict[str, Any]) -> Answer:
         busy = [c for c in targets if c.tx is not None]
         if not busy:
             return with_status("Rejected"), None
-        return with_status("Accepted"), for_each(busy, lambda c: cp.send(*cp.meter_now(c)) if c.tx is not None else None)
+        def sample(c: Connector) -> None:
+            if c.tx is not None:  # the transaction may have ended by the time the answer is out
+                cp.send(*cp.meter_now(c))
+        return with_status("Accepted"), for_each(busy, sample)
     if what == "LogStatusNotification":
         return with_status("Accepted"), lambda: cp.send("LogStatusNotification", m.log_status())
     return with_status("NotImplemented"), None
