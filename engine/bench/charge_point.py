@@ -14,7 +14,6 @@ import time
 from collections import Counter
 from typing import Protocol
 
-import orjson
 from picows import WSFrame, WSListener, WSMsgType, WSTransport
 
 from engine.bench.tally import Stats
@@ -22,14 +21,14 @@ from engine.ocpp import frames
 
 SUBPROTOCOL_HEADERS = {"Sec-WebSocket-Protocol": "ocpp1.6"}
 HEARTBEAT = (b"Heartbeat", b"{}")
-METER_VALUES = (b"MeterValues", orjson.dumps({
+METER_VALUES = (b"MeterValues", frames.dumps({
     "connectorId": 1, "transactionId": 1,
     "meterValue": [{"timestamp": "2026-11-22T10:00:00Z", "sampledValue": [
         {"value": "1234.5", "measurand": "Energy.Active.Import.Register", "unit": "Wh"},
         {"value": "16.0", "measurand": "Current.Import", "unit": "A", "phase": "L1"},
     ]}],
 }))
-BOOT = (b"BootNotification", orjson.dumps({"chargePointVendor": "Bench", "chargePointModel": "Load"}))
+BOOT = (b"BootNotification", frames.dumps({"chargePointVendor": "Bench", "chargePointModel": "Load"}))
 ACTIONS = (METER_VALUES, HEARTBEAT)  # by CALL number: odd Heartbeat, even MeterValues
 
 # the hot path's codec functions and constants as globals: one lookup each instead of two per frame
