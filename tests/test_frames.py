@@ -95,3 +95,45 @@ def test_encoders_raise_encode_error_not_type_error():
         frames.encode_result("1", {"n": 2**64})
     with pytest.raises(frames.EncodeError):
         frames.encode_error("1", "GenericError", "", {1: 2})
+
+
+# --- the charge point's side (the simulator and the bench load generator) --------------------------------
+
+
+def test_client_side_encoders_write_what_parse_reads():
+    assert frames.call_bytes("7", "Heartbeat", {}) == b'[2,"7","Heartbeat",{}]'
+    assert frames.parse(frames.call_bytes("7", "Heartbeat", {"a": 1}), "ocpp1.6") == Call("7", "Heartbeat", {"a": 1})
+    assert frames.parse(frames.result_bytes("7", {"b": 2}), "ocpp2.0.1") == CallResult("7", {"b": 2})
+    assert frames.parse(frames.error_bytes("7", "NotSupported", "no"), "ocpp2.0.1") == CallError("7", "NotSupported", "no", {})
+    assert frames.call_bytes("7", "A", {}).decode() == frames.encode_call("7", "A", {})
+    assert frames.result_bytes("7", {}).decode() == frames.encode_result("7", {})
+    assert frames.error_bytes("7", "C", "d", {"x": 1}).decode() == frames.encode_error("7", "C", "d", {"x": 1})
+    with pytest.raises(frames.EncodeError):
+        frames.call_bytes("7", "A", {"n": 2**64})
+
+
+def test_a_call_with_its_payload_encoded_already():
+    data = frames.call_with_json(b"12", b"MeterValues", orjson.dumps({"connectorId": 1}))
+    assert frames.parse(data, "ocpp1.6") == Call("12", "MeterValues", {"connectorId": 1})
+
+
+@pytest.mark.parametrize("data, peeked", [
+    (b'[3,"12",{}]', (3, b"12")),
+    (b'[4,"12","GenericError","x",{}]', (4, b"12")),
+    (b'[2,"u","Reset",{"type":"Hard"}]', None),  # a CALL is no answer: parse it
+    (b'[3, "12", {}]', None),  # not written compactly: parse it
+    (b'[5,"12",{}]', None),
+    (b'[3,12,{}]', None),
+    (b'[3,"12', None),
+    (b"", None),
+])
+def test_peek_answer_reads_type_and_id_of_compact_answers(data, peeked):
+    assert frames.peek_answer(data) == peeked
+
+
+@pytest.mark.parametrize("data, type_id", [
+    (b'[2,"u",3,{}]', 2), (b'[3,"u"]', 3), (b"[4]", 4), (b"[]", None), (b"nope", None), (b'{"a":1}', None),
+    (b'["2","u"]', None),
+])
+def test_message_type_of_a_frame_however_malformed(data, type_id):
+    assert frames.message_type(data) == type_id

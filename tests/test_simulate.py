@@ -26,10 +26,12 @@ from engine.config.schema import PasswordHashSettings
 from engine.ocpp.schemas import SchemaRegistry
 from engine.simulate import handlers
 from engine.simulate import messages as m
+from engine.simulate.calls import CallChannel, CallError, Refuse
 from engine.simulate.charger import ChargePoint
 from engine.simulate.model import Tx
 from engine.simulate.options import SimOptions
 from engine.simulate.run import Fleet, run_fleet
+from engine.simulate.stats import Stats
 from tests.gateway import BIN
 from tests.ocpp_support import eventually, running_gateway
 from tests.servers import free_port
@@ -316,7 +318,7 @@ async def test_every_answer_to_a_command_is_valid(version):
     """Each command (valid as the CSMS sends it) gets an answer valid against the response schema."""
     registry = SchemaRegistry()
     fleet = Fleet(SimOptions(url="ws://127.0.0.1:9/ocpp", proto=version))
-    cp = ChargePoint(fleet, 1)
+    cp = ChargePoint(fleet, 1).state
     c1 = cp.connectors[1]
     c1.tx = Tx(77 if version == "ocpp1.6" else "b" * 32, "T1", 100, 0.0)
     for action, payload in V16_COMMANDS if version == "ocpp1.6" else V2_COMMANDS:
@@ -329,6 +331,55 @@ async def test_every_answer_to_a_command_is_valid(version):
     with pytest.raises(handlers.Refuse) as refused:
         handlers.answer(cp, "MakeCoffee", {})
     assert refused.value.code == "NotImplemented"
+
+
+class _Wire:
+    """A link that keeps what the channel writes."""
+
+    closing = False
+    transport = object()
+
+    def __init__(self) -> None:
+        self.sent: list[bytes] = []
+
+    def send(self, data: bytes) -> None:
+        self.sent.append(data)
+
+
+async def test_the_call_channel_speaks_ocpp_j_with_the_gateways_codec():
+    """CALLs out, answers in, the CSMS's CALLs answered from the table, bad frames counted (a bad CALL answered)."""
+    def answer(action, payload):
+        if action == "Nope":
+            raise Refuse("NotSupported", "not here")
+        return {"status": "Accepted", "type": payload["type"]}, None
+
+    stats = Stats()
+    channel = CallChannel("CP1", "ocpp2.0.1", asyncio.get_running_loop(),
+                          SimOptions(url="ws://127.0.0.1:9/ocpp", proto="ocpp2.0.1"), stats, answer)
+    wire = channel.link = _Wire()
+    first, second = channel.call("Heartbeat", {}), channel.call("Authorize", {"idToken": {"idToken": "T"}})
+    assert wire.sent == [b'[2,"1","Heartbeat",{}]']  # one in flight, the next queued
+    channel.on_frame(b'[3,"1",{"currentTime":"2026-01-01T00:00:00Z"}]')
+    assert first.result() == {"currentTime": "2026-01-01T00:00:00Z"}
+    assert wire.sent[-1] == b'[2,"2","Authorize",{"idToken":{"idToken":"T"}}]'
+    channel.on_frame(b'[4,"2","SecurityError","no",{}]')
+    assert isinstance(second.exception(), CallError) and second.exception().code == "SecurityError"
+
+    channel.on_frame(b'[2,"a","Reset",{"type":"Immediate"}]')
+    assert wire.sent[-1] == b'[3,"a",{"status":"Accepted","type":"Immediate"}]'
+    channel.on_frame(b'[2,"b","Nope",{}]')
+    assert wire.sent[-1] == b'[4,"b","NotSupported","not here",{}]'
+    channel.on_frame(b'[2,"c","Reset",{}]')  # the payload cannot be read
+    assert orjson.loads(wire.sent[-1])[:3] == [4, "c", "FormatViolation"]
+    channel.on_frame(b'[2,"d","Reset",[]]')  # not a CALL as frames.parse reads it: its CALLERROR
+    assert orjson.loads(wire.sent[-1])[:3] == [4, "d", "FormatViolation"]
+    sent = len(wire.sent)
+    channel.on_frame(b'[3,"zz",{}]')  # answers nothing in flight
+    channel.on_frame(b'[3,"e"]')  # a bad answer is counted, not answered
+    channel.on_frame(b"not json")
+    assert len(wire.sent) == sent
+    assert stats.protocol_errors == {"callerror": 1, "bad_frame": 3, "unexpected_reply": 1}
+    assert stats.server_calls_answered == 1 and stats.server_callerrors_sent == 3
 
 
 # --- fleets against the gateway ----------------------------------------------------------------------------
@@ -433,7 +484,7 @@ async def test_commands_are_answered_like_a_charger_ocpp16(tmp_path, mosquitto):
             assert (await csms.ask(cid, "ChangeConfiguration", {"key": "Colour", "value": "red"}))["Payload"] == {"status": "NotSupported"}
             got = (await csms.ask(cid, "GetConfiguration", {"key": ["HeartbeatInterval"]}))["Payload"]
             assert got["configurationKey"][0]["value"] == "1"
-            assert fleet.chargers[0].heartbeat_interval == 1
+            assert fleet.chargers[0].state.heartbeat_interval == 1
 
             seen = len(csms.actions_of(cid))
             assert (await csms.ask(cid, "TriggerMessage", {"requestedMessage": "StatusNotification", "connectorId": 2}))["Payload"] == {"status": "Accepted"}
@@ -446,8 +497,8 @@ async def test_commands_are_answered_like_a_charger_ocpp16(tmp_path, mosquitto):
             start = await csms.next_call(cid, "StartTransaction", seen)
             assert start["idTag"] == "REMOTE1" and start["connectorId"] == 1
             assert "Authorize" not in csms.actions_of(cid)[seen:]  # AuthorizeRemoteTxRequests is false
-            await eventually(lambda: fleet.chargers[0].connectors[1].tx is not None)
-            tx_id = fleet.chargers[0].connectors[1].tx.id
+            await eventually(lambda: fleet.chargers[0].state.connectors[1].tx is not None)
+            tx_id = fleet.chargers[0].state.connectors[1].tx.id
             await csms.next_call(cid, "MeterValues", seen)
             assert (await csms.ask(cid, "RemoteStartTransaction", {"connectorId": 1, "idTag": "REMOTE2"}))["Payload"] == {"status": "Rejected"}
 
@@ -456,7 +507,7 @@ async def test_commands_are_answered_like_a_charger_ocpp16(tmp_path, mosquitto):
                        "chargingSchedule": {"chargingRateUnit": "A", "chargingSchedulePeriod": [{"startPeriod": 0, "limit": 6}]}}
             assert (await csms.ask(cid, "SetChargingProfile", {"connectorId": 1, "csChargingProfiles": profile}))["Payload"] == {"status": "Accepted"}
             assert (await csms.ask(cid, "SetChargingProfile", {"connectorId": 2, "csChargingProfiles": profile}))["Payload"] == {"status": "Rejected"}
-            assert fleet.chargers[0].connectors[1].limit_w == 6 * 230 * 3
+            assert fleet.chargers[0].state.connectors[1].limit_w == 6 * 230 * 3
             got = (await csms.ask(cid, "GetCompositeSchedule", {"connectorId": 1, "duration": 60, "chargingRateUnit": "W"}))["Payload"]
             assert got["status"] == "Accepted" and got["chargingSchedule"]["chargingSchedulePeriod"][0]["limit"] == 4140
 
@@ -497,7 +548,7 @@ async def test_commands_are_answered_like_a_charger_ocpp201(tmp_path, mosquitto)
             task = asyncio.create_task(fleet.run())
             await eventually(lambda: fleet.stats.boots == 1 and fleet.stats.calls_answered >= 3, 10)
             cid = "SIM00001"
-            cp = fleet.chargers[0]
+            cp = fleet.chargers[0].state
 
             got = (await csms.ask(cid, "GetVariables", {"getVariableData": [
                 {"component": {"name": "OCPPCommCtrlr"}, "variable": {"name": "HeartbeatInterval"}},

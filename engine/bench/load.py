@@ -5,7 +5,9 @@ the closed loop, sends the next as soon as the answer arrives; in the
 rate-limited mode it sends on a schedule (N / rate seconds apart per charge
 point, started staggered), never before the previous CALL is answered.
 CALLs alternate Heartbeat and MeterValues. Latencies (send to answer) go to a
-fixed 10 µs histogram, so percentiles cost nothing per call.
+fixed 10 µs histogram, so percentiles cost nothing per call (`tally`). The
+charge point itself, and its frames (`engine.ocpp.frames`), are in
+`charge_point`.
 
 Everything is bounded: every wait has a deadline, a CALL unanswered after
 `call_timeout` is counted as a timeout and the charge point moves on, and
@@ -25,27 +27,12 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import orjson
-from picows import (
-    WSFrame,
-    WSInvalidStatusError,
-    WSListener,
-    WSMsgType,
-    WSTransport,
-    ws_connect,
-)
+from picows import WSInvalidStatusError, ws_connect
 
-SUBPROTOCOL_HEADERS = {"Sec-WebSocket-Protocol": "ocpp1.6"}
-HEARTBEAT = (b"Heartbeat", b"{}")
-METER_VALUES = (b"MeterValues", orjson.dumps({
-    "connectorId": 1, "transactionId": 1,
-    "meterValue": [{"timestamp": "2026-11-22T10:00:00Z", "sampledValue": [
-        {"value": "1234.5", "measurand": "Energy.Active.Import.Register", "unit": "Wh"},
-        {"value": "16.0", "measurand": "Current.Import", "unit": "A", "phase": "L1"},
-    ]}],
-}))
-BOOT = (b"BootNotification", orjson.dumps({"chargePointVendor": "Bench", "chargePointModel": "Load"}))
-ACTIONS = (METER_VALUES, HEARTBEAT)  # by CALL number: odd Heartbeat, even MeterValues
+from engine.bench.charge_point import BOOT, HEARTBEAT, SUBPROTOCOL_HEADERS, ChargePoint
+from engine.bench.tally import Histogram, Stats, rate_check
+
+__all__ = ["Histogram", "Holder", "Load", "Stats", "alternate", "rate_check", "storm"]
 
 IDLE, CLOSED, RATE = 0, 1, 2
 
@@ -67,157 +54,6 @@ def _bound_socket(source: str, _url: Any) -> socket.socket:
         sock.close()
         raise
     return sock
-
-
-class Histogram:
-    """Latencies in 10 µs buckets up to 2 s (the last bucket holds everything slower)."""
-
-    RESOLUTION = 100_000  # buckets per second
-    SIZE = 200_001
-
-    __slots__ = ("counts", "max", "n")
-
-    def __init__(self) -> None:
-        self.counts = [0] * self.SIZE
-        self.n = 0
-        self.max = 0.0
-
-    def add(self, seconds: float) -> None:
-        i = int(seconds * 100_000)
-        if i >= 200_000:
-            i = 200_000
-        self.counts[i] += 1
-        self.n += 1
-        if seconds > self.max:
-            self.max = seconds
-
-    def merge(self, other: Histogram) -> None:
-        counts = self.counts
-        for i, c in enumerate(other.counts):
-            if c:
-                counts[i] += c
-        self.n += other.n
-        self.max = max(self.max, other.max)
-
-    def percentile_ms(self, p: float) -> float | None:
-        if not self.n:
-            return None
-        target = max(1, math.ceil(p * self.n))
-        seen = 0
-        for i, c in enumerate(self.counts):
-            seen += c
-            if seen >= target:
-                return round((i + 0.5) * 1000 / self.RESOLUTION, 3)
-        return round(self.max * 1000, 3)
-
-
-class Stats:
-    """What one measured phase saw."""
-
-    def __init__(self) -> None:
-        self.hist = Histogram()
-        self.ok = 0
-        self.errors = 0  # CALLERRORs received
-        self.timeouts = 0  # CALLs not answered within call_timeout
-        self.late = 0  # answers to CALLs already given up on
-        self.disconnects = 0
-        self.elapsed = 0.0
-        self.cpu: dict[str, float] = {}  # CPU seconds each probed process used while measuring
-
-    def merge(self, other: Stats) -> None:
-        self.hist.merge(other.hist)
-        self.ok += other.ok
-        self.errors += other.errors
-        self.timeouts += other.timeouts
-        self.late += other.late
-        self.disconnects += other.disconnects
-        self.elapsed += other.elapsed
-        for name, seconds in other.cpu.items():
-            self.cpu[name] = self.cpu.get(name, 0.0) + seconds
-
-    def summary(self) -> dict[str, Any]:
-        h = self.hist
-        return {
-            "calls": self.ok, "calls_per_s": round(self.ok / self.elapsed, 1) if self.elapsed else 0.0,
-            "p50_ms": h.percentile_ms(0.50), "p99_ms": h.percentile_ms(0.99), "max_ms": round(h.max * 1000, 3),
-            "errors": self.errors, "timeouts": self.timeouts, "disconnects": self.disconnects,
-            "seconds": round(self.elapsed, 2),
-            "cpu": {name: round(s / self.elapsed, 2) for name, s in self.cpu.items()} if self.elapsed else {},
-        }
-
-
-class ChargePoint(WSListener):
-    """One simulated charge point; everything it sees goes to its `Load`."""
-
-    def __init__(self, load: Load, cid: str) -> None:
-        self.load = load
-        self.cid = cid
-        self.transport: WSTransport | None = None
-        self.n = 0
-        self.uid = b""
-        self.t0 = 0.0
-        self.waiting = False
-        self.due = 0.0  # rate-limited mode: when the next CALL may go
-        self.timer: asyncio.TimerHandle | None = None
-        self.closing = False
-        self.closed = False
-        self.booted = False
-        self.answers = 0
-
-    def on_ws_connected(self, transport: WSTransport) -> None:
-        self.transport = transport
-
-    def send_call(self, call: tuple[bytes, bytes] | None = None) -> None:
-        if self.closed or self.transport is None:
-            return
-        self.timer = None
-        self.n += 1
-        action, payload = call or ACTIONS[self.n & 1]
-        uid = b"%d" % self.n
-        self.uid = uid
-        self.waiting = True
-        self.t0 = time.perf_counter()
-        self.transport.send(WSMsgType.TEXT, b'[2,"%b","%b",%b]' % (uid, action, payload))
-
-    def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
-        if frame.msg_type != WSMsgType.TEXT:
-            if frame.msg_type == WSMsgType.CLOSE and not self.closing:
-                # the server closed us: why (the gateway's reason, e.g. keepalive_timeout)
-                reason = frame.get_close_message().decode(errors="replace")
-                self.load.close_reasons[f"{int(frame.get_close_code())} {reason}"] += 1
-                transport.send_close(frame.get_close_code())
-                transport.disconnect()
-            return
-        data = frame.get_payload_as_bytes()
-        kind = data[1] if len(data) > 1 else 0
-        if kind not in (50, 51, 52):  # not '[2', '[3', '[4' as written by the servers we test: read it properly
-            try:
-                kind = 48 + int(orjson.loads(data)[0])
-            except (orjson.JSONDecodeError, TypeError, ValueError, IndexError):
-                return
-        if kind == 50:  # a CALL to us: answer with an empty CALLRESULT
-            try:
-                uid = orjson.loads(data)[1]
-            except (orjson.JSONDecodeError, IndexError):
-                return
-            transport.send(WSMsgType.TEXT, b"[3,%b,{}]" % orjson.dumps(uid))
-            return
-        now = time.perf_counter()
-        parts = data.split(b'"', 2)
-        if not self.waiting or len(parts) < 3 or parts[1] != self.uid:
-            self.load.stats.late += 1
-            return
-        self.waiting = False
-        self.answers += 1
-        self.load.on_answer(self, now - self.t0, kind == 52, data)
-
-    def on_ws_disconnected(self, transport: WSTransport) -> None:
-        self.closed = True
-        if self.timer:
-            self.timer.cancel()
-        if not self.closing:
-            self.load.stats.disconnects += 1
-            self.load.lost += 1
 
 
 class Load:
@@ -544,23 +380,3 @@ async def storm(url: str, n: int, *, prefix: str = "ST", deadline_s: float = 120
                   "accepted_at": accepted_at, "refused": dict(refused), "failures": dict(failures)}
 
 
-def rate_check(times: list[float], rate: float, burst: float, slack: float) -> dict[str, Any]:
-    """Against the sorted times at which the server accepted each connection: the largest amount by
-    which any interval holds more new connections than a token bucket allows (burst + rate x length
-    + slack; <= 0: honoured throughout), and the most connections accepted within any 1 s.
-
-    Over events i < j the interval [t_i, t_j] holds j - i + 1 of them, so the excess is the largest
-    (j - rate t_j) - (i - rate t_i) + 1 - burst - slack: one pass keeping the smallest i - rate t_i."""
-    if not times:
-        return {"bucket_excess": None, "max_in_1s": 0}
-    worst = -math.inf
-    lowest = math.inf
-    first = 0
-    most = 0
-    for j, t in enumerate(times):
-        lowest = min(lowest, j - rate * t)
-        worst = max(worst, (j - rate * t) - lowest + 1 - burst - slack)
-        while t - times[first] > 1.0:
-            first += 1
-        most = max(most, j - first + 1)
-    return {"bucket_excess": round(worst, 1), "max_in_1s": most}

@@ -188,3 +188,52 @@ def encode_result(unique_id: str, payload: Any) -> str:
 
 def encode_error(unique_id: str, code: str, description: str, details: Any = None) -> str:
     return dumps([CALLERROR, unique_id, code, description, details if details is not None else {}]).decode()
+
+
+# --- the charge point's side: bytes for a picows transport, and a cheap look at an answer --------------
+
+
+def call_bytes(unique_id: str, action: str, payload: Any) -> bytes:
+    """`encode_call` as bytes (what a picows transport sends), without the round trip through str."""
+    return dumps([CALL, unique_id, action, payload])
+
+
+def result_bytes(unique_id: str, payload: Any) -> bytes:
+    return dumps([CALLRESULT, unique_id, payload])
+
+
+def error_bytes(unique_id: str, code: str, description: str, details: Any = None) -> bytes:
+    return dumps([CALLERROR, unique_id, code, description, details if details is not None else {}])
+
+
+def call_with_json(unique_id: bytes, action: bytes, payload_json: bytes) -> bytes:
+    """A CALL whose payload is JSON already, for a load generator that sends the same few payloads
+    millions of times: no encoding per frame. `unique_id` and `action` must need no JSON escaping
+    (digits and letters do not)."""
+    return b'[2,"%b","%b",%b]' % (unique_id, action, payload_json)
+
+
+def peek_answer(data: bytes) -> tuple[int, bytes] | None:
+    """(MessageTypeId, UniqueId) of an answer (CALLRESULT or CALLERROR) written compactly as servers
+    write them (`[3,"id",...`), read without decoding the JSON; None for anything else (a CALL, or a
+    frame not written so: `parse` it). A load generator matches answers to its CALL with this: the
+    payload is not read."""
+    parts = data.split(b'"', 2)  # one C call: measured faster than slicing the head and finding the end
+    if len(parts) == 3:
+        type_id = _ANSWER_HEADS.get(parts[0])
+        if type_id is not None:
+            return type_id, parts[1]
+    return None
+
+
+_ANSWER_HEADS = {b"[%d," % type_id: type_id for type_id in (CALLRESULT, CALLERROR)}
+
+
+def message_type(text: str | bytes) -> int | None:
+    """The MessageTypeId of a JSON array, however wrong the rest, or None: a charge point that `parse`
+    refused a frame from answers a bad CALL with a CALLERROR but only counts a bad answer."""
+    try:
+        msg = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return None
+    return msg[0] if isinstance(msg, list) and msg and type(msg[0]) is int else None

@@ -5,9 +5,11 @@ given rate, boot, report their connectors' status, heartbeat at the interval
 the CSMS returned, and (scenario `charge`) run charging sessions with meter
 values; they answer the CSMS's CALLs as a real charger would and reconnect
 with backoff. See `run.Fleet` (the fleet), `charger.ChargePoint` (one charge
-point; its WebSocket in `link`, its CALLs in `calls`, its sessions in
-`sessions` and `transactions`), `handlers` (answers to the CSMS) and
-`messages` (payloads).
+point's life on the network), `state.Charger` (what it knows: connectors,
+configuration, its CALLs in `calls`), `handlers` (its answers to the CSMS,
+one table per version), `sessions` and `transactions` (charging), `link`
+(the WebSocket) and `messages` (payloads). The modules import downwards
+only: run → charger → handlers, sessions → state → calls → link.
 
 This module stays light: the CLI imports it for every command, and picows is
 only imported when a fleet runs.
@@ -25,7 +27,7 @@ __all__ = ["SimOptions", "add_parser", "run_cli", "run_fleet"]
 
 def add_parser(commands: Any) -> argparse.ArgumentParser:
     """The `simulate` subcommand, added to the CLI's subparsers."""
-    p = commands.add_parser(
+    p: argparse.ArgumentParser = commands.add_parser(
         "simulate", help="simulate a fleet of charge points against a gateway",
         description="Run N simulated charge points in one process against an OCPP-J endpoint: staggered "
         "ramp-up, BootNotification, StatusNotification per connector, heartbeats at the interval the server "

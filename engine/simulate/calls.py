@@ -2,12 +2,13 @@
 
 `call()` sends a CALL, or queues it behind the one in flight, and returns the
 future of its answer: the CALLRESULT's payload, or CallError, CallTimeout or
-ConnectionLost. Frames in resolve the CALL in flight, or are the CSMS's CALLs,
-answered at once (see `handlers`). Every frame and byte is counted in the
-fleet's stats.
+ConnectionLost. Frames in (read by `engine.ocpp.frames`, the gateway's own
+codec) resolve the CALL in flight, or are the CSMS's CALLs, handed to the
+`answer` function the channel was given (the charge point's answer table)
+and answered at once. Every frame and byte is counted in the fleet's stats.
 
-`CallChannel` is this part of `ChargePoint` (a mixin, so that a charge point
-stays one object); the state it works on is set up by `ChargePoint`.
+`CallChannel` is one part of a charge point, held by it (`Charger.channel`);
+it knows the WebSocket (`link`) and nothing of the charge point above it.
 """
 
 from __future__ import annotations
@@ -15,19 +16,29 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any
 
-import orjson
-
-from engine.simulate import handlers
+from engine.ocpp import frames
+from engine.simulate.link import Link
 from engine.simulate.model import resolve, retrieve
-
-if TYPE_CHECKING:
-    from engine.simulate.link import Link
-    from engine.simulate.options import SimOptions
-    from engine.simulate.stats import Stats
+from engine.simulate.options import SimOptions
+from engine.simulate.stats import Stats
 
 log = logging.getLogger("ocppgw.simulate")
+
+# a CSMS CALL's answer: the CALLRESULT payload, and what to do once it has been sent (or None)
+Answer = tuple[dict[str, Any], Callable[[], object] | None]
+Answerer = Callable[[str, dict[str, Any]], Answer]
+
+
+class Refuse(Exception):
+    """Answer with a CALLERROR."""
+
+    def __init__(self, code: str, description: str) -> None:
+        super().__init__(description)
+        self.code = code
+        self.description = description
 
 
 class CallError(Exception):
@@ -61,20 +72,25 @@ class Call:
 
 
 class CallChannel:
-    """CALLs out, frames in: the part of `ChargePoint` that speaks OCPP-J."""
+    """CALLs out, frames in: the part of a charge point that speaks OCPP-J."""
 
-    # set up by ChargePoint
-    cid: str
-    v16: bool
-    loop: asyncio.AbstractEventLoop
-    options: SimOptions
-    stats: Stats
-    link: Link | None
-    connected_at: float
-    uid: int
-    inflight: Call | None
-    queue: deque[Call]
-    drain_waiters: list[asyncio.Future[None]]
+    __slots__ = ("answer", "cid", "connected_at", "drain_waiters", "inflight", "link", "loop", "options", "queue",
+                 "stats", "uid", "version")
+
+    def __init__(self, cid: str, version: str, loop: asyncio.AbstractEventLoop, options: SimOptions, stats: Stats,
+                 answer: Answerer) -> None:
+        self.cid = cid
+        self.version = version
+        self.loop = loop
+        self.options = options
+        self.stats = stats
+        self.answer = answer  # the CSMS's CALLs: action, payload → the answer, or Refuse
+        self.link: Link | None = None
+        self.connected_at = 0.0  # of the current connection
+        self.uid = 0
+        self.inflight: Call | None = None
+        self.queue: deque[Call] = deque()
+        self.drain_waiters: list[asyncio.Future[None]] = []
 
     # --- CALLs: one in flight, the rest queued ------------------------------------------------------------
 
@@ -99,7 +115,7 @@ class CallChannel:
         self.uid += 1
         call.uid = str(self.uid)
         self.inflight = call
-        self._write(orjson.dumps([2, call.uid, call.action, call.payload]))
+        self._write(frames.call_bytes(call.uid, call.action, call.payload))
         stats = self.stats
         stats.calls_sent += 1
         stats.sent[call.action] += 1
@@ -137,7 +153,8 @@ class CallChannel:
         for fut in waiters:
             resolve(fut, None)
 
-    async def _wait_drained(self, timeout: float) -> None:
+    async def wait_drained(self, timeout: float) -> None:
+        """Until no CALL is in flight or queued (at most `timeout`)."""
         if self.inflight is None and not self.queue:
             return
         fut: asyncio.Future[None] = self.loop.create_future()
@@ -157,7 +174,7 @@ class CallChannel:
                                                 "sent_after_connect_s": round(call.sent_at - self.connected_at, 3)})
         self._settle(call, CallTimeout(f"{call.action} not answered within {self.options.call_timeout}s"))
 
-    def _fail_calls(self) -> None:
+    def fail_calls(self) -> None:
         """The connection went: the CALL in flight and the queued ones fail with ConnectionLost."""
         calls = ([self.inflight] if self.inflight else []) + list(self.queue)
         self.inflight = None
@@ -171,29 +188,24 @@ class CallChannel:
 
     # --- frames in ----------------------------------------------------------------------------------------
 
-    def on_frame(self, link: Link, data: bytes) -> None:
+    def on_frame(self, data: bytes) -> None:
         stats = self.stats
         stats.frames_received += 1
         stats.bytes_received += len(data)
         try:
-            msg = orjson.loads(data)
-        except orjson.JSONDecodeError:
+            frame = frames.parse(data, self.version)
+        except frames.FrameError as bad:
             stats.protocol_error("bad_frame")
+            # a bad CALL earns the CALLERROR the gateway's codec gives it; a bad answer is only counted
+            if frames.message_type(data) == frames.CALL and bad.unique_id != frames.UNKNOWN_ID:
+                self._send_callerror(bad.unique_id, bad.code, bad.description)
             return
-        if not isinstance(msg, list) or len(msg) < 3 or not isinstance(msg[1], str):
-            stats.protocol_error("bad_frame")
-            return
-        kind = msg[0]
-        if kind == 3 and len(msg) == 3 and isinstance(msg[2], dict):
-            self._on_result(msg[1], msg[2])
-        elif kind == 4 and len(msg) == 5 and isinstance(msg[2], str):
-            self._on_error(msg[1], msg[2], msg[3])
-        elif kind == 2 and len(msg) == 4 and isinstance(msg[2], str) and isinstance(msg[3], dict):
-            self._on_call(msg[1], msg[2], msg[3])
+        if isinstance(frame, frames.CallResult):
+            self._on_result(frame.unique_id, frame.payload)
+        elif isinstance(frame, frames.CallError):
+            self._on_error(frame.unique_id, frame.code, frame.description)
         else:
-            stats.protocol_error("bad_frame")
-            if kind == 2:
-                self._send_callerror(msg[1], self._format_violation(), "not a valid CALL")
+            self._on_call(frame.unique_id, frame.action, frame.payload)
 
     def _answered(self, uid: str) -> Call | None:
         """The CALL in flight if `uid` answers it (its timer stopped); None, a protocol error, if not."""
@@ -215,7 +227,7 @@ class CallChannel:
         stats.record_latency(self.loop.time() - call.sent_at)
         self._settle(call, payload)
 
-    def _on_error(self, uid: str, code: str, description: Any) -> None:
+    def _on_error(self, uid: str, code: str, description: str) -> None:
         call = self._answered(uid)
         if call is None:
             return
@@ -225,28 +237,25 @@ class CallChannel:
         stats.errored[call.action] += 1
         stats.protocol_error("callerror")
         log.debug("%s: %s answered with CALLERROR %s %s", self.cid, call.action, code, description)
-        self._settle(call, CallError(code, str(description)))
+        self._settle(call, CallError(code, description))
 
     def _on_call(self, uid: str, action: str, payload: dict[str, Any]) -> None:
         stats = self.stats
         stats.server_calls[action] += 1
         try:
-            result, after = handlers.answer(self, action, payload)  # type: ignore[arg-type]  # self: a ChargePoint
-        except handlers.Refuse as refusal:
+            result, after = self.answer(action, payload)
+        except Refuse as refusal:
             self._send_callerror(uid, refusal.code, refusal.description)
             return
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            self._send_callerror(uid, self._format_violation(), f"cannot read the payload: {exc!r}"[:200])
+            self._send_callerror(uid, frames.format_violation(self.version), f"cannot read the payload: {exc!r}"[:200])
             return
-        self._write(orjson.dumps([3, uid, result]))
+        self._write(frames.result_bytes(uid, result))
         stats.server_calls_answered += 1
         if after is not None:
             after()
 
     def _send_callerror(self, uid: str, code: str, description: str) -> None:
-        self._write(orjson.dumps([4, uid, code, description, {}]))
+        self._write(frames.error_bytes(uid, code, description))
         self.stats.server_callerrors_sent += 1
 
-    def _format_violation(self) -> str:
-        """The CALLERROR code for a payload that cannot be read (1.6 spells it otherwise)."""
-        return "FormationViolation" if self.v16 else "FormatViolation"

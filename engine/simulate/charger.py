@@ -1,4 +1,4 @@
-"""One simulated charge point: its life on the network (connect, boot, heartbeat, reconnect).
+"""One simulated charge point's life on the network: connect, boot, heartbeat, reconnect.
 
 A charge point lives in one coroutine (`run`): connect, go online, and when
 the connection ends, reconnect with backoff (or after `reboot_delay` when the
@@ -8,69 +8,72 @@ then a StatusNotification per connector) and starts the heartbeat timer and
 one task per connector, which runs charging sessions or waits for a remote
 start.
 
-`ChargePoint` is one object made of parts: `calls.CallChannel` (its CALLs,
-one in flight, and the frames it receives, which resolve the waiting CALL or
-are the CSMS's CALLs, answered at once by `handlers`) and
-`sessions.Sessions` (its connectors and their sessions). `link` has the
-WebSocket, `model` the connectors and transactions.
+`ChargePoint` is the top of a charge point: it holds its state
+(`state.Charger`: connectors, configuration, its CALLs in `calls`), whose
+CSMS CALLs are answered from the version's table in `handlers`, and whose
+sessions run in `sessions`; `link` has the WebSocket. What it needs of the
+fleet is the `FleetView` shape, so that nothing here imports the fleet.
 """
 
 from __future__ import annotations
 
 import asyncio
 import random
-from collections import ChainMap, deque
-from typing import TYPE_CHECKING, Any
+import ssl
+from typing import Protocol
 
+from engine.simulate import handlers, sessions
 from engine.simulate import messages as m
-from engine.simulate.calls import CallChannel, CallError, CallTimeout, ConnectionLost
+from engine.simulate.calls import CallError, CallTimeout, ConnectionLost
 from engine.simulate.link import Link, connect
-from engine.simulate.model import Connector, Waiter, resolve, retrieve
-from engine.simulate.sessions import Sessions
+from engine.simulate.model import Connector, resolve
+from engine.simulate.options import SimOptions
+from engine.simulate.state import Charger, boot_interval
+from engine.simulate.stats import Stats
 
-if TYPE_CHECKING:
-    from engine.simulate.calls import Call
-    from engine.simulate.run import Fleet
 
-class ChargePoint(CallChannel, Sessions):
-    def __init__(self, fleet: Fleet, index: int) -> None:
+class FleetView(Protocol):
+    """What a charge point asks of its fleet."""
+
+    options: SimOptions
+    stats: Stats
+    rng: random.Random
+    default_config: dict[str, str]
+    stopping: bool
+
+    def url_for(self, cid: str) -> str: ...
+    def headers_for(self, cid: str) -> dict[str, str]: ...
+    def ssl_for(self, cid: str) -> ssl.SSLContext | None: ...
+    def source_address(self, index: int) -> str | None: ...
+
+
+class ChargePoint:
+    """A charge point's connections, one after the other, around its state (`state`)."""
+
+    def __init__(self, fleet: FleetView, index: int) -> None:
         self.fleet = fleet
         self.options = o = fleet.options
         self.stats = fleet.stats
         self.loop = asyncio.get_running_loop()
         self.index = index
         self.cid = o.cid(index)
-        self.version = o.proto
-        self.v16 = o.proto == "ocpp1.6"
-        self.rng: random.Random = fleet.rng  # one for the fleet: a Random is 2.5 KB
-        self.connectors = {i: Connector(i, float(self.rng.randrange(0, 5_000_000)), self.loop)
-                           for i in range(1, o.connectors + 1)}
-        self.link: Link | None = None
-        self.uid = 0
-        self.inflight: Call | None = None
-        self.queue: deque[Call] = deque()
-        self.drain_waiters: list[asyncio.Future[None]] = []
-        self.waiter = Waiter(self.loop)
-        self.config: ChainMap[str, str] = ChainMap({}, fleet.default_config)  # changes only are per charger
-        self.heartbeat_interval = float(o.heartbeat) if o.heartbeat else 60.0
-        self.config["HeartbeatInterval"] = str(max(1, round(self.heartbeat_interval)))
-        self.meter_interval: float | None = o.meter_interval
-        self.hb_timer: asyncio.TimerHandle | None = None
-        self.hb_pending = False
-        self.booted = False
-        self.boot_reason = "PowerUp"
-        self.backlog: list[tuple[str, dict[str, Any]]] = []  # transaction messages for after the next boot
+        self.state = Charger(self.cid, o, fleet.stats, fleet.rng, fleet.default_config, handlers.answer,
+                             self._start_connector)
         self.activity: asyncio.Task[None] | None = None
-        self.outcome: asyncio.Future[str] | None = None
-        self.winding_down: str | None = None
-        self.reset_stop_reason = "HardReset"
-        self.pending_reset: str | None = None  # an OnIdle reset waiting for the sessions to end
-        self.local_list_version = 0
-        self.profiles: dict[int, tuple[int, float | None]] = {}  # profile id → (connector, limit in W)
         self.backoff = o.backoff_min
         self.source = fleet.source_address(index)
         self.local_address: tuple[str, int] | None = None  # of the current connection
-        self.connected_at = 0.0
+
+    # --- the link's reports (`link.LinkOwner`) ------------------------------------------------------------
+
+    def on_connected(self, link: Link) -> None:
+        self.state.channel.link = link
+
+    def on_frame(self, link: Link, data: bytes) -> None:
+        self.state.channel.on_frame(data)
+
+    def _start_connector(self, c: Connector) -> None:
+        c.task = self.loop.create_task(sessions.connector_loop(self.state, c))
 
     # --- lifecycle ----------------------------------------------------------------------------------
 
@@ -78,8 +81,11 @@ class ChargePoint(CallChannel, Sessions):
         connected_before = False
         try:
             while not self.fleet.stopping:
-                link = await connect(self)
+                link = await connect(self, self.fleet.url_for(self.cid), subprotocol=self.state.version,
+                                     headers=self.fleet.headers_for(self.cid), ssl_context=self.fleet.ssl_for(self.cid),
+                                     source=self.source, handshake_timeout=min(self.options.call_timeout, 30.0))
                 if link is None:
+                    self.state.channel.link = None
                     await self._back_off()
                     continue
                 if connected_before:
@@ -94,27 +100,27 @@ class ChargePoint(CallChannel, Sessions):
                     await self._back_off()
         finally:
             self._cancel_tasks()
-            link = self.link
+            link = self.state.link
             if link is not None and link.transport is not None:
                 link.closing = True
                 link.transport.disconnect()
 
     async def _pause(self, seconds: float) -> None:
         if not self.fleet.stopping:
-            await self.waiter.sleep(seconds)
+            await self.state.waiter.sleep(seconds)
 
     async def _back_off(self) -> None:
         """Wait about the backoff (±50%), which doubles for the next time, up to backoff_max."""
-        await self._pause(self._jitter(self.backoff, 0.5))
+        await self._pause(self.state.jitter(self.backoff, 0.5))
         self.backoff = min(self.backoff * 2, self.options.backoff_max)
 
     def stop(self) -> None:
         """The fleet stops: end sessions, wait for the answers, close (or stop retrying)."""
-        if self.outcome is not None:
-            resolve(self.outcome, "stop")
-        self.waiter.wake()
+        self.state.finish("stop")
+        self.state.waiter.wake()
 
     async def _online(self, link: Link) -> str:
+        cp = self.state
         stats = self.stats
         stats.connected += 1
         stats.connected_peak = max(stats.connected_peak, stats.connected)
@@ -122,62 +128,62 @@ class ChargePoint(CallChannel, Sessions):
         if transport is not None:
             local = transport.underlying_transport.get_extra_info("sockname")
             self.local_address = (local[0], local[1]) if local else None
-        self.connected_at = self.loop.time()
-        self.outcome = self.loop.create_future()
+        cp.channel.connected_at = self.loop.time()
+        outcome_future: asyncio.Future[str] = self.loop.create_future()
+        cp.outcome = outcome_future
         if link.closed.done():
-            resolve(self.outcome, "lost")
+            resolve(outcome_future, "lost")
         elif self.fleet.stopping:
-            resolve(self.outcome, "stop")
+            resolve(outcome_future, "stop")
         else:
             self.activity = self.loop.create_task(self._activity())
-        outcome = await self.outcome
+        outcome = await outcome_future
         if outcome == "lost":
             self._on_lost()
         else:
             await self._wind_down(outcome, link)
         stats.connected -= 1
-        self.outcome = None
+        cp.outcome = None
         return outcome
 
-    def _finish(self, outcome: str) -> None:
-        if self.outcome is not None:
-            resolve(self.outcome, outcome)
-
     def on_disconnected(self, link: Link) -> None:
-        if link is not self.link:
+        cp = self.state
+        if link is not cp.link:
             return
-        self.link = None
+        cp.channel.link = None
         if not link.closing:
             self.stats.unexpected_closes += 1
             self.stats.protocol_error("unexpected_close")
-        self._stop_heartbeat()
-        self._fail_calls()
-        self._finish("lost")
+        cp.stop_heartbeat()
+        cp.channel.fail_calls()
+        cp.finish("lost")
 
     def _on_lost(self) -> None:
         """The connection went: sessions end here; their stop messages wait for the next boot."""
+        cp = self.state
         self._cancel_tasks()
         now = self.loop.time()
-        for c in self.connectors.values():
+        for c in cp.connectors.values():
             c.starting = False
             c.remote = None
             if c.tx is not None:
                 c.advance(now)
-                self.backlog.append(self._stop_message(c, c.tx, "Other", offline=True))
-                self._stopped(c, c.tx)
+                cp.backlog.append(cp.stop_message(c, c.tx, "Other", offline=True))
+                cp.stopped(c, c.tx)
             c.charging = False
             c.status = "Available" if c.operative else "Unavailable"
-        self.booted = False
+        cp.booted = False
 
     async def _wind_down(self, outcome: str, link: Link) -> None:
         """Stop the sessions, let the answers come, close with 1000."""
-        self.winding_down = outcome
-        self._stop_heartbeat()
+        cp = self.state
+        cp.winding_down = outcome
+        cp.stop_heartbeat()
         if self.activity is not None and not self.activity.done():
             self.activity.cancel()
-        reason = self._wind_down_reason()
+        reason = cp.wind_down_reason()
         tasks = []
-        for c in self.connectors.values():
+        for c in cp.connectors.values():
             c.remote = None
             if c.tx is not None and c.tx.stop_reason is None:
                 c.tx.stop_reason = reason
@@ -188,13 +194,13 @@ class ChargePoint(CallChannel, Sessions):
         if tasks:
             await asyncio.wait(tasks, timeout=timeout)
         self._cancel_tasks()
-        if self.link is link:
-            await self._wait_drained(timeout)
+        if cp.link is link:
+            await cp.channel.wait_drained(timeout)
         await self._close(link)
-        self.winding_down = None
-        self.booted = False
+        cp.winding_down = None
+        cp.booted = False
         if outcome == "reboot":
-            for c in self.connectors.values():
+            for c in cp.connectors.values():
                 c.status = "Available" if c.operative else "Unavailable"
 
     async def _close(self, link: Link) -> None:
@@ -209,105 +215,44 @@ class ChargePoint(CallChannel, Sessions):
     def _cancel_tasks(self) -> None:
         if self.activity is not None and not self.activity.done():
             self.activity.cancel()
-        for c in self.connectors.values():
+        for c in self.state.connectors.values():
             if c.task is not None and not c.task.done():
                 c.task.cancel()
             c.task = None
 
-    def request_reboot(self, stop_reason: str) -> None:
-        """After answering a Reset: stop the sessions with `stop_reason`, close, come back and boot."""
-        self.reset_stop_reason = stop_reason
-        self.boot_reason = "RemoteReset"
-        self.pending_reset = None
-        self._finish("reboot")
-
     # --- online: boot, heartbeats, connectors -------------------------------------------------------------
 
     async def _activity(self) -> None:
+        cp = self.state
         try:
             await self._boot()
-            backlog, self.backlog = self.backlog, []
+            backlog, cp.backlog = cp.backlog, []
             for action, payload in backlog:
-                self.send(action, payload)
-            self.send_all_statuses()
-            self._arm_heartbeat()
+                cp.send(action, payload)
+            cp.send_all_statuses()
+            cp.arm_heartbeat()
             if self.options.scenario == "boot":
-                await self._wait_drained(self.options.drain_timeout)
-                self._finish("done")
+                await cp.channel.wait_drained(self.options.drain_timeout)
+                cp.finish("done")
                 return
             if self.options.scenario == "charge":  # otherwise a connector gets its task at a remote start
-                for c in self.connectors.values():
-                    c.task = self.loop.create_task(self._connector_loop(c))
+                for c in cp.connectors.values():
+                    self._start_connector(c)
         except ConnectionLost:
             pass
 
     async def _boot(self) -> None:
+        cp = self.state
         while True:
             try:
-                answer = await self.call("BootNotification", m.boot(self.version, self.cid, self.boot_reason))
+                answer = await cp.call("BootNotification", m.boot(cp.version, self.cid, cp.boot_reason))
             except (CallError, CallTimeout):
-                await self.waiter.sleep(self._jitter(10.0))
+                await cp.waiter.sleep(cp.jitter(10.0))
                 continue
-            if self._boot_accepted(answer):
-                self.booted = True
-                self.boot_reason = "PowerUp"
+            if cp.boot_accepted(answer):
+                cp.booted = True
+                cp.boot_reason = "PowerUp"
                 self.backoff = self.options.backoff_min
                 self.stats.boots += 1
                 return
-            await self.waiter.sleep(_interval(answer) or 10.0)
-
-    async def triggered_boot(self) -> None:
-        try:
-            answer = await self.call("BootNotification", m.boot(self.version, self.cid, "Triggered"))
-        except (CallError, CallTimeout, ConnectionLost):
-            return
-        self._boot_accepted(answer)
-
-    def _boot_accepted(self, answer: dict[str, Any]) -> bool:
-        """Whether the CSMS accepted the boot; if so, its interval is the heartbeat's (unless --heartbeat)."""
-        accepted = answer.get("status") == "Accepted"
-        interval = _interval(answer)
-        if accepted and self.options.heartbeat is None and interval is not None:
-            self.set_heartbeat(interval)
-        return accepted
-
-    def set_heartbeat(self, seconds: float) -> None:
-        self.heartbeat_interval = float(seconds)
-        self.config["HeartbeatInterval"] = str(max(0, round(seconds)))
-        if self.hb_timer is not None:
-            self._arm_heartbeat()
-
-    def _arm_heartbeat(self) -> None:
-        self._stop_heartbeat()
-        if self.heartbeat_interval > 0:
-            self.hb_timer = self.loop.call_later(self.heartbeat_interval, self._heartbeat)
-
-    def _stop_heartbeat(self) -> None:
-        if self.hb_timer is not None:
-            self.hb_timer.cancel()
-            self.hb_timer = None
-
-    def _heartbeat(self) -> None:
-        self.hb_timer = None
-        if self.link is None or self.winding_down:
-            return
-        if not self.hb_pending:
-            self.hb_pending = True
-            self.call("Heartbeat", {}).add_done_callback(self._heartbeat_done)
-        self._arm_heartbeat()
-
-    def _heartbeat_done(self, fut: asyncio.Future[dict[str, Any]]) -> None:
-        self.hb_pending = False
-        retrieve(fut)
-
-    def send_heartbeat(self) -> None:
-        self.send("Heartbeat", {})
-
-    def _jitter(self, value: float, spread: float = 0.25) -> float:
-        return value * self.rng.uniform(1.0 - spread, 1.0 + spread)
-
-
-def _interval(answer: dict[str, Any]) -> int | None:
-    """The BootNotification answer's interval, if it is a positive whole number."""
-    interval = answer.get("interval")
-    return interval if isinstance(interval, int) and interval > 0 else None
+            await cp.waiter.sleep(boot_interval(answer) or 10.0)

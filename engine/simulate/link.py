@@ -1,10 +1,12 @@
 """The WebSocket of a simulated charge point: opening it, and picows's callbacks on it.
 
-`connect(cp)` opens one connection (from the charge point's source address
-when it has one, with its TLS context and credentials) and checks the
+`connect(owner, ...)` opens one connection (from the charge point's source
+address when it has one, with its TLS context and credentials) and checks the
 subprotocol the gateway chose; it counts connects and connect errors in the
 fleet's stats. A `Link` is that connection: picows calls it from the event
-loop with each frame, which it hands to the charge point (`on_frame`).
+loop with each frame, which it hands to its owner (`on_frame`). The owner is
+anything with the `LinkOwner` shape (the charge point): this module knows
+nothing above it.
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ import functools
 import inspect
 import logging
 import socket
-from typing import TYPE_CHECKING, Any
+import ssl
+from typing import Any, Protocol
 
 from picows import (
     WSCloseCode,
@@ -27,9 +30,7 @@ from picows import (
 )
 
 from engine.simulate.model import resolve
-
-if TYPE_CHECKING:
-    from engine.simulate.charger import ChargePoint
+from engine.simulate.stats import Stats
 
 log = logging.getLogger("ocppgw.simulate")
 
@@ -39,10 +40,22 @@ IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)  # Linu
 _HAS_AIOFASTNET_SWITCH = "use_aiofastnet" in inspect.signature(ws_connect).parameters
 
 
+class LinkOwner(Protocol):
+    """What a link reports to: the charge point whose connection it is."""
+
+    cid: str
+    loop: asyncio.AbstractEventLoop
+    stats: Stats
+
+    def on_connected(self, link: Link) -> None: ...
+    def on_frame(self, link: Link, data: bytes) -> None: ...
+    def on_disconnected(self, link: Link) -> None: ...
+
+
 class Link(WSListener):
     """One WebSocket connection of a charge point (picows calls these from the event loop)."""
 
-    def __init__(self, cp: ChargePoint) -> None:
+    def __init__(self, cp: LinkOwner) -> None:
         self.cp = cp
         self.transport: WSTransport | None = None
         self.closing = False  # we started the close: its end is expected
@@ -50,7 +63,7 @@ class Link(WSListener):
 
     def on_ws_connected(self, transport: WSTransport) -> None:
         self.transport = transport
-        self.cp.link = self
+        self.cp.on_connected(self)
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
         kind = frame.msg_type
@@ -85,33 +98,31 @@ class Link(WSListener):
         self.cp.loop.call_later(2.0, self.transport.disconnect)
 
 
-async def connect(cp: ChargePoint) -> Link | None:
+async def connect(cp: LinkOwner, url: str, *, subprotocol: str, headers: dict[str, str],
+                  ssl_context: ssl.SSLContext | None, source: str | None, handshake_timeout: float) -> Link | None:
     """A new connection of `cp` with the subprotocol it asked for, or None (counted in the stats)."""
-    fleet = cp.fleet
     extra: dict[str, Any] = {}
     if _HAS_AIOFASTNET_SWITCH and type(cp.loop).__module__.startswith("uvloop"):
         extra["use_aiofastnet"] = False
     try:
         transport, link = await ws_connect(
-            lambda: Link(cp), fleet.url_for(cp.cid), extra_headers=fleet.headers_for(cp.cid),
-            ssl_context=fleet.ssl_for(cp.cid),
-            socket_factory=functools.partial(_bound_socket, cp.source) if cp.source else None,
-            websocket_handshake_timeout=min(cp.options.call_timeout, 30.0), enable_auto_pong=True,
+            lambda: Link(cp), url, extra_headers=headers,
+            ssl_context=ssl_context,
+            socket_factory=functools.partial(_bound_socket, source) if source else None,
+            websocket_handshake_timeout=handshake_timeout, enable_auto_pong=True,
             logger_name="simulate", disconnect_on_exception=False, max_frame_size=16 * 1024 * 1024,
             read_buffer_init_size=2048,  # grows when needed; 16 KB each would be most of a charger's memory
             **extra,
         )
     except (TimeoutError, OSError, WSError) as exc:
-        cp.link = None
         cp.stats.connect_failures += 1
         response = getattr(exc, "response", None)
         cp.stats.connect_errors[f"http {int(response.status)}" if response is not None else type(exc).__name__] += 1
         return None
     assert isinstance(link, Link)
     cp.stats.connects += 1
-    cp.link = link
     offered = transport.response.headers.get("Sec-WebSocket-Protocol")
-    if offered != cp.version:
+    if offered != subprotocol:
         cp.stats.protocol_error("subprotocol")
         link.close()
         await link.closed

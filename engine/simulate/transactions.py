@@ -5,18 +5,16 @@ transaction id), MeterValues, StopTransaction. 2.x: Authorize with an
 idToken, TransactionEvent Started (the charger makes the id), Updated and
 Ended, with a seqNo each; MeterValues only outside a transaction. The
 payloads are `messages`'s; this module reads them off a connector's state,
-so that the session itself (`sessions`) is the same for every version.
+so that the session itself (`sessions`, which also starts the transaction
+each version's way) is the same for every version.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from engine.simulate import messages as m
 from engine.simulate.model import Connector, Tx
-
-if TYPE_CHECKING:
-    from engine.simulate.charger import ChargePoint
 
 Message = tuple[str, dict[str, Any]]  # (action, payload)
 
@@ -25,36 +23,6 @@ def authorized(version: str, answer: dict[str, Any]) -> bool:
     """Whether an Authorize answer accepts the tag."""
     info = answer.get("idTagInfo" if m.is_v16(version) else "idTokenInfo") or {}
     return info.get("status") == "Accepted"
-
-
-async def start(cp: ChargePoint, c: Connector, tag: str, meter_start: int, ts: str, *, remote: bool,
-                remote_start_id: int | None, reservation_id: int | None) -> tuple[Tx, bool]:
-    """Start a transaction on `c` (it becomes `c.tx`): the transaction, and whether the CSMS accepted it."""
-    if cp.v16:
-        return await _start_16(cp, c, tag, meter_start, ts, reservation_id)
-    return await _start_2(cp, c, tag, meter_start, ts, remote, remote_start_id, reservation_id)
-
-
-async def _start_16(cp: ChargePoint, c: Connector, tag: str, meter_start: int, ts: str,
-                    reservation_id: int | None) -> tuple[Tx, bool]:
-    answer = await cp.call("StartTransaction", m.start_transaction(c.id, tag, meter_start, ts, reservation_id))
-    tx = Tx(answer["transactionId"], tag, meter_start, cp.loop.time())
-    c.tx = tx
-    return tx, (answer.get("idTagInfo") or {}).get("status") == "Accepted"
-
-
-async def _start_2(cp: ChargePoint, c: Connector, tag: str, meter_start: int, ts: str, remote: bool,
-                   remote_start_id: int | None, reservation_id: int | None) -> tuple[Tx, bool]:
-    """The transaction is ours from the start: it charges while the CSMS reads the Started event."""
-    tx = Tx(f"{cp.rng.getrandbits(128):032x}", tag, meter_start, cp.loop.time(), remote_start_id)
-    c.tx = tx
-    c.charging = True
-    sample = m.meter_value(cp.version, ts, c.register, c.effective_power(), "Transaction.Begin")
-    answer = await cp.call("TransactionEvent", m.transaction_event(
-        "Started", ts, "RemoteStart" if remote else "Authorized", tx.next_seq(), tx.id, evse=c.id,
-        charging_state="Charging", tag=tag, sample=sample, remote_start_id=remote_start_id,
-        reservation_id=reservation_id))
-    return tx, (answer.get("idTokenInfo") or {"status": "Accepted"}).get("status") == "Accepted"
 
 
 def meter(version: str, c: Connector, tx: Tx | None, context: str, trigger: str) -> Message:
