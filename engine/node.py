@@ -1,4 +1,6 @@
-"""The node: one object that builds every part from the settings, runs them, and stops them.
+"""The node: one object that builds every part from the settings, runs them, swaps them on a
+reload, and stops them. The builders are `engine.parts` (shared with the reload); the reload's
+steps that need no node are `engine.reload`.
 
 Start order follows the data path backwards (broker, bridge, then the parts
 that publish), so nothing publishes into a part that is not there yet; stop
@@ -10,36 +12,41 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from connectors.mqtt import EmbeddedBroker, MqttBridge
-from connectors.mqtt.setup import bridge_options
 from connectors.registry import ResourceConfigError, Resources
 from engine.bus import Bus
-from engine.config.schema import ListenerSettings, Settings
+from engine.config.schema import AuthenticationSettings, Settings
 from engine.metrics import LoopLagMonitor
-from engine.ocpp.admission import guards, is_loopback
+from engine.ocpp.admission import guards
 from engine.ocpp.context import GatewayContext
 from engine.ocpp.listener import ListenerError, OcppListener
-from engine.ocpp.takeover import TakeoverNotices, notice_filter
+from engine.ocpp.takeover import TakeoverNotices
+from engine.parts import (  # NodeError is imported from here too (CLI, tests)
+    NodeError,
+    admin_credentials,
+    authenticator_for,
+    bridge_options,
+    enabled_listeners,
+    open_beyond_loopback,
+    open_user_store,
+    schema_registry,
+)
+from engine.reload import ReloadError, ReloadReport, apply_ocpp, note_changes, plan_reload, restart_only
 from rules.runtime import RuleEngine, RuleLoadError
 
+if TYPE_CHECKING:
+    from uvicorn import Server
+
+    from engine.admin.credentials import Credentials
+    from engine.admin.lockout import AdminStats
+    from engine.auth import Authenticator, UserStore
+
 log = logging.getLogger("ocppgw.node")
-
-
-class NodeError(Exception):
-    """The node cannot start; the message says why, for the operator."""
-
-
-def open_beyond_loopback(listener: ListenerSettings, authenticator) -> bool:
-    """A listener anybody on the network may connect to without a password or a client certificate."""
-    if is_loopback(listener.bind.host):
-        return False
-    if authenticator is not None and listener.enable_authn:
-        return False
-    tls = getattr(listener, "ssl_options", None)
-    return not (tls and (tls.cn_must_match_cid or (tls.verify == "verify_peer" and tls.fail_if_no_peer_cert)))
 
 
 class Node:
@@ -51,42 +58,24 @@ class Node:
         self.bridge: MqttBridge | None = None
         self.ocpp: GatewayContext | None = None
         self.listeners: dict[str, OcppListener] = {}
-        self.authenticator = None
+        self.authenticator: Authenticator | None = None
         self.takeover: TakeoverNotices | None = None
         self.rules: RuleEngine | None = None
         self.resources: Resources | None = None
-        self.admin_server = None
-        self.admin_credentials = None
-        self.user_store = None
+        self.admin_server: Server | None = None
+        self._admin_sock: socket.socket | None = None
+        self.admin_credentials: Credentials | None = None
+        self.admin_stats: AdminStats | None = None  # set by the admin app, read by the metrics collector
+        self.user_store: UserStore | None = None
         self._stopped = asyncio.Event()
         self._reload_lock = asyncio.Lock()
         self.started = False
         self.started_at = 0.0
         self.loop_lag = LoopLagMonitor()  # read by the metrics collector
 
-    def bridge_options(self, settings: Settings):
-        options = bridge_options(settings.mqtt, settings.node.name, self.mountpoints(settings))
-        takeover = settings.gateway.ocpp.takeover_topic
-        # nodes sharing a broker hear of each other's new connections; the embedded broker serves
-        # one node, and amqtt stops delivering a client's messages once it publishes to a $ topic
-        if settings.gateway.ocpp.enable and takeover and settings.mqtt.server != "embedded":
-            options.forward_topics.append(notice_filter(takeover))
-            options.subscriptions.append(notice_filter(takeover))
-        return options
-
-    def mountpoints(self, settings: Settings | None = None) -> list[str]:
-        ocpp = (settings or self.settings).gateway.ocpp
-        found = [ocpp.mountpoint]
-        for kind in (ocpp.listeners.ws, ocpp.listeners.wss):
-            for listener in kind.values():
-                if listener.mountpoint is not None and listener.mountpoint not in found:
-                    found.append(listener.mountpoint)
-        return found
-
     async def start(self) -> None:
         s = self.settings
         self.loop_lag.start()
-        self.check_admin_credentials(s)
         try:
             self.resources = Resources(s)
         except ResourceConfigError as exc:
@@ -110,7 +99,7 @@ class Node:
             except Exception as exc:
                 self.broker = None
                 raise NodeError(str(exc)) from None
-        options = self.bridge_options(s)
+        options = bridge_options(s)
         self.bridge = MqttBridge(options, self.bus.publish)
         self.bus.watch_remote(self.bridge)
         for topic in ["#"] + [t for t in options.forward_topics if t.startswith("$")]:
@@ -121,7 +110,7 @@ class Node:
         if self.broker:
             # the broker is ours and up: wait for the bridge so `run` is ready when it says so
             await self.bridge.wait_connected(s.mqtt.embedded.start_timeout)
-        self._open_user_store()
+        self.user_store = open_user_store(s)
         await self._start_ocpp()
         await self._start_admin()
         self.started = True
@@ -132,81 +121,30 @@ class Node:
         ocpp = self.settings.gateway.ocpp
         if not ocpp.enable:
             return
-        self.ocpp = GatewayContext(ocpp, self.bus, self.settings.node.name, self.schema_registry(self.settings))
+        self.ocpp = GatewayContext(ocpp, self.bus, self.settings.node.name, schema_registry(self.settings))
         if ocpp.takeover_topic and self.settings.mqtt.server != "embedded":
             self.takeover = TakeoverNotices(self.ocpp, ocpp.takeover_topic)
-        authenticator = self._authenticator()
-        for kind, listeners in (("ws", ocpp.listeners.ws), ("wss", ocpp.listeners.wss)):
-            for name, listener_settings in listeners.items():
-                if not listener_settings.enable:
-                    continue
-                listener = OcppListener(self.ocpp, name, kind, listener_settings, authenticator)
-                try:
-                    await listener.start()
-                except ListenerError as exc:
-                    raise NodeError(str(exc)) from None
-                self.listeners[listener.app.full_name] = listener
-                if open_beyond_loopback(listener_settings, authenticator):
-                    log.warning("OCPP listener %s on %s is reachable beyond loopback and lets charge points in "
-                                "without a login: set gateway.ocpp.authentication (and keep the listener's "
-                                "enable_authn = true) or bind it to 127.0.0.1", listener.app.full_name,
-                                listener_settings.bind)
+        authenticator = self._apply_authentication(ocpp.authentication)
+        for kind, name, listener_settings in enabled_listeners(ocpp).values():
+            listener = OcppListener(self.ocpp, name, kind, listener_settings, authenticator)
+            try:
+                await listener.start()
+            except ListenerError as exc:
+                raise NodeError(str(exc)) from None
+            self.listeners[listener.app.full_name] = listener
+            if open_beyond_loopback(listener_settings, authenticator):
+                log.warning("OCPP listener %s on %s is reachable beyond loopback and lets charge points in "
+                            "without a login: set gateway.ocpp.authentication (and keep the listener's "
+                            "enable_authn = true) or bind it to 127.0.0.1", listener.app.full_name,
+                            listener_settings.bind)
 
-    def schema_registry(self, settings: Settings, current=None):
-        """The compiled schemas if anything checks messages (gateway-wide or on a listener), else None.
-        `current` (the running registry) is kept when its schema files have not changed."""
-        ocpp = settings.gateway.ocpp
-        modes = {ocpp.message_format_checking}
-        for listeners in (ocpp.listeners.ws, ocpp.listeners.wss):
-            modes.update(listener.message_format_checking for listener in listeners.values())
-        if not modes - {"disable", None}:
-            return None
-        from engine.ocpp.schemas import SchemaError, SchemaRegistry
-
-        if current is not None and current.unchanged(ocpp.json_schema_dir or None):
-            return current  # compiling ~400 schemas takes ~30 ms: not on every reload
-        try:
-            return SchemaRegistry(ocpp.json_schema_dir or None)
-        except SchemaError as exc:
-            raise NodeError(f"gateway.ocpp.json_schema_dir: {exc}") from None
-
-    def _open_user_store(self) -> None:
-        from engine.auth import AuthStoreError, UserStore
-
-        auth = self.settings.gateway.ocpp.authentication
-        try:
-            # the store exists with authentication (or OCPP) off too: users can be added beforehand
-            self.user_store = UserStore.in_data_dir(Path(self.settings.node.data_dir), auth.password_hash_algorithm)
-        except AuthStoreError as exc:
-            raise NodeError(str(exc)) from None
-
-    def _authenticator(self):
-        return self.apply_authentication(self.settings.gateway.ocpp.authentication)
-
-    def apply_authentication(self, auth):
-        """The authenticator for these settings (None when off), reusing the running one; and the
-        admission guards' flapping_detect (start and reload both come through here)."""
-        from engine.auth import Authenticator
-
+    def _apply_authentication(self, auth: AuthenticationSettings) -> Authenticator | None:
+        """The authenticator for these settings, and the admission guards' flapping_detect (start and
+        reload both come through here)."""
         if self.ocpp is not None:
             guards(self.ocpp).apply(self.settings.flapping_detect)
-        if not auth.enable:
-            if self.authenticator is not None:
-                self.authenticator.close()
-            self.authenticator = None
-        elif self.authenticator is None:
-            self.authenticator = Authenticator(auth, self.user_store)
-        else:
-            self.authenticator.apply(auth)
+        self.authenticator = authenticator_for(auth, self.authenticator, self.user_store)
         return self.authenticator
-
-    def check_admin_credentials(self, settings: Settings) -> None:
-        d = settings.dashboard
-        bind = d.listeners.http.bind
-        loopback = bind.host in ("127.0.0.1", "::1", "localhost") or bind.host.startswith("127.")
-        if d.listeners.http.enable and not loopback and (d.default_username, d.default_password) == ("admin", "public"):
-            raise NodeError(f"dashboard.listeners.http.bind {bind}: refusing to serve the admin API beyond loopback "
-                            "with the default credentials admin/public; set dashboard.default_password")
 
     async def _start_admin(self) -> None:
         from engine.admin.app import create_app
@@ -215,7 +153,7 @@ class Node:
         from engine.serve import BindError, bind_socket, start_server
 
         d = self.settings.dashboard
-        self.set_admin_credentials(self.settings)
+        self.admin_credentials = admin_credentials(self.settings)
         if not d.listeners.http.enable:
             return
         try:
@@ -229,23 +167,40 @@ class Node:
         self._admin_sock = sock
         log.info("admin API on http://%s/api/v5", d.listeners.http.bind)
 
-    def set_admin_credentials(self, settings: Settings) -> None:
-        from engine.admin.common import Credentials
-
-        d = settings.dashboard
-        self.admin_credentials = Credentials(d.default_username, d.default_password, d.api_keys)
-
-    async def reload(self, settings: Settings):
+    async def reload(self, settings: Settings) -> ReloadReport:
         """Apply a new, validated config; raise ReloadError with every problem (nothing changes)."""
-        from engine.reload import reload
-
         async with self._reload_lock:
-            return await reload(self, settings)
+            return await self._reload(settings)
 
-    async def reload_from_files(self):
+    async def _reload(self, new: Settings) -> ReloadReport:
+        old = self.settings
+        assert self.rules is not None and self.resources is not None  # a reload comes after the start
+        plan = plan_reload(new, self.bus, self.resources, self.rules,
+                           self.ocpp.registry if self.ocpp is not None else None)
+        report = ReloadReport(needs_restart=restart_only(old, new))
+        await plan.resources.start_new(self.resources)
+        self.rules.external = plan.resources.resolve
+        self.rules.configure(new.rule_engine)
+        self.rules.install(plan.compiled)  # no await between this and the OCPP settings below
+        self.resources = plan.resources
+        if self.ocpp is not None:
+            self.ocpp.apply(new.gateway.ocpp, plan.registry)
+        plan.hand_over_queues()
+        note_changes(old, new, report)
+        self.admin_credentials = admin_credentials(new)
+        if self.bridge is not None:
+            options = bridge_options(new)  # forward filters name the mountpoints, which may have changed
+            self.bridge.set_forward(options.forward_topics, options.forward_exclude)
+        self.settings = new
+        if self.ocpp is not None:
+            authenticator = self._apply_authentication(new.gateway.ocpp.authentication)
+            await apply_ocpp(self.ocpp, self.listeners, authenticator, old, new, report)
+        await plan.finish(report)
+        return report
+
+    async def reload_from_files(self) -> ReloadReport:
         """Re-read the config file (and the overlay) and apply it."""
         from engine.config import ConfigError, load_settings_in_background
-        from engine.reload import ReloadError
 
         try:
             settings = await load_settings_in_background(self.config_path)
@@ -254,14 +209,16 @@ class Node:
         return await self.reload(settings)
 
     async def stop(self) -> None:
-        from engine.config.loader import stop_background_loader
+        from engine.config.background import stop_background_loader
 
         log.info("node %s stopping", self.settings.node.name)
         stop_background_loader()
         if self.admin_server is not None:
             await self.admin_server.shutdown()
             self.admin_server = None
+        if self._admin_sock is not None:
             self._admin_sock.close()
+            self._admin_sock = None
         for listener in self.listeners.values():
             listener.stop_accepting()
         for listener in self.listeners.values():

@@ -9,6 +9,10 @@ connections and buffers with them); a replaced action hands its waiting
 messages to its successor, which starts before the old one stops. Charge
 points stay connected; only a listener whose address or TLS changed is
 restarted.
+
+`Node.reload` does the swap of its own parts; this module holds the steps
+that need no node (building and checking, the report, the listeners, the
+handover of waiting messages) and never imports the node.
 """
 
 from __future__ import annotations
@@ -21,10 +25,15 @@ from connectors.registry import ResourceConfigError, Resources
 from engine.config.schema import ListenerSettings, Settings, WssListenerSettings
 from engine.errors import ErrorList
 from engine.ocpp.listener import ListenerError, OcppListener
-from rules.runtime import RuleEngine, RuleLoadError
+from engine.parts import enabled_listeners, schema_registry
+from rules.runtime import RuleEngine, RuleLoadError, RunningRule
 
 if TYPE_CHECKING:
-    from engine.node import Node
+    from connectors.resource import BufferedAction, Connector
+    from engine.auth import Authenticator
+    from engine.bus import Bus
+    from engine.ocpp.context import GatewayContext
+    from engine.ocpp.schemas import SchemaRegistry
 
 log = logging.getLogger("ocppgw.reload")
 
@@ -42,7 +51,7 @@ class ReloadReport:
         return {"changed": self.changed, "needs_restart": self.needs_restart}
 
 
-def _restart_only(old: Settings, new: Settings) -> list[str]:
+def restart_only(old: Settings, new: Settings) -> list[str]:
     keys = []
     if old.node != new.node:
         keys.append("node")
@@ -56,51 +65,67 @@ def _restart_only(old: Settings, new: Settings) -> list[str]:
     return keys
 
 
-async def reload(node: Node, new: Settings) -> ReloadReport:
-    old = node.settings
+@dataclass
+class ReloadPlan:
+    """The parts a new config needs, built and checked; nothing running has been touched yet."""
+
+    resources: Resources
+    compiled: dict[str, RunningRule]
+    registry: SchemaRegistry | None
+    stop_connectors: list[Connector]
+    handovers: list[tuple[BufferedAction, BufferedAction | None]]  # (running, successor or None)
+
+    def hand_over_queues(self) -> None:
+        """Each replaced action's waiting messages go to its successor (none: dropped, counted)."""
+        for running, successor in self.handovers:
+            waiting = running.take_queue()
+            if successor is not None and waiting:
+                successor.give_queue(waiting)
+            elif waiting:
+                log.warning("action %s was removed with %d messages waiting: dropped", running.id, len(waiting))
+                running.metrics.dropped_other += len(waiting)
+
+    async def finish(self, report: ReloadReport) -> None:
+        """Stop what the new parts replaced, once the swap is done."""
+        for running, _ in self.handovers:
+            await running.stop(flush_timeout=0)
+        for connector in self.stop_connectors:
+            await connector.stop()
+        log.info("config reloaded: %s", ", ".join(report.changed) or "nothing changed")
+
+
+def plan_reload(new: Settings, bus: Bus, resources: Resources, rules: RuleEngine,
+                registry: SchemaRegistry | None) -> ReloadPlan:
+    """Build the new config's parts beside the running ones (`resources`, `rules`, `registry`);
+    raise ReloadError with every problem."""
     errors: list[str] = []
-    # --- build and check everything first ---------------------------------------------------
-    resources = None
+    fresh = None
     try:
-        resources = Resources(new)
+        fresh = Resources(new)
     except ResourceConfigError as exc:
         errors.extend(exc.errors)
+    checking = None
     try:
-        node.check_admin_credentials(new)
+        checking = schema_registry(new, registry)
     except Exception as exc:
         errors.append(str(exc))
-    registry = None
-    try:
-        registry = node.schema_registry(new, node.ocpp.registry if node.ocpp is not None else None)
-    except Exception as exc:
-        errors.append(str(exc))
-    stop_connectors, handovers = [], []
-    if resources is not None:
-        stop_connectors, handovers = resources.adopt(node.resources)
+    stop_connectors: list[Connector] = []
+    handovers: list[tuple[BufferedAction, BufferedAction | None]] = []
+    compiled: dict[str, RunningRule] = {}
+    if fresh is not None:
+        stop_connectors, handovers = fresh.adopt(resources)
         try:
-            compiled = RuleEngine(node.bus, resources.resolve).compile(new.rule_engine.rules, node.rules.rules)
+            compiled = RuleEngine(bus, fresh.resolve).compile(new.rule_engine.rules, rules.rules)
         except RuleLoadError as exc:
             errors.extend(exc.errors)
     if errors:
         raise ReloadError(errors)
-    assert resources is not None
-    report = ReloadReport(needs_restart=_restart_only(old, new))
+    assert fresh is not None
+    return ReloadPlan(fresh, compiled, checking, stop_connectors, handovers)
 
-    # --- swap ---------------------------------------------------------------------------------
-    await resources.start_new(node.resources)
-    node.rules.external = resources.resolve
-    node.rules.configure(new.rule_engine)
-    node.rules.install(compiled)  # no await between this and the OCPP settings below
-    node.resources = resources
-    if node.ocpp is not None:
-        node.ocpp.apply(new.gateway.ocpp, registry)
-    for running, successor in handovers:
-        waiting = running.take_queue()
-        if successor is not None and waiting:
-            successor.give_queue(waiting)
-        elif waiting:
-            log.warning("action %s was removed with %d messages waiting: dropped", running.id, len(waiting))
-            running.metrics.dropped_other += len(waiting)
+
+def note_changes(old: Settings, new: Settings, report: ReloadReport) -> None:
+    """Report the sections the swap changed; a new log setup is applied here (it is no part to swap)."""
     if old.rule_engine != new.rule_engine:
         report.changed.append("rule_engine")
     if (old.connectors, old.actions) != (new.connectors, new.actions):
@@ -110,49 +135,34 @@ async def reload(node: Node, new: Settings) -> ReloadReport:
 
         setup_logging(new.log.level, new.log.format)
         report.changed.append("log")
-    node.set_admin_credentials(new)
-    if node.bridge is not None:
-        options = node.bridge_options(new)  # forward filters name the mountpoints, which may have changed
-        node.bridge.set_forward(options.forward_topics, options.forward_exclude)
-    node.settings = new
-    if node.ocpp is not None:
-        await _apply_ocpp(node, old, new, report)
-    for running, _ in handovers:
-        await running.stop(flush_timeout=0)
-    for connector in stop_connectors:
-        await connector.stop()
-    log.info("config reloaded: %s", ", ".join(report.changed) or "nothing changed")
-    return report
 
 
-async def _apply_ocpp(node: Node, old: Settings, new: Settings, report: ReloadReport) -> None:
+async def apply_ocpp(ctx: GatewayContext, listeners: dict[str, OcppListener], authenticator: Authenticator | None,
+                     old: Settings, new: Settings, report: ReloadReport) -> None:
+    """Start, restart, update and stop the listeners in `listeners` (the node's, changed in place)
+    to match `new`; the charge points already connected follow a new mountpoint or topic."""
     o, n = old.gateway.ocpp, new.gateway.ocpp
     if replace(o, listeners=n.listeners) != n:
         report.changed.append("gateway.ocpp")
-    authenticator = node.apply_authentication(n.authentication)
-    wanted: dict[str, tuple[str, str, ListenerSettings]] = {}
-    for kind, listeners in (("ws", n.listeners.ws), ("wss", n.listeners.wss)):
-        for name, settings in listeners.items():
-            if settings.enable:
-                wanted[f"ocpp:{kind}:{name}"] = (kind, name, settings)
-    for full_name, listener in list(node.listeners.items()):
+    wanted = enabled_listeners(n)
+    for full_name, listener in list(listeners.items()):
         target = wanted.get(full_name)
         if target is None:
             await listener.stop()
-            del node.listeners[full_name]
+            del listeners[full_name]
             report.changed.append(f"listener {full_name} removed")
         elif _needs_restart(listener.settings, target[2]):
             kind, name, settings = target
-            fresh = OcppListener(node.ocpp, name, kind, settings, authenticator)
+            fresh = OcppListener(ctx, name, kind, settings, authenticator)
             await listener.stop()  # its charge points move over by reconnecting to the new address
             try:
                 await fresh.start()
             except ListenerError as exc:
                 log.error("listener %s could not restart: %s", full_name, exc)
-                del node.listeners[full_name]
+                del listeners[full_name]
                 report.changed.append(f"listener {full_name} stopped: {exc}")
                 continue
-            node.listeners[full_name] = fresh
+            listeners[full_name] = fresh
             report.changed.append(f"listener {full_name} restarted on {settings.bind}")
         else:
             if listener.settings != target[2]:
@@ -160,19 +170,19 @@ async def _apply_ocpp(node: Node, old: Settings, new: Settings, report: ReloadRe
             listener.apply(target[2])
             listener.app.authenticator = authenticator
     for full_name, (kind, name, settings) in wanted.items():
-        if full_name not in node.listeners:
-            fresh = OcppListener(node.ocpp, name, kind, settings, authenticator)
+        if full_name not in listeners:
+            fresh = OcppListener(ctx, name, kind, settings, authenticator)
             try:
                 await fresh.start()
             except ListenerError as exc:
                 report.changed.append(f"listener {full_name} not started: {exc}")
                 continue
-            node.listeners[full_name] = fresh
+            listeners[full_name] = fresh
             report.changed.append(f"listener {full_name} started")
     # charge points already connected follow a new mountpoint or downstream topic
-    for session in list(node.ocpp.sessions.values()):
-        listener = node.listeners.get(session.listener)
-        mountpoint = listener.app.mountpoint if listener else n.mountpoint
+    for session in list(ctx.sessions.values()):
+        running = listeners.get(session.listener)
+        mountpoint = running.app.mountpoint if running else n.mountpoint
         session.resubscribe(mountpoint)
 
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from engine import __version__
 from engine.admin import config_api, gateway_api, metrics_api, rules_api
@@ -22,6 +22,7 @@ from engine.admin.common import (
 )
 from engine.admin.credentials import HashingBusy
 from engine.admin.lockout import LoginGuard
+from engine.admin.nodeview import NodeView
 from engine.config.types import Size
 
 log = logging.getLogger("ocppgw.admin")
@@ -49,13 +50,13 @@ class _Authenticated:
     dashboard.max_request_body is refused with 413 before it is read (Content-Length) or as soon
     as it grows past the limit (counted while it streams in)."""
 
-    def __init__(self, app: Any, node: Any) -> None:
+    def __init__(self, app: ASGIApp, node: NodeView) -> None:
         self.app = app
         self.node = node
         self.guard = LoginGuard()
         node.admin_stats = self.guard.stats  # the metrics collector reads it from the node
 
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -65,7 +66,7 @@ class _Authenticated:
             return
         await self.app(scope, self._limited(scope, receive), send)
 
-    async def _refusal(self, scope: dict[str, Any]) -> ApiError | None:
+    async def _refusal(self, scope: Scope) -> ApiError | None:
         d = self.node.settings.dashboard
         stats = self.guard.stats
         client = scope.get("client")
@@ -80,8 +81,10 @@ class _Authenticated:
         creds = basic_credentials(request)
         if creds is None:
             return ApiError(401, "BAD_USERNAME_OR_PWD", "authentication required")
+        credentials = self.node.admin_credentials
+        assert credentials is not None  # set before the app is made
         try:
-            ok = await self.node.admin_credentials.verify(*creds)
+            ok = await credentials.verify(*creds)
         except HashingBusy:
             stats.refuse("hashing_busy")
             return ApiError(429, "TOO_MANY_REQUESTS", "too many logins are being checked: try again shortly",
@@ -100,12 +103,12 @@ class _Authenticated:
                 return _too_large(limit)
         return None
 
-    def _limited(self, scope: dict[str, Any], receive: Any) -> Any:
+    def _limited(self, scope: Scope, receive: Receive) -> Receive:
         limit = self.node.settings.dashboard.max_request_body
         stats = self.guard.stats
         seen = 0
 
-        async def receive_limited() -> Any:
+        async def receive_limited() -> Message:
             nonlocal seen
             message = await receive()
             if message["type"] == "http.request":
@@ -123,7 +126,7 @@ def _too_large(limit: int) -> ApiError:
                     "(dashboard.max_request_body)")
 
 
-def create_app(node: Any) -> Any:
+def create_app(node: NodeView) -> ASGIApp:
     async def status(request: Request) -> Response:
         return json_response({"node": node.settings.node.name, "status": "running", "version": __version__})
 

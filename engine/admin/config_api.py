@@ -13,9 +13,11 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from engine.admin.common import bad_request, json_response
+from engine.admin.nodeview import NodeView
 from engine.config import ConfigError, dump_hocon
 from engine.config.background import in_background
 from engine.config.overlay import read_overlay, settings_for_overlay, settings_for_upload, write_overlay_text
+from engine.config.schema import Settings
 from engine.reload import ReloadError
 
 
@@ -23,10 +25,10 @@ def refused(errors: list[str]) -> Response:
     return json_response({"code": "BAD_CONFIG", "message": "; ".join(errors), "errors": errors}, 400)
 
 
-_changing: weakref.WeakKeyDictionary[Any, asyncio.Lock] = weakref.WeakKeyDictionary()
+_changing: weakref.WeakKeyDictionary[NodeView, asyncio.Lock] = weakref.WeakKeyDictionary()
 
 
-async def _apply(node: Any, fn: Any, args: Callable[[], tuple[Any, ...]]) -> Response:
+async def _apply(node: NodeView, fn: Callable[..., tuple[Settings, str]], args: Callable[[], tuple[Any, ...]]) -> Response:
     """Build the settings and the overlay's text off the loop, apply them, and only then keep the text.
     One change at a time per node: `args` is called once the change before has been kept, so a merge
     (or a rule change) reads what that change wrote."""
@@ -43,7 +45,7 @@ async def _apply(node: Any, fn: Any, args: Callable[[], tuple[Any, ...]]) -> Res
     return json_response({"status": "reloaded", **report.as_dict()})
 
 
-async def edit_overlay(node: Any, edit: Callable[[dict[str, Any]], None]) -> Response:
+async def edit_overlay(node: NodeView, edit: Callable[[dict[str, Any]], None]) -> Response:
     """Change the stored overlay in place with `edit` (which may raise an ApiError), check the file +
     overlay as a whole, apply it, and only then keep the overlay; in turn with every other change."""
     def overlay() -> tuple[Any, ...]:
@@ -54,7 +56,7 @@ async def edit_overlay(node: Any, edit: Callable[[dict[str, Any]], None]) -> Res
     return await _apply(node, settings_for_overlay, overlay)
 
 
-def routes(node: Any) -> list[Route]:
+def routes(node: NodeView) -> list[Route]:
     async def get_configs(request: Request) -> Response:
         return Response(dump_hocon(node.settings), media_type="text/plain; charset=utf-8")
 

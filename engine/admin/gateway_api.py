@@ -31,7 +31,7 @@ import dataclasses
 import math
 import time
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -46,10 +46,16 @@ from engine.admin.common import (
     page_args,
     paged,
 )
+from engine.admin.nodeview import NodeView
 from engine.auth import MAX_USER_ID, AuthStoreError, UserExists, UserNotFound
 from engine.config.types import Bind, Duration, Size
 from engine.ocpp.schemas import UnknownAction
-from engine.ocpp.session import InvalidCommand, QueueFull
+from engine.ocpp.session import InvalidCommand, QueueFull, Session
+
+if TYPE_CHECKING:
+    from engine.auth import UserStore
+    from engine.config.schema import OcppSettings
+    from engine.ocpp.context import GatewayContext
 
 GATEWAY = "ocpp"
 PREFIX = f"/api/v5/gateways/{GATEWAY}"
@@ -108,27 +114,33 @@ def _number(value: float) -> int | float:
 
 
 class GatewayApi:
-    def __init__(self, node: Any) -> None:
+    def __init__(self, node: NodeView) -> None:
         self.node = node
         # The admin API is built as the node starts, right after the OCPP listeners.
         self.started_at = int(time.time() * 1000)
 
     @property
-    def ocpp_settings(self) -> Any:
+    def ocpp_settings(self) -> OcppSettings:
         return self.node.settings.gateway.ocpp
 
-    def _sessions(self) -> list[Any]:
+    def _sessions(self) -> list[Session]:
         ctx = self.node.ocpp
         if ctx is None:
             return []
         return [s for s in list(ctx.sessions.values()) if not s.closed]
 
-    def _session(self, cid: str) -> Any:
+    def _session(self, cid: str) -> Session:
         ctx = self.node.ocpp
         session = ctx.sessions.get(cid) if ctx is not None else None
         if session is None or session.closed:
             raise _client_not_found(cid)
         return session
+
+    def _context(self) -> GatewayContext:
+        """The OCPP context, asked for once a charge point was found connected to it."""
+        ctx = self.node.ocpp
+        assert ctx is not None
+        return ctx
 
     def _listener_infos(self) -> list[dict[str, Any]]:
         ocpp = self.ocpp_settings
@@ -186,7 +198,7 @@ class GatewayApi:
 
     # --- clients --------------------------------------------------------------------------
 
-    def _client_info(self, session: Any) -> dict[str, Any]:
+    def _client_info(self, session: Session) -> dict[str, Any]:
         info = dict(session.info())
         connected_at = info.get("connected_at")
         info["node"] = self.node.settings.node.name
@@ -213,10 +225,10 @@ class GatewayApi:
         bounds = {k: _parse_time(k, q[k]) for k in ("gte_connected_at", "lte_connected_at") if k in q}
         fields = {"clientid": "cid", "username": "username", "ip_address": "ip", "proto_ver": "proto_ver"}
 
-        def value(session: Any, field: str) -> Any:
+        def value(session: Session, field: str) -> Any:
             return session.peer[0] if field == "ip_address" else getattr(session, fields[field])
 
-        def keep(session: Any) -> bool:
+        def keep(session: Session) -> bool:
             if any(value(session, k) != v for k, v in exact.items()):
                 return False
             if any(v not in (value(session, k) or "") for k, v in like.items()):
@@ -239,9 +251,9 @@ class GatewayApi:
         self._session(request.path_params["clientid"]).close("kicked", 1000)
         return Response(status_code=204)
 
-    def _check_call_payload(self, session: Any, action: str, payload: dict[str, Any]) -> None:
+    def _check_call_payload(self, session: Session, action: str, payload: dict[str, Any]) -> None:
         """Refuse what `Session.on_downstream` would drop as a schema violation."""
-        ctx = self.node.ocpp
+        ctx = self._context()
         registry = ctx.registry
         if registry is None:
             return
@@ -270,7 +282,7 @@ class GatewayApi:
         session = self._session(cid)
         self._check_call_payload(session, action, payload)
         if timeout is None:
-            timeout = float(self.node.ocpp.settings.dnstream.awaiting_timeout)
+            timeout = float(self._context().settings.dnstream.awaiting_timeout)
         try:
             future = session.call(action, payload)
         except QueueFull as exc:
@@ -287,7 +299,7 @@ class GatewayApi:
             if reason == "client_disconnected":
                 message = f"{cid} disconnected before answering the {action} CALL"
             elif dropped:
-                awaiting = self.node.ocpp.settings.dnstream.awaiting_timeout
+                awaiting = self._context().settings.dnstream.awaiting_timeout
                 message = f"{cid} did not answer the {action} CALL within dnstream.awaiting_timeout ({awaiting})"
             else:
                 message = f"{cid} did not answer the {action} CALL within {timeout:g}s"
@@ -296,7 +308,7 @@ class GatewayApi:
 
     # --- users of the built-in authenticator ---------------------------------------------------
 
-    def _store(self) -> Any:
+    def _store(self) -> UserStore:
         store = self.node.user_store
         if store is None:
             raise ApiError(404, "NOT_FOUND", "the built-in authenticator is not available (gateway.ocpp.enable = false)")
@@ -385,7 +397,7 @@ def _check_user_id(user_id: str) -> None:
         raise bad_request(f"user_id: longer than {MAX_USER_ID} characters")
 
 
-def routes(node: Any) -> list[Route]:
+def routes(node: NodeView) -> list[Route]:
     api = GatewayApi(node)
     users = f"{PREFIX}/authentication/users"
     return [

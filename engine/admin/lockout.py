@@ -16,7 +16,10 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from engine.config.schema import DashboardSettings
 
 log = logging.getLogger("ocppgw.admin")
 
@@ -54,7 +57,7 @@ class LoginGuard:
             return 0.0
         return left
 
-    def failed(self, source: str, settings: Any) -> None:
+    def failed(self, source: str, settings: DashboardSettings) -> None:
         """A login from `source` failed (`settings`: the dashboard's, read now so a reload applies)."""
         self.stats.login_failures += 1
         limit = settings.unsuccessful_login_max_attempts

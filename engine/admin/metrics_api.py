@@ -16,10 +16,11 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from engine import __version__
+from engine.admin.nodeview import NodeView
 from engine.metrics import CONTENT_TYPE, LoopLagMonitor, node_registry, render
 
 
-def routes(node: Any) -> list[Route]:
+def routes(node: NodeView) -> list[Route]:
     state: dict[str, Any] = {}
 
     def lag_monitor() -> LoopLagMonitor | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import secrets
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -21,14 +21,29 @@ from engine.admin.common import (
     paged,
 )
 from engine.admin.config_api import edit_overlay
+from engine.admin.nodeview import NodeView
 from rules.tester import response_body, rule_test_response
 
-RULE_FIELDS = {"sql": str, "actions": list, "enable": bool, "description": str}
+if TYPE_CHECKING:
+    from connectors.registry import Resources
+    from rules.runtime import RunningRule
+
+RULE_FIELDS: dict[str, type | tuple[type, ...]] = {"sql": str, "actions": list, "enable": bool, "description": str}
 
 
-def _rule_info(node: Any, rule_id: str) -> dict[str, Any]:
+def _running_rules(node: NodeView) -> dict[str, RunningRule]:
+    assert node.rules is not None  # built before the admin app
+    return node.rules.rules
+
+
+def _resources(node: NodeView) -> Resources:
+    assert node.resources is not None  # built before the admin app
+    return node.resources
+
+
+def _rule_info(node: NodeView, rule_id: str) -> dict[str, Any]:
     settings = node.settings.rule_engine.rules[rule_id]
-    running = node.rules.rules.get(rule_id)
+    running = _running_rules(node).get(rule_id)
     return {
         "id": rule_id,
         **dataclasses.asdict(settings),
@@ -37,11 +52,11 @@ def _rule_info(node: Any, rule_id: str) -> dict[str, Any]:
     }
 
 
-def _plain_rules(node: Any) -> dict[str, Any]:
+def _plain_rules(node: NodeView) -> dict[str, Any]:
     return {rid: dataclasses.asdict(r) for rid, r in node.settings.rule_engine.rules.items()}
 
 
-async def _save_rules(node: Any, change: Callable[[dict[str, Any]], None]) -> Response | None:
+async def _save_rules(node: NodeView, change: Callable[[dict[str, Any]], None]) -> Response | None:
     """Change the rule set with `change` (in turn with every other config change, so two requests
     at once both count), apply it through a reload and keep it in the overlay; a refusal is the answer."""
     def edit(overlay: dict[str, Any]) -> None:
@@ -53,7 +68,7 @@ async def _save_rules(node: Any, change: Callable[[dict[str, Any]], None]) -> Re
     return response if response.status_code != 200 else None
 
 
-def routes(node: Any) -> list[Route]:
+def routes(node: NodeView) -> list[Route]:
     async def list_rules(request: Request) -> Response:
         page, limit = page_args(request)
         items = [_rule_info(node, rid) for rid in sorted(node.settings.rule_engine.rules)]
@@ -100,7 +115,7 @@ def routes(node: Any) -> list[Route]:
 
     async def rule_metrics(request: Request) -> Response:
         rule_id = request.path_params["id"]
-        running = node.rules.rules.get(rule_id)
+        running = _running_rules(node).get(rule_id)
         if running is None:
             raise not_found(f"rule {rule_id}")
         return json_response({"id": rule_id, "metrics": running.metrics.as_dict()})
@@ -113,13 +128,13 @@ def routes(node: Any) -> list[Route]:
         return json_response([
             {"id": aid, "type": a.kind, "name": a.name, "connector": f"{a.kind}:{a.settings.connector}",
              "status": a.connector.status, "metrics": a.metrics.as_dict()}
-            for aid, a in sorted(node.resources.actions.items())
+            for aid, a in sorted(_resources(node).actions.items())
         ])
 
     async def list_connectors(request: Request) -> Response:
         return json_response([
             {"id": cid, "type": c.type, "name": c.name, "status": c.status, "last_error": c.last_error}
-            for cid, c in sorted(node.resources.connectors.items())
+            for cid, c in sorted(_resources(node).connectors.items())
         ])
 
     return [
