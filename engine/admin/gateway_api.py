@@ -31,7 +31,7 @@ import dataclasses
 import math
 import time
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -127,14 +127,15 @@ class GatewayApi:
         ctx = self.node.ocpp
         if ctx is None:
             return []
-        return [s for s in list(ctx.sessions.values()) if not s.closed]
+        # the registry holds the listener's Sessions; it is typed by the little it needs of them
+        return [cast(Session, s) for s in list(ctx.sessions.values()) if not s.closed]
 
     def _session(self, cid: str) -> Session:
         ctx = self.node.ocpp
         session = ctx.sessions.get(cid) if ctx is not None else None
         if session is None or session.closed:
             raise _client_not_found(cid)
-        return session
+        return cast(Session, session)
 
     def _context(self) -> GatewayContext:
         """The OCPP context, asked for once a charge point was found connected to it."""
