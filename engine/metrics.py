@@ -11,7 +11,7 @@ Every part may be absent (OCPP disabled, no rules, no bridge, before start or
 after stop): its metrics are then left out, or read as zero where a zero is
 the truth (a gateway with OCPP disabled has had no connections).
 
-The event loop lag comes from `LoopLagMonitor`, which the node starts and
+The event loop lag comes from `LoopLagMonitor` (engine/procstats.py), which the node starts and
 stops with itself:
 
     self.loop_lag = LoopLagMonitor()   # in Node.__init__
@@ -21,11 +21,9 @@ stops with itself:
 
 from __future__ import annotations
 
-import asyncio
 import gc
 import logging
 import os
-import resource
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -38,98 +36,16 @@ from prometheus_client.metrics_core import (
 )
 from prometheus_client.registry import Collector
 
+from engine.procstats import LoopLagMonitor, open_fds, process_memory
+
+__all__ = ["CONTENT_TYPE", "LoopLagMonitor", "NodeCollector", "node_registry", "render"]
+
 log = logging.getLogger("ocppgw.metrics")
 
 PREFIX = "ocppgw_"
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 KNOWN_PROTOCOLS = ("ocpp1.6", "ocpp2.0.1", "ocpp2.1")  # always listed, at 0 when none is connected
 ACTION_DROP_REASONS = ("queue_full", "expired", "other")
-
-
-# --- event loop lag ----------------------------------------------------------------------------
-
-
-class LoopLagMonitor:
-    """How late the event loop runs a timer: a sign of a blocked or overloaded loop.
-
-    Every `interval` seconds a timer fires and notes how much later than due it
-    ran. It is a self-rescheduling timer handle rather than a task, so a
-    monitor nobody stops dies quietly with its loop. `last` is the latest
-    sample, `max` the largest since start (both in seconds, never negative).
-    """
-
-    def __init__(self, interval: float = 0.5) -> None:
-        if interval <= 0:
-            raise ValueError("interval must be positive")
-        self.interval = interval
-        self.last = 0.0
-        self.max = 0.0
-        self.samples = 0
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._handle: asyncio.TimerHandle | None = None
-        self._due = 0.0
-
-    @property
-    def running(self) -> bool:
-        return self._handle is not None
-
-    def start(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
-        """Start sampling on `loop` (default: the running loop). Starting a running monitor does nothing."""
-        if self._handle is not None:
-            return
-        self._loop = loop or asyncio.get_running_loop()
-        self._schedule(self._loop.time())
-
-    def stop(self) -> None:
-        """Stop sampling (idempotent); the values stay readable."""
-        if self._handle is not None:
-            self._handle.cancel()
-            self._handle = None
-
-    def _schedule(self, now: float) -> None:
-        assert self._loop is not None
-        self._due = now + self.interval
-        self._handle = self._loop.call_at(self._due, self._tick)
-
-    def _tick(self) -> None:
-        assert self._loop is not None
-        now = self._loop.time()
-        lag = max(0.0, now - self._due)  # a timer may fire a clock tick early
-        self.last = lag
-        self.max = max(self.max, lag)
-        self.samples += 1
-        self._schedule(now)
-
-
-# --- process ------------------------------------------------------------------------------------
-
-try:
-    _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
-except (AttributeError, ValueError, OSError):  # not a POSIX system with sysconf
-    _PAGE_SIZE = 4096
-
-
-def process_memory() -> tuple[int | None, int | None]:
-    """(resident, virtual) bytes of this process; virtual is None where /proc is missing."""
-    try:
-        with open("/proc/self/statm", "rb") as f:
-            size, resident = f.read().split()[:2]
-        return int(resident) * _PAGE_SIZE, int(size) * _PAGE_SIZE
-    except (OSError, ValueError):
-        pass
-    try:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    except (AttributeError, OSError):
-        return None, None
-    # without /proc the best there is: the peak resident size (kB on Linux and BSD, bytes on macOS)
-    return (peak if os.uname().sysname == "Darwin" else peak * 1024), None
-
-
-def open_fds() -> int | None:
-    try:
-        return len(os.listdir("/proc/self/fd"))
-    except OSError:
-        return None
 
 
 # --- the collector -------------------------------------------------------------------------------

@@ -5,6 +5,9 @@ EMQX binaries are strings here: functions that produce bytes (base64_decode,
 hexstr2bin) return them as UTF-8 text and fail on bytes that are not UTF-8;
 functions that consume bytes (hashes, base64_encode, bin2hexstr) use the
 string's UTF-8 form.
+
+Just over 400 lines: the functions of EMQX's "data" families (maps, arrays, encodings, jq,
+JMESPath, payload readers), registered in one table at the end.
 """
 
 from __future__ import annotations

@@ -22,6 +22,9 @@ Decisions where EMQX leaves room or has no counterpart:
   `dnstream.awaiting_timeout`, or the charge point disconnected while the CALL waited.
   A CALL still queued when the API's own timeout fires stays in the queue and is sent
   in its turn (the session has no way to withdraw it).
+
+Just over 400 lines: every endpoint under EMQX's `/gateways/ocpp` (gateway, listeners,
+clients, the call API, built-in users) on one class, with the table of paths at the end.
 """
 
 from __future__ import annotations

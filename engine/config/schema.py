@@ -3,6 +3,9 @@
 Field names are the HOCON keys. Every field has a default, so an empty file is
 a working config; `REQUIRED` marks the few keys an entry cannot do without.
 Constraints travel in `Annotated[...]` metadata and are checked by the loader.
+
+Over 400 lines on purpose: it is the whole config tree in one file, in the order of
+conf/gateway.conf, so a key is found in one place (split, a reader would hunt).
 """
 
 from __future__ import annotations
