@@ -12,6 +12,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+from typing import TypeVar
 
 from engine.bench.processes.errors import BenchError
 from engine.bench.processes.machine import CLK_TCK, rss_kb
@@ -114,6 +115,9 @@ class Service:
         self._log.close()
 
 
+_S = TypeVar("_S", bound=Service)
+
+
 class Workdir:
     """A temp dir for one scenario's processes; removed with them."""
 
@@ -127,7 +131,7 @@ class Workdir:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def add(self, service: Service) -> Service:
+    def add(self, service: _S) -> _S:
         self.services.append(service)
         return service
 
