@@ -5,7 +5,7 @@ the same run; None where nothing is), `ratio` and `ratio_of` (what was divided b
 `meets_bar` (None when the run was smaller than the bar's scale), plus how it was run.
 
 Processes: the gateway, mosquitto and the baseline endpoint on one core, the load (this process)
-and the MQTT backend on the other (see processes.py). Loopback only; every phase is bounded.
+and the MQTT backend on the other (see engine/bench/processes). Loopback only; every phase is bounded.
 
 options: Options (sizes, pinning); common: what the scenarios share; one module a scenario family:
 round_trips (B1-B3), memory (B4), rules (B5), reload_under_load (B6), connect_storm (B7).
