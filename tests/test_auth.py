@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-import engine.auth as auth
+import engine.auth.records as auth_records
+import engine.auth.store as auth_store
 from engine.auth import (
     Authenticator,
     AuthStoreError,
@@ -149,8 +150,8 @@ async def test_unknown_user_is_false_and_still_hashes(tmp_path: Path, monkeypatc
     store, authn = make(tmp_path, PBKDF2)
     store.add("CP1", "pw")
     calls: list[str] = []
-    real = auth._hash
-    monkeypatch.setattr(auth, "_hash", lambda p, s, pw: calls.append(p.name) or real(p, s, pw))
+    real = auth_records._hash
+    monkeypatch.setattr(auth_records, "_hash", lambda p, s, pw: calls.append(p.name) or real(p, s, pw))
     assert not await authn.authenticate("nobody", "pw")
     assert not authn.verify("nobody", "pw")
     assert calls == ["pbkdf2", "pbkdf2"]  # same work as a wrong password
@@ -255,7 +256,7 @@ def test_failed_write_changes_nothing(tmp_path: Path, monkeypatch: pytest.Monkey
     def refuse(*_: object) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(auth.os, "replace", refuse)
+    monkeypatch.setattr(auth_store.os, "replace", refuse)
     with pytest.raises(AuthStoreError, match="No space left"):
         store.add("CP2", "pw")
     with pytest.raises(AuthStoreError):
@@ -342,14 +343,14 @@ async def test_failed_verifications_are_cached_and_do_not_hash_again(tmp_path: P
     store, authn = make(tmp_path, PBKDF2)
     store.add("CP1", "right")
     hashes = 0
-    real = auth._Record.matches
+    real = auth_records._Record.matches
 
     def counting(self, password):
         nonlocal hashes
         hashes += 1
         return real(self, password)
 
-    monkeypatch.setattr(auth._Record, "matches", counting)
+    monkeypatch.setattr(auth_records._Record, "matches", counting)
     for _ in range(5):
         assert not await authn.authenticate("CP1", "wrong")
         assert not await authn.authenticate("NOBODY", "wrong")
