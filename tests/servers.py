@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import random
 import shutil
 import socket
 import subprocess
@@ -12,7 +13,35 @@ import time
 from pathlib import Path
 
 
+def _below_ephemeral() -> tuple[int, int]:
+    """Ports below the kernel's ephemeral range (Linux: 32768-60999), or (0, 0) when there is no room."""
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0, 0
+    return (10000, low - 1) if low > 11000 else (0, 0)
+
+
+_GIVEN: set[int] = set()
+
+
 def free_port(host: str = "127.0.0.1") -> int:
+    """A port nothing listens on, for a server a test starts a moment later. Taken below the
+    ephemeral range: a port the kernel hands out for binding to 0 can meanwhile become the source
+    port of any outgoing connection (the gateway's MQTT or HTTP clients), and the server's bind then
+    fails with "Address already in use". Never the same port twice in one test run."""
+    low, high = _below_ephemeral()
+    for _ in range(2000 if high else 0):
+        port = random.randint(low, high)
+        if port in _GIVEN:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+        _GIVEN.add(port)
+        return port
     with socket.socket() as s:
         s.bind((host, 0))
         return s.getsockname()[1]
