@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from engine.config.schema import ResourceOpts
+from engine.log import Throttle
 
 log = logging.getLogger("ocppgw.connector")
 
@@ -183,8 +184,7 @@ class BufferedAction:
         self._worker: asyncio.Task[None] | None = None
         self._deliveries: set[asyncio.Task[None]] = set()
         self._window = asyncio.Semaphore(opts.inflight_window)
-        self._warned_at = -WARN_EVERY
-        self._unwarned = 0
+        self._failure_lines = Throttle(WARN_EVERY)
 
     @property
     def id(self) -> str:
@@ -343,13 +343,11 @@ class BufferedAction:
     def _warn_failed(self, count: int, exc: SendError) -> None:
         """One line per failure, but at most one per WARN_EVERY (a webhook answering 400 to every
         message must not flood the log); the metrics count every one."""
-        now = time.monotonic()
-        if now - self._warned_at < WARN_EVERY:
-            self._unwarned += count
+        held = self._failure_lines.allow(weight=count)
+        if held is None:
             return
-        more = f" ({self._unwarned} more failed since the last warning)" if self._unwarned else ""
+        more = f" ({held} more failed since the last warning)" if held else ""
         log.warning("action %s: %d message(s) failed: %s%s", self.id, count, exc, more)
-        self._warned_at, self._unwarned = now, 0
 
     async def _wait_up_or_batch_expiry(self, batch: list[_Request]) -> None:
         timeout = max(0.0, min(r.deadline for r in batch) - time.monotonic())

@@ -21,9 +21,10 @@ from __future__ import annotations
 
 import logging
 import resource
-import time
 from collections import Counter
 from typing import Any
+
+from engine.log import Throttle
 
 log = logging.getLogger("ocppgw.fds")
 
@@ -37,19 +38,14 @@ class FdStats:
 
     def __init__(self) -> None:
         self.accept_errors: Counter[str] = Counter()  # by reason: emfile, enfile, ..., fd_reserve
-        self._logged: dict[str, float] = {}
-        self._suppressed: Counter[str] = Counter()
+        self._lines = Throttle(LOG_EVERY)  # per reason
 
     def note(self, reason: str, message: str) -> None:
         """Count one accept error and log it, at most once per LOG_EVERY seconds per reason."""
         self.accept_errors[reason] += 1
-        now = time.monotonic()
-        last = self._logged.get(reason)
-        if last is not None and now - last < LOG_EVERY:
-            self._suppressed[reason] += 1
+        more = self._lines.allow(reason)
+        if more is None:
             return
-        self._logged[reason] = now
-        more = self._suppressed.pop(reason, 0)
         log.error("%s%s", message, f" ({more} more since the last such line)" if more else "")
 
 

@@ -20,15 +20,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections import Counter
 from dataclasses import dataclass
 from http import HTTPStatus
-from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from engine import fds
+from engine.log import Throttle
 
 
 LINGER = 2.0  # seconds a refused connection's further input is read and discarded before it is closed
@@ -40,19 +39,12 @@ class OncePerPeriod(logging.Filter):
 
     def __init__(self, every: float) -> None:
         super().__init__()
-        self.every = every
-        self._last: dict[str, float] = {}
-        self._held: Counter[str] = Counter()
+        self._lines = Throttle(every)  # per message text
 
     def filter(self, record: logging.LogRecord) -> bool:
-        key = str(record.msg)
-        now = time.monotonic()
-        last = self._last.get(key)
-        if last is not None and now - last < self.every:
-            self._held[key] += 1
+        held = self._lines.allow(str(record.msg))
+        if held is None:
             return False
-        self._last[key] = now
-        held = self._held.pop(key, 0)
         if held:
             record.msg = f"{record.msg} ({held} more since the last such line)"
         return True

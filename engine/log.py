@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from collections import Counter
+from collections.abc import Hashable
 
 import orjson
 
@@ -54,3 +56,24 @@ def setup_logging(level: str = "info", fmt: str = "text") -> None:
     quiet = logging.DEBUG if level == "debug" else logging.WARNING
     for name in ("amqtt", "transitions", "uvicorn", "uvicorn.error", "uvicorn.access", "websockets", "asyncio"):
         logging.getLogger(name).setLevel(max(quiet, LEVELS[level]))
+
+
+class Throttle:
+    """At most one log line per `every` seconds for each key (a flood of the same trouble is one
+    line now and then); the line let through learns how many were held back since the last one.
+    What happened is counted elsewhere (metrics): this only decides what is said."""
+
+    def __init__(self, every: float) -> None:
+        self.every = every
+        self._last: dict[Hashable, float] = {}
+        self._held: Counter[Hashable] = Counter()
+
+    def allow(self, key: Hashable = None, weight: int = 1) -> int | None:
+        """None: hold this line back (`weight` more held); else how many were held back before it."""
+        now = time.monotonic()
+        last = self._last.get(key)
+        if last is not None and now - last < self.every:
+            self._held[key] += weight
+            return None
+        self._last[key] = now
+        return self._held.pop(key, 0)

@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING
 from connectors.mqtt.bridge import BridgeOptions
 from connectors.mqtt.setup import bridge_options as mqtt_bridge_options
 from engine.admin.credentials import Credentials
+from engine.config.checks import is_loopback
 from engine.config.schema import AuthenticationSettings, ListenerSettings, OcppSettings, Settings
-from engine.ocpp.admission import is_loopback
 from engine.ocpp.takeover import notice_filter
 
 if TYPE_CHECKING:

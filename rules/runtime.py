@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import logging
 import re
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from engine.bus import Bus, Message, Subscription
 from engine.config.schema import RuleEngineSettings, RuleSettings
 from engine.errors import ErrorList
+from engine.log import Throttle
 from rules import jq_sandbox, limits
 from rules.actions import Action, ActionConfigError, ExternalResolver, build_actions
 from rules.compiled import CompiledRule
@@ -54,19 +54,18 @@ class RuleMetrics:
         }
 
 
-@dataclass
 class _Throttle:
-    last: float = 0.0
-    suppressed: int = 0
+    """One rule's failure lines: at most one per LOG_EVERY seconds."""
+
+    def __init__(self) -> None:
+        self._throttle = Throttle(LOG_EVERY)
 
     def log(self, logger: logging.Logger, message: str, *args: Any) -> None:
-        now = time.monotonic()
-        if now - self.last < LOG_EVERY:
-            self.suppressed += 1
+        held = self._throttle.allow()
+        if held is None:
             return
-        if self.suppressed:
-            message += f" (and {self.suppressed} more since the last report)"
-        self.last, self.suppressed = now, 0
+        if held:
+            message += f" (and {held} more since the last report)"
         logger.warning(message, *args)
 
 

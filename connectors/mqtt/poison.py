@@ -36,9 +36,9 @@ nobody.
 from __future__ import annotations
 
 import logging
-import time
 
 from engine.bus.message import Message
+from engine.log import Throttle
 
 log = logging.getLogger("ocppgw.mqtt")
 
@@ -63,8 +63,7 @@ class PoisonGuard:
         self.probe_remaining = 0  # messages in flight at the last loss not yet acknowledged (or dropped)
         self.probe_window = 1  # while probing: how many may be in flight
         self.dropped: dict[str, int] = {}
-        self._logged: dict[str, float] = {}
-        self._unlogged: dict[str, int] = {}
+        self._lines = Throttle(LOG_EVERY)  # per reason
 
     @property
     def probing(self) -> bool:
@@ -108,14 +107,10 @@ class PoisonGuard:
         """Count a dropped message and log it (the first of each reason, then at most one line per
         LOG_EVERY seconds per reason, saying how many were not logged)."""
         self.dropped[reason] = self.dropped.get(reason, 0) + 1
-        now = time.monotonic()
-        last = self._logged.get(reason)
-        if last is not None and now - last < LOG_EVERY:
-            self._unlogged[reason] = self._unlogged.get(reason, 0) + 1
+        more = self._lines.allow(reason)
+        if more is None:
             return
-        self._logged[reason] = now
         topic = message.topic if len(message.topic) <= TOPIC_IN_LOG else message.topic[:TOPIC_IN_LOG] + "..."
-        more = self._unlogged.pop(reason, 0)
         log.warning("mqtt bridge dropped a message on %r (%d bytes): %s (reason %s, counted in "
                     "mqtt_bridge_poison_dropped%s)", topic, len(message.payload), detail, reason,
                     f"; {more} more dropped for this reason since the last line" if more else "")

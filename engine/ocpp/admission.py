@@ -34,6 +34,7 @@ from collections import OrderedDict
 from typing import Any, NamedTuple
 
 from engine.config.schema import AuthenticationSettings, FlappingDetectSettings, ListenerSettings
+from engine.log import Throttle
 
 log = logging.getLogger("ocppgw.admission")
 
@@ -69,15 +70,6 @@ def networks(texts: list[str]) -> tuple[Network, ...]:
         except ValueError:
             pass
     return tuple(found)
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.partition("%")[0]).is_loopback
-    except ValueError:
-        return False
 
 
 class KeyedBuckets:
@@ -174,8 +166,7 @@ class Guards:
         self.by_source: dict[str, KeyedBuckets] = {}  # per listener
         self.by_cid: dict[str, KeyedBuckets] = {}
         self._exempt: dict[tuple[str, ...], tuple[Network, ...]] = {}
-        self._logged = 0.0
-        self._unlogged = 0
+        self._ban_lines = Throttle(LOG_INTERVAL)
 
     def source(self, client: Any, settings: ListenerSettings) -> str | None:
         """The per-source key of a peer on this listener; None: no per-source limits for it."""
@@ -238,14 +229,12 @@ class Guards:
         return s
 
     def _warn(self, message: str, *args: Any) -> None:
-        now = time.monotonic()
-        if now - self._logged < LOG_INTERVAL:
-            self._unlogged += 1
+        held = self._ban_lines.allow()
+        if held is None:
             return
-        if self._unlogged:
+        if held:
             message += " (and %d more bans not logged)"
-            args += (self._unlogged,)
-        self._logged, self._unlogged = now, 0
+            args += (held,)
         log.warning(message, *args)
 
 

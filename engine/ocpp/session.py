@@ -28,6 +28,7 @@ import orjson
 
 from engine.bus import Bus, Message, Subscription, TopicError, validate_name
 from engine.config.schema import OcppSettings
+from engine.log import Throttle
 from engine.ocpp import envelope, events, frames
 from engine.ocpp.context import GatewayMetrics, TopicTemplate
 from engine.ocpp.keepalive import Keepalive
@@ -160,8 +161,7 @@ class Session:
         self._last_frame = self._loop.time()
         self._idle_timer: asyncio.TimerHandle | None = None
         self._keepalive_timer: asyncio.TimerHandle | None = None
-        self._warned_at = -WARN_EVERY
-        self._unwarned = 0
+        self._unpublishable_lines: Throttle | None = None  # made on the first such frame
 
     # --- lifecycle --------------------------------------------------------------------
 
@@ -299,14 +299,14 @@ class Session:
         self._send(frames.encode_error(unique_id, exc.code, exc.description[:512]))
         self.ctx.metrics.errors[exc.code] += 1
         self._dropped_event(exc.reason, text, exc.description)
-        now = self._loop.time()
-        if now - self._warned_at < WARN_EVERY:
-            self._unwarned += 1
+        if self._unpublishable_lines is None:
+            self._unpublishable_lines = Throttle(WARN_EVERY)
+        held = self._unpublishable_lines.allow()
+        if held is None:
             return
-        more = f" ({self._unwarned} more since the last warning)" if self._unwarned else ""
+        more = f" ({held} more since the last warning)" if held else ""
         log.warning("frame %s of %s not published (%s): %s%s",
                     unique_id[:40], self.cid, exc.reason, exc.description[:200], more)
-        self._warned_at, self._unwarned = now, 0
 
     def _prepare(self, template: TopicTemplate, action: str, type_: str, unique_id: str,
                  body: dict[str, Any]) -> tuple[str, bytes]:
