@@ -173,10 +173,10 @@ class NodeCollector(Collector):
         charge point id, failed logins by source address. Their refusals are in handshakes_refused."""
         import time
 
-        from engine.ocpp.admission import Guards, guards
+        from engine.ocpp.admission import Guards
 
         ctx = getattr(self.node, "ocpp", None)
-        g = guards(ctx) if ctx is not None else Guards()
+        g = ctx.guards if ctx is not None else Guards()
         now = time.monotonic()
         total = _counter("admission_bans", "Bans issued: flapping (a charge point id), failed_logins (a source "
                          "address).", ["kind"])

@@ -22,7 +22,6 @@ from connectors.registry import ResourceConfigError, Resources
 from engine.bus import Bus
 from engine.config.schema import AuthenticationSettings, Settings
 from engine.metrics import LoopLagMonitor
-from engine.ocpp.admission import guards
 from engine.ocpp.context import GatewayContext
 from engine.ocpp.listener import ListenerError, OcppListener
 from engine.ocpp.takeover import TakeoverNotices
@@ -142,7 +141,7 @@ class Node:
         """The authenticator for these settings, and the admission guards' flapping_detect (start and
         reload both come through here)."""
         if self.ocpp is not None:
-            guards(self.ocpp).apply(self.settings.flapping_detect)
+            self.ocpp.guards.apply(self.settings.flapping_detect)
         self.authenticator = authenticator_for(auth, self.authenticator, self.user_store)
         return self.authenticator
 

@@ -214,13 +214,12 @@ def test_tables_are_bounded_and_forget_leniently():
 
 async def test_flapping_detect_applies_on_reload(tmp_path, mosquitto):
     from engine.config import load_settings
-    from engine.ocpp.admission import guards
 
     async with running_gateway(tmp_path, mosquitto.port, "") as gw:
-        assert not guards(gw.ctx).flapping_settings.enable
+        assert not gw.ctx.guards.flapping_settings.enable
         path = tmp_path / "gateway.conf"
         path.write_text(path.read_text() + "\nflapping_detect { enable = true, max_count = 1, ban_time = 1m }\n")
         await gw.node.reload(load_settings(path, {}, overlay=False))
-        assert guards(gw.ctx).flapping_settings.max_count == 1
+        assert gw.ctx.guards.flapping_settings.max_count == 1
         assert (await status_of(gw.url("R")))[0] == 101
         assert (await status_of(gw.url("R")))[0] == 429

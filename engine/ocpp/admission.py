@@ -21,7 +21,7 @@ spraying addresses or ids cannot grow memory, and what is forgotten is forgotten
 fresh bucket, no ban), never against a client.
 
 The state is per gateway context (all listeners of a node share the bans and the failed-login
-counts); `guards(ctx)` finds it.
+counts): `GatewayContext.guards`.
 """
 
 from __future__ import annotations
@@ -29,7 +29,6 @@ from __future__ import annotations
 import ipaddress
 import logging
 import time
-import weakref
 from collections import OrderedDict
 from typing import Any, NamedTuple
 
@@ -236,14 +235,3 @@ class Guards:
             message += " (and %d more bans not logged)"
             args += (held,)
         log.warning(message, *args)
-
-
-_GUARDS: weakref.WeakKeyDictionary[object, Guards] = weakref.WeakKeyDictionary()
-
-
-def guards(ctx: object) -> Guards:
-    """The admission state of a gateway context, made on first use."""
-    found = _GUARDS.get(ctx)
-    if found is None:
-        found = _GUARDS[ctx] = Guards()
-    return found

@@ -17,6 +17,7 @@ import orjson
 
 from engine.bus import Bus, Message
 from engine.config.schema import OcppSettings
+from engine.ocpp.admission import Guards
 from engine.ocpp.events import EVENT_NAMES
 from engine.ocpp.registry import ConnectedSession, SessionRegistry
 
@@ -71,6 +72,7 @@ class GatewayContext:
         self.node = node
         self.sessions: SessionRegistry[ConnectedSession] = SessionRegistry()
         self.metrics = GatewayMetrics()
+        self.guards = Guards()  # per-client admission: bans, per-source and per-id rates
         self._wanted: dict[str, tuple[int, bool]] = {}
         self.apply(settings, registry)
 

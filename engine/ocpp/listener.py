@@ -18,7 +18,6 @@ import uvicorn
 
 from engine.config.schema import ListenerSettings, WssListenerSettings
 from engine.ocpp import events, handshake
-from engine.ocpp.admission import guards
 from engine.ocpp.context import GatewayContext
 from engine.ocpp.handshake import Admission, Authenticator, RateLimit, Refusal
 from engine.ocpp.session import Session
@@ -165,7 +164,7 @@ class OcppApp:
         so that one client cannot spend everybody's `max_conn_rate`."""
         cid = self.check_path(path)
         auth = self.ctx.settings.authentication if self.ctx_authn_required() else None
-        denial = guards(self.ctx).admit(self.full_name, self.settings, auth, cid, client)
+        denial = self.ctx.guards.admit(self.full_name, self.settings, auth, cid, client)
         if denial is not None:
             raise Refusal(denial.status, denial.message, denial.reason, denial.headers)
         return handshake.admit(self)
@@ -188,10 +187,10 @@ class OcppApp:
             assert self.authenticator is not None  # ctx_authn_required
 
             def login_failed() -> None:
-                guards(self.ctx).login_failed(scope.get("client"), self.settings, auth_settings)
+                self.ctx.guards.login_failed(scope.get("client"), self.settings, auth_settings)
 
             await handshake.check_login(cid, username, password, auth_settings, self.authenticator, login_failed)
-        flapping = guards(self.ctx).logged_in(cid)  # the flapping_detect settings if this login is one too many
+        flapping = self.ctx.guards.logged_in(cid)  # the flapping_detect settings if this login is one too many
         if flapping is not None:
             peer = tuple(scope.get("client") or ("", 0))
             self.ctx.publish_event("client_flapping", events.client_flapping(cid, username, peer[0], flapping))
