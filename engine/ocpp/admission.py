@@ -189,9 +189,7 @@ class Guards:
         if self.flapping_settings.enable:
             left = self.flapping.banned(cid, now)
             if left:
-                return Denial(429, f"the charge point id is banned for {left:.0f}s more: it logged in more than "
-                              f"{self.flapping_settings.max_count} times within "
-                              f"{self.flapping_settings.window_time:g}s (flapping_detect)", "banned", left)
+                return self._flapping_denial(left)
         source = self.source(client, settings)
         if source and auth is not None and auth.max_failed_logins_per_source:
             left = self.login_failures.banned(source, now)
@@ -218,14 +216,20 @@ class Guards:
                        source, auth.failed_login_ban_time, auth.max_failed_logins_per_source,
                        auth.failed_login_window_time)
 
-    def logged_in(self, cid: str) -> FlappingDetectSettings | None:
-        """Count a login of `cid` for flapping detection: the settings that ban it if this one is too many."""
+    def logged_in(self, cid: str) -> Denial | None:
+        """Count a login of `cid` for flapping detection: the refusal if this one is one too many
+        (it starts a ban of `flapping_settings.ban_time`)."""
         s = self.flapping_settings
         if not s.enable or not self.flapping.record(cid, time.monotonic(), s.max_count, s.window_time, s.ban_time):
             return None
         self._warn("charge point %s banned for %gs: it logged in more than %d times within %gs (flapping_detect)",
                    cid, s.ban_time, s.max_count, s.window_time)
-        return s
+        return self._flapping_denial(s.ban_time)
+
+    def _flapping_denial(self, left: float) -> Denial:
+        s = self.flapping_settings
+        return Denial(429, f"the charge point id is banned for {left:.0f}s more: it logged in more than "
+                      f"{s.max_count} times within {s.window_time:g}s (flapping_detect)", "banned", left)
 
     def _warn(self, message: str, *args: Any) -> None:
         held = self._ban_lines.allow()

@@ -190,13 +190,12 @@ class OcppApp:
                 self.ctx.guards.login_failed(scope.get("client"), self.settings, auth_settings)
 
             await handshake.check_login(cid, username, password, auth_settings, self.authenticator, login_failed)
-        flapping = self.ctx.guards.logged_in(cid)  # the flapping_detect settings if this login is one too many
-        if flapping is not None:
+        denial = self.ctx.guards.logged_in(cid)  # the refusal if this login is one too many (flapping_detect)
+        if denial is not None:
             peer = tuple(scope.get("client") or ("", 0))
-            self.ctx.publish_event("client_flapping", events.client_flapping(cid, username, peer[0], flapping))
-            raise Refusal(429, f"the charge point id is banned for {flapping.ban_time:g}s: it logged in more than "
-                          f"{flapping.max_count} times within {flapping.window_time:g}s (flapping_detect)",
-                          "banned", [(b"retry-after", b"%d" % max(1, round(flapping.ban_time)))])
+            self.ctx.publish_event("client_flapping", events.client_flapping(
+                cid, username, peer[0], self.ctx.guards.flapping_settings))
+            raise Refusal(denial.status, denial.message, denial.reason, denial.headers)
         return cid, proto, echo, username
 
     def ctx_authn_required(self) -> bool:
