@@ -304,7 +304,10 @@ def test_hostile_frames_over_a_real_websocket(tmp_path, mosquitto):
 
     from tests.ocpp_support import Backend
 
-    conf = 'gateway.ocpp.upstream.topic = "cp/${cid}/${action}"\n'
+    # several 70,000-character strings in one frame can pass the default 2 MB max_frame_size, which
+    # closes the connection with 1009 as it should (test_ocpp_liveness, test_reload); here every frame is answered
+    conf = ('gateway.ocpp.upstream.topic = "cp/${cid}/${action}"\n'
+            'gateway.ocpp.listeners.ws.default.websocket.max_frame_size = 16MB\n')
     gateway = GatewayThread(tmp_path, mosquitto.port, conf)
     backend = Backend(mosquitto.port)
     try:
