@@ -14,6 +14,7 @@ import dataclasses
 import datetime
 import difflib
 import json
+import logging
 import os
 import types
 import typing
@@ -28,7 +29,7 @@ from pyparsing import ParseBaseException
 
 from engine.config.background import in_background, stop_background_loader  # noqa: F401 (the node's)
 from engine.config.checks import check_settings
-from engine.config.schema import REQUIRED, Range, Settings
+from engine.config.schema import REQUIRED, NoEffect, Range, Settings
 from engine.config.types import Bind, ConfigValueError, Duration, Size
 from engine.errors import ErrorList
 
@@ -207,6 +208,8 @@ def build(sources: Sources, cls: type = Settings) -> Any:
         check_settings(settings, builder.fail)
     if builder.errors:
         raise ConfigError(builder.errors)
+    for line in builder.warnings:
+        logging.getLogger("ocppgw.config").warning("%s", line)
     return settings
 
 
@@ -238,6 +241,7 @@ class _Builder:
     def __init__(self, sources: Sources):
         self.sources = sources
         self.errors: list[str] = []
+        self.warnings: list[str] = []  # keys accepted with no effect (schema.NoEffect), one line each
 
     def fail(self, path: tuple[str, ...], value: Any, problem: str) -> None:
         self.errors.append(
@@ -248,6 +252,11 @@ class _Builder:
         origin = typing.get_origin(tp)
         if origin is typing.Annotated:
             base, *meta = typing.get_args(tp)
+            for item in meta:
+                if isinstance(item, NoEffect):
+                    why = f": {item.why}" if item.why else ""
+                    self.warnings.append(f"{self.sources.origin(path)}: {_key(path)}: accepted for EMQX "
+                                         f"compatibility, has no effect here{why}")
             before = len(self.errors)
             result = self.convert(base, value, path)
             if len(self.errors) > before:

@@ -25,6 +25,14 @@ class Range:
     high: float | None = None
 
 
+@dataclass(frozen=True)
+class NoEffect:
+    """Marks a key EMQX's schema has that this gateway accepts and ignores: the loader takes any
+    value for it and warns once per load, naming the key and `why` (docs/migrating-from-emqx.md)."""
+
+    why: str = ""
+
+
 class _Required:
     def __repr__(self) -> str:
         return "REQUIRED"
