@@ -90,7 +90,8 @@ class Republish:
         if qos not in (0, 1, 2):
             raise RuleError(f"republish: qos {qos!r} is not 0, 1 or 2")
         retain = retain in (True, "true", 1)
-        props = self._properties(output) if self.properties or self.user_properties else None
+        user = self.user_properties
+        props = self._properties(output) if self.properties or (user and user[0] in output) else None
         self.bus.publish(Message(topic, self.payload.render(output).encode(), qos=qos, retain=retain,
                                  origin=self.origin, properties=props))
 

@@ -176,3 +176,29 @@ async def test_embedded_broker_reason():
 
     assert properties_dropped(MqttSettings()) == "the embedded broker speaks MQTT 3.1.1 only"
     assert properties_dropped(MqttSettings(server="mqtt://127.0.0.1:1883")) == ""
+
+
+async def test_publish_size_counts_the_properties():
+    # the bridge compares publish_size with an MQTT 5 broker's Maximum Packet Size before sending:
+    # it must be the size of the packet publish writes, properties included
+    from connectors.mqtt.client import MqttClient
+
+    class Transport:
+        def __init__(self) -> None:
+            self.data = b""
+
+        def write(self, data: bytes) -> None:
+            self.data += data
+
+        def is_closing(self) -> bool:
+            return False
+
+    props = {"Payload-Format-Indicator": 1, "Message-Expiry-Interval": 7, "Content-Type": "text/plain",
+             "Response-Topic": "r/ü", "Correlation-Data": b"\x00\x01", "User-Property": [("k", "v" * 200)]}
+    for v5, qos, properties in [(True, 1, props), (True, 0, props), (True, 1, None), (False, 1, props)]:
+        client = MqttClient(lambda *a: None, v5=v5)
+        client.connection_made(Transport())  # type: ignore[arg-type]
+        client.publish("t/size", b"x" * 100, qos, False, "token" if qos else None, properties)
+        client._flush()
+        assert len(client.transport.data) == client.publish_size("t/size", b"x" * 100, qos, properties)
+        assert (b"v" * 200 in client.transport.data) == (v5 and properties is not None)
