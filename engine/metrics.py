@@ -11,6 +11,8 @@ Every part may be absent (OCPP disabled, no rules, no bridge, before start or
 after stop): its metrics are then left out, or read as zero where a zero is
 the truth (a gateway with OCPP disabled has had no connections).
 
+The process's memory, CPU time and file descriptors come from prometheus_client's standard
+collectors (`process_*`, `python_gc_*`, `python_info`), which `node_registry` registers beside ours.
 The event loop lag comes from `LoopLagMonitor` (engine/procstats.py), which the node starts and
 stops with itself:
 
@@ -23,11 +25,10 @@ from __future__ import annotations
 
 import gc
 import logging
-import os
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector, generate_latest
 from prometheus_client.metrics_core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -36,7 +37,7 @@ from prometheus_client.metrics_core import (
 )
 from prometheus_client.registry import Collector
 
-from engine.procstats import LoopLagMonitor, open_fds, process_memory
+from engine.procstats import LoopLagMonitor
 
 __all__ = ["CONTENT_TYPE", "LoopLagMonitor", "NodeCollector", "node_registry", "render"]
 
@@ -295,38 +296,20 @@ class NodeCollector(Collector):
         return [failures, lockouts, refused]
 
     def _process(self) -> list[Metric]:
+        # memory, CPU and file descriptors: prometheus_client's standard process_* collector
+        # (node_registry); here what it does not offer
         families: list[Metric] = []
-        resident, virtual = process_memory()
-        if resident is not None:
-            rss = _gauge("process_resident_memory_bytes", "Resident memory of the gateway process.")
-            rss.add_metric([], resident)
-            families.append(rss)
-        if virtual is not None:
-            vms = _gauge("process_virtual_memory_bytes", "Virtual memory of the gateway process.")
-            vms.add_metric([], virtual)
-            families.append(vms)
-        times = os.times()
-        cpu = _counter("process_cpu_seconds", "CPU time (user and system) the gateway process used.")
-        cpu.add_metric([], times.user + times.system)
-        families.append(cpu)
         frozen = _gauge("gc_frozen_objects", "Objects the garbage collector's full passes skip (see engine/gctune.py).")
         frozen.add_metric([], gc.get_freeze_count())
         families.append(frozen)
-        fds = open_fds()
-        if fds is not None:
-            fd_gauge = _gauge("process_open_fds", "File descriptors the gateway process holds open.")
-            fd_gauge.add_metric([], fds)
-            families.append(fd_gauge)
         from engine import fds as fdlimits
 
-        max_fds = _gauge("process_max_fds", "The soft open-file limit of the gateway process.")
-        max_fds.add_metric([], fdlimits.soft_limit())
         accept_errors = _counter("accept_errors", "Connections that could not be accepted, or were closed as they "
                                  "were because they took one of the last file descriptors (fd_reserve), by reason.",
                                  ["reason"])
         for reason, count in sorted(fdlimits.stats.accept_errors.items()):
             accept_errors.add_metric([reason], count)
-        families += [max_fds, accept_errors]
+        families.append(accept_errors)
         monitor = self.lag_monitor()
         if monitor is not None:
             last = _gauge("event_loop_lag_seconds", "How late the event loop ran its last lag probe.")
@@ -339,9 +322,14 @@ class NodeCollector(Collector):
 
 def node_registry(node: Any, lag: LoopLagMonitor | Callable[[], LoopLagMonitor | None] | None = None,
                   version: str | None = None) -> CollectorRegistry:
-    """A registry of its own holding the node's collector (`lag` defaults to `node.loop_lag`)."""
+    """A registry of its own holding the node's collector (`lag` defaults to `node.loop_lag`) and
+    prometheus_client's standard ones: process_* (memory, CPU, file descriptors, start time; read
+    from /proc, so Linux only), python_info, python_gc_*."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(NodeCollector(node, lag, version))
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    GCCollector(registry=registry)
     return registry
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from connectors.mqtt import EmbeddedBroker, MqttBridge
+from connectors.mqtt.setup import properties_dropped
 from connectors.registry import ResourceConfigError, Resources
 from engine.bus import Bus
 from engine.config.schema import AuthenticationSettings, Settings
@@ -79,6 +80,7 @@ class Node:
             self.resources = Resources(s)
         except ResourceConfigError as exc:
             raise NodeError("connectors and actions do not load:\n  " + "\n  ".join(exc.errors)) from None
+        self.bus.properties_dropped = properties_dropped(s.mqtt)  # republish warns at rule load
         self.rules = RuleEngine(self.bus, self.resources.resolve)
         self.rules.configure(s.rule_engine)
         try:

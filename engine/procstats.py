@@ -1,14 +1,12 @@
-"""What the node measures of its own process: event loop lag, memory, open file descriptors.
+"""What the node measures of its own process beyond prometheus_client's standard process_* collector:
+the event loop lag.
 
-`LoopLagMonitor` is started and stopped by the node; `engine.metrics` reads all three at
-scrape time.
+`LoopLagMonitor` is started and stopped by the node; `engine.metrics` reads it at scrape time.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
-import resource
 
 
 # --- event loop lag ----------------------------------------------------------------------------
@@ -64,34 +62,3 @@ class LoopLagMonitor:
         self.max = max(self.max, lag)
         self.samples += 1
         self._schedule(now)
-
-
-# --- process ------------------------------------------------------------------------------------
-
-try:
-    _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
-except (AttributeError, ValueError, OSError):  # not a POSIX system with sysconf
-    _PAGE_SIZE = 4096
-
-
-def process_memory() -> tuple[int | None, int | None]:
-    """(resident, virtual) bytes of this process; virtual is None where /proc is missing."""
-    try:
-        with open("/proc/self/statm", "rb") as f:
-            size, resident = f.read().split()[:2]
-        return int(resident) * _PAGE_SIZE, int(size) * _PAGE_SIZE
-    except (OSError, ValueError):
-        pass
-    try:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    except (AttributeError, OSError):
-        return None, None
-    # without /proc the best there is: the peak resident size (kB on Linux and BSD, bytes on macOS)
-    return (peak if os.uname().sysname == "Darwin" else peak * 1024), None
-
-
-def open_fds() -> int | None:
-    try:
-        return len(os.listdir("/proc/self/fd"))
-    except OSError:
-        return None

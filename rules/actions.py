@@ -12,8 +12,8 @@ import logging
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from engine.bus import Bus, Message, TopicError, validate_name
-from engine.template import Template, TemplateError, to_json
+from engine.bus import Bus, Message, TopicError, properties, validate_name
+from engine.template import Template, TemplateError, lookup, to_json
 from rules.values import UNDEFINED, RuleError
 
 log = logging.getLogger("ocppgw.rule")
@@ -35,10 +35,17 @@ ExternalResolver = Callable[[str], Action | None]
 
 
 class Republish:
-    """Publish into the message space: local charge points and rules see it, the bridge forwards it."""
+    """Publish into the message space: local charge points and rules see it, the bridge forwards it.
+
+    EMQX 5's arguments: topic, payload, qos, retain, `mqtt_properties` (MQTT 5 PUBLISH properties,
+    each a template), `user_properties` (one placeholder naming a map) and `direct_dispatch`
+    (accepted, no effect here: see docs/rules.md).
+    """
+
+    ARGS = {"topic", "payload", "qos", "retain", "mqtt_properties", "user_properties", "direct_dispatch"}
 
     def __init__(self, bus: Bus, rule_id: str, args: dict[str, Any]) -> None:
-        unknown = set(args) - {"topic", "payload", "qos", "retain"}
+        unknown = set(args) - self.ARGS
         if unknown:
             raise ActionConfigError(f"republish: unknown argument {sorted(unknown)[0]!r}")
         if not isinstance(args.get("topic"), str) or not args["topic"]:
@@ -57,6 +64,19 @@ class Republish:
             raise ActionConfigError(f"republish: qos must be 0, 1, 2 or a ${{placeholder}}, not {self.qos!r}")
         if not isinstance(self.retain, (Template, bool)):
             raise ActionConfigError(f"republish: retain must be true, false or a ${{placeholder}}, not {self.retain!r}")
+        self.properties = mqtt_properties(args.get("mqtt_properties", {}))
+        self.user_properties = user_properties_path(args.get("user_properties", DEFAULT_USER_PROPERTIES))
+        direct = args.get("direct_dispatch", False)
+        if not isinstance(direct, (bool, str)):
+            raise ActionConfigError(f"republish: direct_dispatch must be true, false or a ${{placeholder}}, "
+                                    f"not {direct!r}")
+        if direct not in (False, "false", ""):
+            log.warning("rule %s: republish: direct_dispatch has no effect here (the message still reaches "
+                        "the other rules, as with direct_dispatch = false)", rule_id)
+        dropped = bus.properties_dropped
+        if dropped and (self.properties or "user_properties" in args and args["user_properties"]):
+            log.warning("rule %s: republish: mqtt_properties and user_properties do not reach MQTT "
+                        "subscribers: %s (MQTT 3.1.1 has no properties)", rule_id, dropped)
 
     def run(self, output: dict[str, Any]) -> None:
         topic = self.topic.render(output)
@@ -70,7 +90,77 @@ class Republish:
         if qos not in (0, 1, 2):
             raise RuleError(f"republish: qos {qos!r} is not 0, 1 or 2")
         retain = retain in (True, "true", 1)
-        self.bus.publish(Message(topic, self.payload.render(output).encode(), qos=qos, retain=retain, origin=self.origin))
+        user = self.user_properties
+        props = self._properties(output) if self.properties or (user and user[0] in output) else None
+        self.bus.publish(Message(topic, self.payload.render(output).encode(), qos=qos, retain=retain,
+                                 origin=self.origin, properties=props))
+
+    def _properties(self, output: dict[str, Any]) -> dict[str, Any] | None:
+        """The MQTT 5 properties for this output; a value the property cannot take fails the action."""
+        props: dict[str, Any] = {}
+        try:
+            for name, value in self.properties:
+                if isinstance(value, Template):
+                    value = value.render_value(output) if value.single else value.render(output)
+                    if value is UNDEFINED or value is None:
+                        continue  # a missing field, or null: the property is left out
+                    value = properties.coerce(name, value)
+                props[name] = value
+            if self.user_properties:
+                pairs = properties.user_properties(lookup(output, self.user_properties))
+                if pairs:
+                    props[properties.USER_PROPERTY] = pairs
+        except properties.PropertyError as exc:
+            raise RuleError(f"republish: {exc}") from None
+        return props or None
+
+
+DEFAULT_USER_PROPERTIES = "${user_properties}"  # EMQX's default: a column of that name, if the rule selects one
+
+
+def mqtt_properties(spec: Any) -> list[tuple[str, Any]]:
+    """republish's `mqtt_properties`: property name → a template or a constant, checked now when constant."""
+    if not isinstance(spec, dict):
+        raise ActionConfigError("republish: mqtt_properties must be an object of MQTT 5 property names")
+    found: list[tuple[str, Any]] = []
+    for name in spec:
+        if name not in properties.SETTABLE:
+            raise ActionConfigError(f"republish: mqtt_properties: unknown property {name!r} "
+                                    f"(one of {', '.join(properties.SETTABLE)})")
+    for name in properties.SETTABLE:  # a fixed order: the same properties go out the same way
+        if name not in spec:
+            continue
+        value = spec[name]
+        try:
+            if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+                raise properties.PropertyError(f"{name} must be a string or a number, not {value!r}")
+            template = Template(value) if isinstance(value, str) else None
+            if template is not None and template.parts and not template.variables:
+                found.append((name, properties.coerce(name, value)))  # no placeholder: checked now
+            elif template is not None and template.variables:
+                found.append((name, template))
+            else:
+                found.append((name, properties.coerce(name, value)))
+        except (TemplateError, properties.PropertyError) as exc:
+            raise ActionConfigError(f"republish: mqtt_properties: {exc}") from None
+    return found
+
+
+def user_properties_path(text: Any) -> tuple[str, ...] | None:
+    """republish's `user_properties`: one placeholder naming a map ("${pub_props.'User-Property'}",
+    "${my_props}"); "" for none. The path it reads, quotes around a key dropped."""
+    if not isinstance(text, str):
+        raise ActionConfigError(f"republish: user_properties must be a ${{placeholder}} naming a map, not {text!r}")
+    text = text.strip()
+    if not text:
+        return None
+    if not (text.startswith("${") and text.endswith("}") and text.count("${") == 1):
+        raise ActionConfigError(f"republish: user_properties must be one ${{placeholder}} naming a map "
+                                f"(such as \"${{pub_props.'User-Property'}}\"), not {text!r}")
+    path = tuple(part.strip().strip("'\"") for part in text[2:-1].strip().lstrip(".").split("."))
+    if not all(path):
+        raise ActionConfigError(f"republish: user_properties {text!r}: an empty key in the path")
+    return path
 
 
 def _as_int(value: Any, what: str) -> Any:

@@ -87,11 +87,11 @@ class Recorder:
     async def send(self, frame: str | bytes) -> None:
         await self.ws.send(frame)
         self.frames_sent += 1
-        self.bytes_sent += len(frame)
+        self.bytes_sent += len(frame.encode() if isinstance(frame, str) else frame)  # bytes on the wire
 
     async def recv(self) -> list:
         text = await asyncio.wait_for(self.ws.recv(), 5)
-        self.bytes_received += len(text)
+        self.bytes_received += len(text.encode())
         return orjson.loads(text)
 
 
@@ -171,9 +171,11 @@ async def test_prometheus_counters_match_the_traffic(tmp_path, mosquitto):
             assert s.value("ocppgw_bus_messages_total") == bus.published > 0
             assert s.value("ocppgw_bus_handler_errors_total") == 0
 
-            # the process
-            assert s.value("ocppgw_process_resident_memory_bytes") > 1_000_000
-            assert s.value("ocppgw_process_cpu_seconds_total") > 0
+            # the process: prometheus_client's standard collector, none of our own
+            assert s.value("process_resident_memory_bytes") > 1_000_000
+            assert s.value("process_cpu_seconds_total") > 0
+            assert s.value("process_open_fds") > 0
+            assert not [name for name in s.samples if name.startswith("ocppgw_process_")]
             assert s.value("ocppgw_info", node="gw-test", version=s.samples["ocppgw_info"][0][0]["version"]) == 1
 
         # both gone: the gauges fall, the counters stay

@@ -296,8 +296,9 @@ class MqttBridge:
                 await self._subs_done.wait()
                 continue
             for message in batch:
-                if max_size is not None and len(message.payload) + 4 * len(message.topic) + 16 > max_size and \
-                        client.publish_size(message.topic, message.payload, qos) > max_size:
+                if max_size is not None and (message.properties or len(message.payload) + 4 * len(message.topic) + 16
+                                             > max_size) and \
+                        client.publish_size(message.topic, message.payload, qos, message.properties) > max_size:
                     # the broker said how big a packet it takes (MQTT 5): a bigger one would end the connection
                     poison.drop(message, "packet_too_large",
                                 f"bigger than the broker's maximum packet size of {max_size} bytes")
@@ -308,9 +309,9 @@ class MqttBridge:
                     if qos:
                         token = next(seq)
                         inflight[token] = message  # before publishing: if the connection is gone, it is resent
-                        publish(message.topic, message.payload, qos, message.retain, token)
+                        publish(message.topic, message.payload, qos, message.retain, token, message.properties)
                     else:
-                        publish(message.topic, message.payload, 0, message.retain)
+                        publish(message.topic, message.payload, 0, message.retain, None, message.properties)
                         self.published += 1
                 except (UnicodeEncodeError, OverflowError) as exc:
                     # no MQTT packet can carry it (a lone surrogate in the topic, a payload over 256 MB)

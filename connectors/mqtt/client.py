@@ -20,7 +20,8 @@ import struct
 from collections.abc import Callable
 from typing import Any
 
-from connectors.mqtt.properties import connack_max_packet_size, read_varint as _read_varint
+from connectors.mqtt.properties import connack_max_packet_size, publish_properties
+from connectors.mqtt.properties import read_varint as _read_varint
 
 CONNECT, CONNACK, PUBLISH, PUBACK, PUBREC, PUBREL, PUBCOMP = 1, 2, 3, 4, 5, 6, 7
 SUBSCRIBE, SUBACK, UNSUBSCRIBE, UNSUBACK, PINGREQ, PINGRESP, DISCONNECT = 8, 9, 10, 11, 12, 13, 14
@@ -154,20 +155,23 @@ class MqttClient(asyncio.Protocol):
         parse), not because the broker closed it."""
         return self.timed_out or self._broken
 
-    def publish_size(self, topic: str, payload: bytes, qos: int) -> int:
+    def publish_size(self, topic: str, payload: bytes, qos: int, properties: dict[str, Any] | None = None) -> int:
         """The size in bytes of the PUBLISH packet `publish` would write (to compare with max_packet_size)."""
-        length = 2 + len(topic.encode()) + len(payload) + (2 if qos else 0) + (1 if self.v5 else 0)
+        props = (len(publish_properties(properties)) if properties else 1) if self.v5 else 0
+        length = 2 + len(topic.encode()) + len(payload) + (2 if qos else 0) + props
         return 1 + len(_varint(length)) + length
 
     def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False,
-                token: Any = None) -> asyncio.Future[Any] | None:
+                token: Any = None, properties: dict[str, Any] | None = None) -> asyncio.Future[Any] | None:
         """Queue a PUBLISH. For QoS 1/2: with a `token`, `on_ack(token, reason code)` is called when
         the broker answers it (no future: the bridge's hot path); without, a future is returned,
-        which fails with MqttError if the broker refuses the message (MQTT 5 reason code >= 0x80)."""
+        which fails with MqttError if the broker refuses the message (MQTT 5 reason code >= 0x80).
+        `properties` (engine/bus/properties.py) go out with MQTT 5; MQTT 3.1.1 cannot carry them."""
         if self.closed.done():
             raise MqttError("not connected")
         name = topic.encode()
-        length = 2 + len(name) + len(payload) + (2 if qos else 0) + (1 if self.v5 else 0)
+        props = (publish_properties(properties) if properties else b"\x00") if self.v5 else b""
+        length = 2 + len(name) + len(payload) + (2 if qos else 0) + len(props)
         if length > MAX_REMAINING_LENGTH or len(name) > 65535:
             raise OverflowError(f"a PUBLISH of {length} bytes (topic {len(name)}) does not fit in an MQTT packet")
         out = self._out
@@ -181,8 +185,8 @@ class MqttClient(asyncio.Protocol):
                 future = self._pending[packet_id] = self._loop.create_future()
             else:
                 self._tokens[packet_id] = token
-        if self.v5:
-            out.append(b"\x00")
+        if props:
+            out.append(props)
         out.append(payload)
         if not self._flush_scheduled:
             self._flush_scheduled = True

@@ -1,8 +1,11 @@
-"""MQTT 5 variable byte integers and the CONNACK properties the client reads."""
+"""MQTT 5 variable byte integers, the CONNACK properties the client reads, the PUBLISH properties it writes."""
 
 from __future__ import annotations
 
 import struct
+from typing import Any
+
+from engine.bus import properties as props
 
 
 def read_varint(data: bytes, pos: int) -> tuple[int, int]:
@@ -14,6 +17,42 @@ def read_varint(data: bytes, pos: int) -> tuple[int, int]:
         if not byte & 0x80:
             return value, pos
         shift += 7
+
+
+def write_varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, n = n % 128, n // 128
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _prefixed(data: bytes) -> bytes:
+    return struct.pack("!H", len(data)) + data
+
+
+def publish_properties(properties: dict[str, Any] | None) -> bytes:
+    """The properties of an MQTT 5 PUBLISH, length first: `properties` holds values checked by
+    engine.bus.properties (b"\x00": none)."""
+    if not properties:
+        return b"\x00"
+    out = bytearray()
+    for name, value in properties.items():
+        if name == props.PAYLOAD_FORMAT_INDICATOR:
+            out += bytes((0x01, value))
+        elif name == props.MESSAGE_EXPIRY_INTERVAL:
+            out += b"\x02" + struct.pack("!I", value)
+        elif name == props.CONTENT_TYPE:
+            out += b"\x03" + _prefixed(value.encode())
+        elif name == props.RESPONSE_TOPIC:
+            out += b"\x08" + _prefixed(value.encode())
+        elif name == props.CORRELATION_DATA:
+            out += b"\x09" + _prefixed(value)
+        elif name == props.USER_PROPERTY:
+            for key, item in value:
+                out += b"\x26" + _prefixed(key.encode()) + _prefixed(item.encode())
+    return write_varint(len(out)) + bytes(out)
 
 
 # MQTT 5 properties by identifier: how their value is encoded (CONNACK carries any of these)

@@ -54,3 +54,12 @@ def bridge_options(settings: MqttSettings, node_name: str, mountpoints: list[str
         forward_exclude=render(settings.forward.exclude),
         subscriptions=list(settings.subscriptions),
     )
+
+
+def properties_dropped(settings: MqttSettings) -> str:
+    """Why MQTT 5 message properties cannot reach the broker's subscribers ("" when they can)."""
+    if settings.server == "embedded":
+        return "the embedded broker speaks MQTT 3.1.1 only"
+    if settings.proto_ver == "v4":
+        return "mqtt.proto_ver = v4"
+    return ""

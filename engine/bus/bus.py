@@ -53,6 +53,9 @@ class Bus:
         self.published = 0
         self.handler_errors = 0
         self.version = 0  # changes with every subscribe/unsubscribe, for callers that cache matches
+        # why the MQTT 5 properties of published messages cannot reach the MQTT broker's subscribers
+        # ("": they can); the node sets it from the MQTT settings, republish warns at rule load
+        self.properties_dropped = ""
 
     def subscribe(self, topic_filter: str, handler: Handler, *, remote: bool = False, name: str = "") -> Subscription:
         validate_filter(topic_filter)

@@ -17,10 +17,12 @@ class Message:
     "event", "api"); the MQTT bridge uses it to never send a broker's message
     back to the broker, and rules use it as a loop guard. `headers` carries
     the per-message context rules read (clientid, username, peerhost,
-    proto_ver, node, ...). `json()` decodes the payload once and caches it.
+    proto_ver, node, ...). `properties` holds its MQTT 5 PUBLISH properties
+    (engine/bus/properties.py; None: none), which the MQTT bridge sends on to
+    an MQTT 5 broker. `json()` decodes the payload once and caches it.
     """
 
-    __slots__ = ("topic", "payload", "qos", "retain", "origin", "timestamp", "headers", "_decoded")
+    __slots__ = ("topic", "payload", "qos", "retain", "origin", "timestamp", "headers", "properties", "_decoded")
 
     def __init__(
         self,
@@ -32,6 +34,7 @@ class Message:
         timestamp: int | None = None,
         headers: dict[str, Any] | None = None,
         decoded: Any = _UNSET,
+        properties: dict[str, Any] | None = None,
     ) -> None:
         self.topic = topic
         self.payload = payload
@@ -40,6 +43,7 @@ class Message:
         self.origin = origin
         self.timestamp = time.time_ns() // 1_000_000 if timestamp is None else timestamp
         self.headers = headers if headers is not None else {}
+        self.properties = properties
         self._decoded = decoded
 
     def json(self) -> Any:

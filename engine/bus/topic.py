@@ -21,16 +21,27 @@ class TopicError(ValueError):
     """A topic name or filter that MQTT does not allow."""
 
 
+def unsendable_character(text: str) -> int | None:
+    """The first character an MQTT UTF-8 string must not hold (NUL, a control character, a surrogate,
+    a non-character), or None. Topics and the string properties of a PUBLISH obey the same rule."""
+    if "\0" in text:
+        return 0
+    if not text.isprintable():  # fast: no control character or non-character can be printable
+        for m in _NOT_IN_A_TOPIC.finditer(text):
+            code = ord(m.group())
+            if code < 0x10000 or code & 0xFFFE == 0xFFFE:
+                return code
+    return None
+
+
 def _validate_common(topic: str) -> None:
     if not topic:
         raise TopicError("a topic cannot be empty")
-    if "\0" in topic:
+    code = unsendable_character(topic)
+    if code == 0:
         raise TopicError("a topic cannot contain NUL")
-    if not topic.isprintable():  # fast: no control character or non-character can be printable
-        for m in _NOT_IN_A_TOPIC.finditer(topic):
-            code = ord(m.group())
-            if code < 0x10000 or code & 0xFFFE == 0xFFFE:
-                raise TopicError(f"a topic cannot contain the control character, surrogate or non-character U+{code:04X}")
+    if code is not None:
+        raise TopicError(f"a topic cannot contain the control character, surrogate or non-character U+{code:04X}")
     if len(topic.encode("utf-8", "surrogatepass")) > MAX_TOPIC_BYTES:
         raise TopicError(f"a topic is at most {MAX_TOPIC_BYTES} bytes")
 

@@ -257,7 +257,7 @@ class Session:
             return  # a frame that raced our close (takeover, timeout): nobody is listening any more
         metrics = self.ctx.metrics
         metrics.frames_in += 1
-        metrics.bytes_in += len(text)
+        metrics.bytes_in += len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))  # bytes
         self.recv_cnt += 1
         self._last_frame = self._loop.time()
         try:
@@ -545,7 +545,7 @@ class Session:
         self.send_cnt += 1
         metrics = self.ctx.metrics
         metrics.frames_out += 1
-        metrics.bytes_out += len(text)
+        metrics.bytes_out += len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))  # bytes
 
     def _delivered_event(self, message: Message) -> None:
         if not self.ctx.wants_event("message_delivered"):
