@@ -41,7 +41,6 @@ from engine.admin.nodeview import NodeView
 from engine.reload import ReloadReport
 
 STATUSES = ("running", "stopped", "unloaded")
-MAX_LISTENERS_IN_BODY = 100
 
 
 def applied(report: ReloadReport) -> Response:
@@ -109,8 +108,6 @@ class EmqxGatewayApi:
         listeners = body.get("listeners", [])
         if not isinstance(listeners, list):
             raise bad_request("listeners: expected a list of listeners, each with type and name")
-        if len(listeners) > MAX_LISTENERS_IN_BODY:
-            raise bad_request(f"listeners: more than {MAX_LISTENERS_IN_BODY}")
         named: list[tuple[str, str, dict[str, Any]]] = []
         for i, item in enumerate(listeners):
             item = object_body(item, f"listeners[{i}]")
