@@ -240,3 +240,37 @@ async def test_listener_on_a_busy_port_says_it_is_not_running(tmp_path, mosquitt
         assert r.status_code == 201, r.text
         assert r.json()["running"] is False and "not started" in r.json()["running_error"]
         assert await connects(gw.ocpp_port, "FIRST")
+
+
+async def test_every_new_endpoint_needs_credentials(tmp_path, mosquitto):
+    endpoints = [
+        ("GET", "/gateways", None), ("POST", "/gateways", {"name": "ocpp"}),
+        ("PUT", OCPP, {"mountpoint": "x/"}), ("DELETE", OCPP, None), ("PUT", f"{OCPP}/enable/false", None),
+        ("GET", LISTENERS, None), ("POST", LISTENERS, {"type": "ws", "name": "x", "bind": "127.0.0.1:1"}),
+        ("GET", f"{LISTENERS}/ocpp:ws:default", None), ("PUT", f"{LISTENERS}/ocpp:ws:default", {"bind": "1"}),
+        ("DELETE", f"{LISTENERS}/ocpp:ws:default", None),
+        ("GET", f"{OCPP}/authentication", None), ("DELETE", f"{OCPP}/authentication", None),
+        ("POST", f"{OCPP}/authentication", {"mechanism": "password_based", "backend": "built_in_database"}),
+        ("PUT", f"{OCPP}/authentication", {"mechanism": "password_based", "backend": "built_in_database"}),
+    ]
+    no_lockout = "dashboard.unsuccessful_login_max_attempts = 0\n"
+    async with running_gateway(tmp_path, mosquitto.port, no_lockout) as gw:
+        for auth in (None, ("admin", "wrong")):
+            async with httpx.AsyncClient(base_url=gw.admin_url, auth=auth, timeout=30) as http:
+                for method, path, body in endpoints:
+                    r = await http.request(method, path, json=body)
+                    assert r.status_code == 401 and r.json()["code"] == "BAD_USERNAME_OR_PWD", (method, path, r.text)
+        assert read_overlay(gw.node.settings.node.data_dir) == {}
+        assert await connects(gw.ocpp_port, "UNTOUCHED")
+
+
+async def test_gateway_get_put_round_trip_changes_nothing(tmp_path, mosquitto):
+    wss_free = free_port()
+    conf = f'gateway.ocpp.listeners.ws.b {{ bind = "127.0.0.1:{wss_free}", mountpoint = "b/" }}\n'
+    async with running_gateway(tmp_path, mosquitto.port, conf) as gw, admin(gw) as http:
+        before = gw.node.settings
+        body = (await http.get(OCPP)).json()
+        r = await http.put(OCPP, json=body)
+        assert r.status_code == 204, r.text
+        assert gw.node.settings == before
+        assert load_settings(conf_path(gw), {}) == before

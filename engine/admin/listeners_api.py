@@ -55,6 +55,11 @@ def listener_entry(node: NodeView, kind: str, name: str, body: dict[str, Any], w
     current = listener_settings(node, kind, name)
     if current is not None:
         settings = unmasked(settings, plain_settings(current))
+        # GET shows the gateway's value where the listener sets none: sent back, it stays unset
+        ocpp = node.settings.gateway.ocpp
+        for key, inherited in (("mountpoint", ocpp.mountpoint), ("message_format_checking", ocpp.message_format_checking)):
+            if getattr(current, key) is None and settings.get(key) == inherited:
+                del settings[key]
     return replacing(dig(written, "gateway", "ocpp", "listeners", kind, name), settings)
 
 
