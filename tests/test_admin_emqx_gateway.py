@@ -274,3 +274,32 @@ async def test_gateway_get_put_round_trip_changes_nothing(tmp_path, mosquitto):
         assert r.status_code == 204, r.text
         assert gw.node.settings == before
         assert load_settings(conf_path(gw), {}) == before
+
+
+async def test_wss_listener_over_the_api_and_its_masked_password(tmp_path, mosquitto):
+    import ssl
+
+    from tests.certs import CertAuthority
+
+    (tmp_path / "pki").mkdir()
+    ca = CertAuthority(tmp_path / "pki")
+    server = ca.server()
+    port = free_port()
+    async with running_gateway(tmp_path, mosquitto.port) as gw, admin(gw) as http:
+        r = await http.post(LISTENERS, json={
+            "type": "wss", "name": "tls", "bind": f"127.0.0.1:{port}",
+            "ssl_options": {"certfile": str(server.cert), "keyfile": str(server.key), "password": "k3y-pass"}})
+        assert r.status_code == 201, r.text
+        assert r.json()["id"] == "ocpp:wss:tls" and r.json()["ssl_options"]["password"] == "******"
+        client = ssl.create_default_context(cafile=str(ca.cert_path))
+        async with websockets.connect(f"wss://localhost:{port}/ocpp/TLS1", subprotocols=["ocpp1.6"], ssl=client):
+            pass
+        listener = (await http.get(f"{LISTENERS}/ocpp:wss:tls")).json()
+        assert "k3y-pass" not in str(listener)
+        listener["max_conn_rate"] = 10
+        r = await http.put(f"{LISTENERS}/ocpp:wss:tls", json=listener)
+        assert r.status_code == 200, r.text
+        kept = gw.node.settings.gateway.ocpp.listeners.wss["tls"]
+        assert kept.ssl_options.password == "k3y-pass" and kept.max_conn_rate == 10
+        async with websockets.connect(f"wss://localhost:{port}/ocpp/TLS2", subprotocols=["ocpp1.6"], ssl=client):
+            pass

@@ -29,6 +29,7 @@ from engine.admin.gateway_conf import (
     check_new_name,
     dig,
     file_tree,
+    keep_default_listeners,
     listener_docs,
     listener_id,
     object_body,
@@ -131,6 +132,7 @@ class EmqxGatewayApi:
                     value = replacing(dig(written, "gateway", "ocpp", key), value)
                 place(overlay, ("gateway", "ocpp", key), value)
             for kind, name, item in named:
+                keep_default_listeners(overlay, written, kind)
                 place(overlay, ("gateway", "ocpp", "listeners", kind, name),
                       listener_entry(self.node, kind, name, item, written))
             if authentication is not None:

@@ -20,7 +20,7 @@ from typing import Any
 from engine.admin.common import ApiError, bad_request
 from engine.admin.nodeview import NodeView
 from engine.config.loader import read_sources
-from engine.config.schema import ListenerSettings, NoEffect
+from engine.config.schema import ListenerSettings, ListenersSettings, NoEffect
 from engine.config.types import Bind, Duration, Size
 
 GATEWAY = "ocpp"
@@ -156,6 +156,16 @@ def place(tree: dict[str, Any], keys: tuple[str, ...], value: Any) -> None:
             child = here[key] = {}
         here = child
     here[keys[-1]] = value
+
+
+def keep_default_listeners(overlay: dict[str, Any], written: dict[str, Any], kind: str) -> None:
+    """Before the overlay names a listener of `kind`: when neither the conf file nor the overlay has
+    `listeners.<kind>`, the listeners running are the schema's default ones (`ws.default`), which a
+    map in the overlay would replace. Write them in (as `{}`: every key its default)."""
+    path = ("gateway", "ocpp", "listeners", kind)
+    if dig(written, *path) is None and dig(overlay, *path) is None:
+        for name in getattr(ListenersSettings(), kind):
+            place(overlay, path + (name,), {})
 
 
 def replacing(written: Any, body: dict[str, Any]) -> dict[str, Any]:

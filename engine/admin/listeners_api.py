@@ -24,6 +24,7 @@ from engine.admin.gateway_conf import (
     check_new_name,
     dig,
     file_tree,
+    keep_default_listeners,
     listener_doc,
     listener_docs,
     listener_id,
@@ -117,8 +118,9 @@ class ListenersApi:
         def edit(overlay: dict[str, Any]) -> None:
             if listener_settings(self.node, kind, name) is not None:
                 raise bad_request(f"the listener {listener_id(kind, name)} of ocpp already exists")
-            entry = listener_entry(self.node, kind, name, body, file_tree(self.node))
-            place(overlay, ("gateway", "ocpp", "listeners", kind, name), entry)
+            written = file_tree(self.node)
+            keep_default_listeners(overlay, written, kind)
+            place(overlay, ("gateway", "ocpp", "listeners", kind, name), listener_entry(self.node, kind, name, body, written))
 
         try:
             report = await change_overlay(self.node, edit)
@@ -137,8 +139,9 @@ class ListenersApi:
 
         def edit(overlay: dict[str, Any]) -> None:
             self._found(text)
-            entry = listener_entry(self.node, kind, name, body, file_tree(self.node))
-            place(overlay, ("gateway", "ocpp", "listeners", kind, name), entry)
+            written = file_tree(self.node)
+            keep_default_listeners(overlay, written, kind)
+            place(overlay, ("gateway", "ocpp", "listeners", kind, name), listener_entry(self.node, kind, name, body, written))
 
         try:
             report = await change_overlay(self.node, edit)
@@ -151,6 +154,7 @@ class ListenersApi:
 
         def edit(overlay: dict[str, Any]) -> None:
             kind, name = self._found(text)
+            keep_default_listeners(overlay, file_tree(self.node), kind)
             place(overlay, ("gateway", "ocpp", "listeners", kind, name), None)  # null: removed
 
         try:

@@ -94,6 +94,9 @@ def _merge(base: dict[str, Any], over: dict[str, Any], path: tuple[str, ...], or
             base.pop(key, None)
             origins[here] = label
             continue
+        if isinstance(value, dict) and not isinstance(base.get(key), dict) and here not in _REPLACED_BY_OVERLAY:
+            base[key] = {}  # merged into an empty object, so the nulls inside remove nothing and are gone
+            origins[here] = label
         if isinstance(value, dict) and isinstance(base.get(key), dict) and here not in _REPLACED_BY_OVERLAY:
             _merge(base[key], value, here, origins, label)
         else:
