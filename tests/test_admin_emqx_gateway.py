@@ -303,3 +303,28 @@ async def test_wss_listener_over_the_api_and_its_masked_password(tmp_path, mosqu
         assert kept.ssl_options.password == "k3y-pass" and kept.max_conn_rate == 10
         async with websockets.connect(f"wss://localhost:{port}/ocpp/TLS2", subprotocols=["ocpp1.6"], ssl=client):
             pass
+
+
+async def test_hostile_bodies_on_the_new_endpoints(tmp_path, mosquitto):
+    with_bodies = [("PUT", OCPP), ("POST", LISTENERS), ("PUT", f"{LISTENERS}/ocpp:ws:default"),
+                   ("POST", f"{OCPP}/authentication"), ("PUT", f"{OCPP}/authentication")]
+    async with running_gateway(tmp_path, mosquitto.port) as gw, admin(gw) as http:
+        for method, path in with_bodies:
+            for raw, status, named in [
+                (b"{nope", 400, "not JSON"), (b"", 400, "JSON body is required"), (b"[1, 2]", 400, "JSON object"),
+                (b'"text"', 400, "JSON object"), (b"\xff\xfe", 400, "not JSON"),
+                (b'{"a": ' * 2000 + b"1" + b"}" * 2000, 400, "not JSON"),
+                (b'{"x": "' + b"y" * (2 * 1024 * 1024) + b'"}', 413, "max_request_body"),
+            ]:
+                r = await http.request(method, path, content=raw, headers={"content-type": "application/json"})
+                assert r.status_code == status and named in r.json()["message"], (method, path, raw[:20], r.text)
+        deep: object = "x"
+        for _ in range(600):
+            deep = {"k": deep}
+        r = await http.put(OCPP, json={"upstream": deep})
+        assert r.status_code == 400 and "nested too deeply" in r.json()["message"], r.text
+        r = await http.put(f"{LISTENERS}/ocpp:ws:default", json={"bind": str(gw.ocpp_port), "websocket": deep})
+        assert r.status_code == 400, r.text
+        assert read_overlay(gw.node.settings.node.data_dir) == {}
+        assert (await http.get("/status")).status_code == 200
+        assert await connects(gw.ocpp_port, "ALIVE")
