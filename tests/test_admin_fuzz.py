@@ -5,6 +5,7 @@ refusal, never a traceback in the answer, and the node keeps serving."""
 from __future__ import annotations
 
 import json
+from urllib.parse import quote
 from collections.abc import Iterator
 from typing import Any
 
@@ -68,7 +69,8 @@ json_values = st.recursive(
     max_leaves=12,
 )
 field_names = st.sampled_from(["sql", "id", "actions", "enable", "description", "context", "action", "payload",
-                               "timeout", "user_id", "password", "is_superuser", "x"])
+                               "timeout", "user_id", "password", "is_superuser", "x", "type", "name", "bind",
+                               "websocket", "listeners", "mountpoint", "mechanism", "backend", "authentication"])
 shaped = st.dictionaries(field_names, json_values, max_size=5)
 def _dumps(value: Any) -> bytes:
     return json.dumps(value).encode("utf-8", "surrogatepass")  # big integers, Infinity: hostile too
@@ -83,6 +85,8 @@ ENDPOINTS = [
     ("POST", "/rules"), ("PUT", "/rules/r1"), ("POST", "/rule_test"),
     ("POST", "/gateways/ocpp/clients/CP1/call"),
     ("POST", "/gateways/ocpp/authentication/users"), ("PUT", "/gateways/ocpp/authentication/users/u1"),
+    ("PUT", "/gateways/ocpp"), ("POST", "/gateways/ocpp/listeners"),
+    ("POST", "/gateways/ocpp/authentication"), ("PUT", "/gateways/ocpp/authentication"),
 ]
 
 
@@ -108,4 +112,46 @@ def test_deeply_nested_values_are_a_400(gw):
         assert r.status_code == 400 and "nested too deeply" in r.json()["message"], r.text
         r = api.put("/configs", content="a = " + "[" * 400 + "]" * 400)
         assert r.status_code == 400 and "nested too deeply" in r.json()["message"], r.text
+        assert api.get("/status").status_code == 200
+
+
+# A listener body without a bind would (rightly) move the listener to the default 0.0.0.0:33033:
+# the fuzzed dicts for PUT .../listeners/{id} carry a loopback bind of their own.
+FUZZ_LISTENER = "ocpp:ws:fuzz"
+listener_bodies = st.one_of(
+    json_values.filter(lambda v: not isinstance(v, dict)).map(_dumps), st.binary(max_size=100),
+    st.integers(1, 5000).map(lambda n: b'{"websocket":' * n + b"1" + b"}" * n),
+    st.builds(lambda d, port: _dumps({**d, "bind": f"127.0.0.1:{port}"}), shaped, st.integers(20000, 20100)),
+)
+
+
+@pytest.fixture(scope="module")
+def fuzz_listener(gw) -> str:
+    with httpx.Client(base_url=gw.admin_url, auth=AUTH, timeout=120) as api:
+        r = api.post("/gateways/ocpp/listeners", json={"type": "ws", "name": "fuzz", "bind": "127.0.0.1:20101"})
+        assert r.status_code == 201, r.text
+    return FUZZ_LISTENER
+
+
+@FUZZ
+@given(body=listener_bodies)
+def test_json_bodies_of_a_listener(gw, fuzz_listener, body):
+    with httpx.Client(base_url=gw.admin_url, auth=AUTH, timeout=120) as api:
+        r = api.put(f"/gateways/ocpp/listeners/{fuzz_listener}", content=body, headers={"content-type": "application/json"})
+        event(f"PUT listener -> {r.status_code}")
+        answered_well(r)
+        assert api.get("/status").status_code == 200
+        assert api.get("/gateways/ocpp/listeners/ocpp:ws:default").json()["running"] is True
+
+
+@FUZZ
+@given(listener_id=st.text(min_size=1, max_size=60).filter(lambda t: t.strip(".") != ""), method=st.sampled_from(["GET", "PUT", "DELETE"]))
+def test_listener_ids(gw, listener_id, method):
+    with httpx.Client(base_url=gw.admin_url, auth=AUTH, timeout=120) as api:
+        path = "/gateways/ocpp/listeners/" + quote(listener_id.encode("utf-8", "surrogatepass"), safe="")
+        r = api.request(method, path, json={"bind": "127.0.0.1:20102"})
+        event(f"{method} listener id -> {r.status_code}")
+        answered_well(r)
+        if listener_id not in ("ocpp:ws:default", FUZZ_LISTENER):
+            assert r.status_code in (400, 404, 405), (listener_id, r.text)
         assert api.get("/status").status_code == 200

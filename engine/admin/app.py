@@ -13,7 +13,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from engine import __version__
-from engine.admin import config_api, gateway_api, metrics_api, rules_api
+from engine.admin import authn_api, config_api, emqx_gateway, gateway_api, listeners_api, metrics_api, rules_api
 from engine.admin.common import (
     ApiError,
     basic_credentials,
@@ -26,6 +26,7 @@ from engine.admin.nodeview import NodeView
 from engine.config.types import Size
 
 log = logging.getLogger("ocppgw.admin")
+SCRAPE_PATH = "/api/v5/prometheus/stats"
 
 
 async def _api_error(request: Request, exc: Exception) -> Response:
@@ -45,7 +46,8 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
 
 
 class _Authenticated:
-    """Every request needs the dashboard user or an API key; nothing is served without. A source
+    """Every request needs the dashboard user or an API key; nothing else is served without (the
+    one exception: the Prometheus scrape when prometheus.enable_basic_auth = false). A source
     address locked out by failed logins is answered 429 first; a body above
     dashboard.max_request_body is refused with 413 before it is read (Content-Length) or as soon
     as it grows past the limit (counted while it streams in)."""
@@ -60,11 +62,18 @@ class _Authenticated:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        if self._open_scrape(scope):  # prometheus.enable_basic_auth = false: the scrape needs no login
+            await self.app(scope, receive, send)
+            return
         refusal = await self._refusal(scope)
         if refusal is not None:
             await error_response(refusal)(scope, receive, send)
             return
         await self.app(scope, self._limited(scope, receive), send)
+
+    def _open_scrape(self, scope: Scope) -> bool:
+        return (scope.get("path") == SCRAPE_PATH and scope.get("method") in ("GET", "HEAD")
+                and not self.node.settings.prometheus.enable_basic_auth)
 
     async def _refusal(self, scope: Scope) -> ApiError | None:
         d = self.node.settings.dashboard
@@ -131,7 +140,7 @@ def create_app(node: NodeView) -> ASGIApp:
         return json_response({"node": node.settings.node.name, "status": "running", "version": __version__})
 
     routes = [Route("/api/v5/status", status)]
-    for module in (gateway_api, rules_api, config_api, metrics_api):
+    for module in (emqx_gateway, listeners_api, authn_api, gateway_api, rules_api, config_api, metrics_api):
         routes.extend(module.routes(node))
     app = Starlette(routes=routes, exception_handlers={ApiError: _api_error, HTTPException: _http_error, Exception: _unexpected})
     return _Authenticated(app, node)

@@ -18,7 +18,7 @@ from engine.config import ConfigError, dump_hocon
 from engine.config.background import in_background
 from engine.config.overlay import read_overlay, settings_for_overlay, settings_for_upload, write_overlay_text
 from engine.config.schema import Settings
-from engine.reload import ReloadError
+from engine.reload import ReloadError, ReloadReport
 
 
 def refused(errors: list[str]) -> Response:
@@ -28,32 +28,57 @@ def refused(errors: list[str]) -> Response:
 _changing: weakref.WeakKeyDictionary[NodeView, asyncio.Lock] = weakref.WeakKeyDictionary()
 
 
-async def _apply(node: NodeView, fn: Callable[..., tuple[Settings, str]], args: Callable[[], tuple[Any, ...]]) -> Response:
+class Refused(Exception):
+    """A change the loader or the reload refused; nothing was applied or kept."""
+
+    def __init__(self, errors: list[str]) -> None:
+        super().__init__("; ".join(errors))
+        self.errors = errors
+
+
+async def _change(node: NodeView, fn: Callable[..., tuple[Settings, str]], args: Callable[[], tuple[Any, ...]]) -> ReloadReport:
     """Build the settings and the overlay's text off the loop, apply them, and only then keep the text.
     One change at a time per node: `args` is called once the change before has been kept, so a merge
-    (or a rule change) reads what that change wrote."""
+    (or a rule change) reads what that change wrote. Raises `Refused`."""
     lock = _changing.setdefault(node, asyncio.Lock())
     async with lock:
         try:
             settings, text = await in_background(fn, node.config_path, dict(os.environ), *args())
             report = await node.reload(settings)
         except (ConfigError, ReloadError) as exc:
-            return refused(exc.errors)
+            raise Refused(exc.errors) from None
         except RecursionError:  # a value too deep to hand to the worker (pickling recurses)
-            return refused(["the admin API's config: nested too deeply"])
+            raise Refused(["the admin API's config: nested too deeply"]) from None
         write_overlay_text(node.settings.node.data_dir, text)
+    return report
+
+
+async def _apply(node: NodeView, fn: Callable[..., tuple[Settings, str]], args: Callable[[], tuple[Any, ...]]) -> Response:
+    try:
+        report = await _change(node, fn, args)
+    except Refused as exc:
+        return refused(exc.errors)
     return json_response({"status": "reloaded", **report.as_dict()})
 
 
-async def edit_overlay(node: NodeView, edit: Callable[[dict[str, Any]], None]) -> Response:
-    """Change the stored overlay in place with `edit` (which may raise an ApiError), check the file +
-    overlay as a whole, apply it, and only then keep the overlay; in turn with every other change."""
+async def change_overlay(node: NodeView, edit: Callable[[dict[str, Any]], None]) -> ReloadReport:
+    """`edit_overlay` for endpoints that answer in their own shape: the reload's report, or `Refused`."""
     def overlay() -> tuple[Any, ...]:
         current = read_overlay(node.settings.node.data_dir)
         edit(current)
         return (current,)
 
-    return await _apply(node, settings_for_overlay, overlay)
+    return await _change(node, settings_for_overlay, overlay)
+
+
+async def edit_overlay(node: NodeView, edit: Callable[[dict[str, Any]], None]) -> Response:
+    """Change the stored overlay in place with `edit` (which may raise an ApiError), check the file +
+    overlay as a whole, apply it, and only then keep the overlay; in turn with every other change."""
+    try:
+        report = await change_overlay(node, edit)
+    except Refused as exc:
+        return refused(exc.errors)
+    return json_response({"status": "reloaded", **report.as_dict()})
 
 
 def routes(node: NodeView) -> list[Route]:

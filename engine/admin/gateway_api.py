@@ -1,14 +1,14 @@
-"""The OCPP gateway's admin endpoints, on EMQX's paths: the gateway, its listeners, the
-connected charge points (list, look up, kick, send a CALL), and the users of the
-built-in authenticator.
+"""The OCPP gateway's admin endpoints, on EMQX's paths: the connected charge points (list,
+look up, kick, send a CALL) and the users of the built-in authenticator. The gateway itself,
+its listeners and its authenticator are in emqx_gateway.py, listeners_api.py and authn_api.py.
 
 Decisions where EMQX leaves room or has no counterpart:
 
 - Times (`connected_at`, `created_at`, `started_at`) are rendered as EMQX renders
   them, RFC 3339 with milliseconds, here always in UTC (`2024-05-01T10:00:00.123+00:00`).
   The `gte_connected_at`/`lte_connected_at` filters take RFC 3339 or epoch milliseconds.
-- Durations and sizes in the settings are shown as written in the config (`"30s"`,
-  `"2MB"`), binds as `"host:port"`, as EMQX shows its config.
+- The call API's `timeout` is a duration as in the config (`"5s"`, `"500ms"`, `"1m"`) or
+  a number of seconds.
 - A client that is not connected is a 404 for GET, DELETE and the call endpoint
   (EMQX answers 204 to a DELETE of an unknown client; we say it was not there).
 - `POST .../clients/{cid}/call` checks the payload against the request schema when
@@ -22,17 +22,12 @@ Decisions where EMQX leaves room or has no counterpart:
   `dnstream.awaiting_timeout`, or the charge point disconnected while the CALL waited.
   A CALL still queued when the API's own timeout fires stays in the queue and is sent
   in its turn (the session has no way to withdraw it).
-
-Just over 400 lines: every endpoint under EMQX's `/gateways/ocpp` (gateway, listeners,
-clients, the call API, built-in users) on one class, with the table of paths at the end.
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import math
-import time
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, cast
 
@@ -51,13 +46,12 @@ from engine.admin.common import (
 )
 from engine.admin.nodeview import NodeView
 from engine.auth import MAX_USER_ID, AuthStoreError, UserExists, UserNotFound
-from engine.config.types import Bind, Duration, Size
+from engine.config.types import ConfigValueError, Duration
 from engine.ocpp.schemas import UnknownAction
 from engine.ocpp.session import InvalidCommand, QueueFull, Session
 
 if TYPE_CHECKING:
     from engine.auth import UserStore
-    from engine.config.schema import OcppSettings
     from engine.ocpp.context import GatewayContext
 
 GATEWAY = "ocpp"
@@ -88,17 +82,16 @@ def _parse_time(name: str, text: str) -> float:
     return when.timestamp() * 1000
 
 
-def _plain(value: Any) -> Any:
-    """A settings value as JSON shows it: durations and sizes as written, binds as host:port."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, (Duration, Size, Bind)):
-        return str(value)
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
+def _seconds(name: str, value: float | str | None) -> float | None:
+    """A time the API takes: a duration string as in the config ("5s", "500ms", "1m"), or a number
+    of seconds (as this API took it before)."""
+    if not isinstance(value, str):
+        return value
+    try:
+        return float(Duration.parse(value))
+    except ConfigValueError:
+        raise bad_request(f'{name}: expected a duration such as "5s", "500ms" or "1m", or a number of '
+                          f"seconds, not {value[:40]!r}") from None
 
 
 def _client_not_found(cid: str) -> ApiError:
@@ -119,12 +112,6 @@ def _number(value: float) -> int | float:
 class GatewayApi:
     def __init__(self, node: NodeView) -> None:
         self.node = node
-        # The admin API is built as the node starts, right after the OCPP listeners.
-        self.started_at = int(time.time() * 1000)
-
-    @property
-    def ocpp_settings(self) -> OcppSettings:
-        return self.node.settings.gateway.ocpp
 
     def _sessions(self) -> list[Session]:
         ctx = self.node.ocpp
@@ -145,60 +132,6 @@ class GatewayApi:
         ctx = self.node.ocpp
         assert ctx is not None
         return ctx
-
-    def _listener_infos(self) -> list[dict[str, Any]]:
-        ocpp = self.ocpp_settings
-        found = []
-        for kind, listeners in (("ws", ocpp.listeners.ws), ("wss", ocpp.listeners.wss)):
-            for name, s in listeners.items():
-                listener_id = f"{GATEWAY}:{kind}:{name}"
-                running_listener = self.node.listeners.get(listener_id)
-                server = getattr(running_listener, "server", None)
-                running = server is not None and any(srv.is_serving() for srv in getattr(server, "servers", []))
-                found.append({
-                    "id": listener_id,
-                    "type": kind,
-                    "name": name,
-                    "enable": s.enable,
-                    "bind": str(s.bind),
-                    "running": running,
-                    "current_connections": running_listener.app.connections if running_listener is not None else 0,
-                    "max_connections": s.max_connections,
-                    "max_conn_rate": s.max_conn_rate,
-                    "mountpoint": ocpp.mountpoint if s.mountpoint is None else s.mountpoint,
-                    "enable_authn": s.enable_authn,
-                    "message_format_checking": s.message_format_checking or ocpp.message_format_checking,
-                    "websocket": _plain(s.websocket),
-                })
-        return found
-
-    async def gateway(self, request: Request) -> Response:
-        ocpp = self.ocpp_settings
-        running = self.node.ocpp is not None
-        body = {
-            "name": GATEWAY,
-            "status": "running" if running else "stopped",
-            "enable": ocpp.enable,
-            "started_at": rfc3339(self.started_at) if running else None,
-            "current_connections": len(self._sessions()),
-            "max_connections": sum(li["max_connections"] for li in self._listener_infos() if li["enable"]),
-        }
-        settings = _plain(ocpp)
-        settings.pop("listeners", None)
-        settings.pop("enable", None)
-        body.update(settings)
-        body["listeners"] = self._listener_infos()
-        return json_response(body)
-
-    async def listeners(self, request: Request) -> Response:
-        return json_response(self._listener_infos())
-
-    async def listener(self, request: Request) -> Response:
-        listener_id = request.path_params["listener_id"]
-        for info in self._listener_infos():
-            if info["id"] == listener_id:
-                return json_response(info)
-        raise ApiError(404, "RESOURCE_NOT_FOUND", f"listener {listener_id!r} not found")
 
     # --- clients --------------------------------------------------------------------------
 
@@ -275,12 +208,12 @@ class GatewayApi:
 
     async def call(self, request: Request) -> Response:
         cid = request.path_params["clientid"]
-        body = check_fields(await json_body(request), {"action": str}, {"payload": dict, "timeout": float})
+        body = check_fields(await json_body(request), {"action": str}, {"payload": dict, "timeout": (float, str)})
         action: str = body["action"]
         if not action:
             raise bad_request("action: must not be empty")
         payload = body.get("payload", {})
-        timeout = body.get("timeout")
+        timeout = _seconds("timeout", body.get("timeout"))
         if timeout is not None and not (0 < timeout <= MAX_CALL_TIMEOUT and math.isfinite(timeout)):
             raise bad_request(f"timeout: must be greater than 0 and at most {MAX_CALL_TIMEOUT:g} seconds")
         session = self._session(cid)
@@ -405,9 +338,6 @@ def routes(node: NodeView) -> list[Route]:
     api = GatewayApi(node)
     users = f"{PREFIX}/authentication/users"
     return [
-        Route(PREFIX, api.gateway, methods=["GET"]),
-        Route(f"{PREFIX}/listeners", api.listeners, methods=["GET"]),
-        Route(f"{PREFIX}/listeners/{{listener_id}}", api.listener, methods=["GET"]),
         Route(f"{PREFIX}/clients", api.clients, methods=["GET"]),
         Route(f"{PREFIX}/clients/{{clientid}}", api.client, methods=["GET"]),
         Route(f"{PREFIX}/clients/{{clientid}}", api.kick, methods=["DELETE"]),

@@ -90,6 +90,13 @@ def overlay_path(tree: dict[str, Any], env: Mapping[str, str]) -> Path:
 def _merge(base: dict[str, Any], over: dict[str, Any], path: tuple[str, ...], origins: dict[tuple[str, ...], str], label: str) -> None:
     for key, value in over.items():
         here = path + (key,)
+        if value is None:  # null in the overlay removes the key (a listener the API deleted)
+            base.pop(key, None)
+            origins[here] = label
+            continue
+        if isinstance(value, dict) and not isinstance(base.get(key), dict) and here not in _REPLACED_BY_OVERLAY:
+            base[key] = {}  # merged into an empty object, so the nulls inside remove nothing and are gone
+            origins[here] = label
         if isinstance(value, dict) and isinstance(base.get(key), dict) and here not in _REPLACED_BY_OVERLAY:
             _merge(base[key], value, here, origins, label)
         else:

@@ -415,6 +415,29 @@ class FlappingDetectSettings:
 
 
 @dataclass(frozen=True)
+class PrometheusSettings:
+    """EMQX's prometheus {}: the scrape endpoint GET /api/v5/prometheus/stats. Pushing to a push
+    gateway and the Erlang VM collectors have no counterpart here."""
+
+    # false: the scrape endpoint answers without credentials (everything else still needs them).
+    # EMQX defaults to false; here the door is closed until opened.
+    enable_basic_auth: bool = True
+    push_gateway_server: Annotated[Any, NoEffect("no push gateway here: Prometheus scrapes /api/v5/prometheus/stats")] = None
+    interval: Annotated[Any, NoEffect("no push gateway here: Prometheus scrapes at its own interval")] = None
+    headers: Annotated[Any, NoEffect("no push gateway here")] = None
+    job_name: Annotated[Any, NoEffect("no push gateway here")] = None
+    enable: Annotated[Any, NoEffect("EMQX's push gateway switch: no push gateway here; the scrape endpoint is always on")] = None
+    push_gateway: Annotated[Any, NoEffect("no push gateway here: Prometheus scrapes /api/v5/prometheus/stats")] = None
+    collectors: Annotated[Any, NoEffect("Erlang VM collectors: the standard process_* collector is used instead")] = None
+    vm_dist_collector: Annotated[Any, NoEffect("Erlang VM collector: no Erlang VM here")] = None
+    mnesia_collector: Annotated[Any, NoEffect("Erlang VM collector: no Erlang VM here")] = None
+    vm_statistics_collector: Annotated[Any, NoEffect("Erlang VM collector: no Erlang VM here")] = None
+    vm_system_info_collector: Annotated[Any, NoEffect("Erlang VM collector: no Erlang VM here")] = None
+    vm_memory_collector: Annotated[Any, NoEffect("Erlang VM collector: no Erlang VM here")] = None
+    vm_msacc_collector: Annotated[Any, NoEffect("Erlang VM collector: no Erlang VM here")] = None
+
+
+@dataclass(frozen=True)
 class Settings:
     node: NodeSettings = field(default_factory=NodeSettings)
     log: LogSettings = field(default_factory=LogSettings)
@@ -425,3 +448,4 @@ class Settings:
     actions: ActionsSettings = field(default_factory=ActionsSettings)
     dashboard: DashboardSettings = field(default_factory=DashboardSettings)
     flapping_detect: FlappingDetectSettings = field(default_factory=FlappingDetectSettings)
+    prometheus: PrometheusSettings = field(default_factory=PrometheusSettings)
