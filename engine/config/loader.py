@@ -64,18 +64,44 @@ class Sources:
         return self.file
 
 
+@dataclasses.dataclass(frozen=True)
+class Loaded:
+    """Settings and the warnings their load made (keys with no effect here, deprecated shapes), one
+    line each, for the caller to show once: check-config prints them, `run` and a reload log them."""
+
+    settings: Settings
+    warnings: list[str]
+
+
 def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None = None,
                   overlay: bool | dict[str, Any] | str = True) -> Settings:
     """Read the file, the overlay the admin API wrote (`<data_dir>/cluster.hocon`, unless
     overlay=False) and the environment, in that order; validate; raise `ConfigError` listing
-    every problem. `overlay` may also be the overlay's tree or its text (to check one before writing it)."""
+    every problem. `overlay` may also be the overlay's tree or its text (to check one before writing it).
+    The warnings are dropped: use `load_settings_with_warnings` where an operator should see them."""
+    return load_settings_with_warnings(path, env, overlay).settings
+
+
+def load_settings_with_warnings(path: str | Path | None = None, env: Mapping[str, str] | None = None,
+                                overlay: bool | dict[str, Any] | str = True) -> Loaded:
+    """`load_settings`, with the load's warnings."""
     sources = read_sources(path, os.environ if env is None else env, overlay)
-    return build(sources)
+    settings, warnings = build_with_warnings(sources)
+    return Loaded(settings, warnings)
+
+
+def log_warnings(warnings: list[str]) -> None:
+    """Where a node shows a load's warnings: one log line each on "ocppgw.config"."""
+    for line in warnings:
+        logging.getLogger("ocppgw.config").warning("%s", line)
 
 
 async def load_settings_in_background(path: str | Path | None, overlay: bool | dict[str, Any] | str = True) -> Settings:
-    """`load_settings` for a running node (see `in_background`)."""
-    return await in_background(load_settings, path, dict(os.environ), overlay)
+    """`load_settings` for a running node (see `in_background`); the load's warnings come back
+    from the worker and are logged here, on the node."""
+    loaded = await in_background(load_settings_with_warnings, path, dict(os.environ), overlay)
+    log_warnings(loaded.warnings)
+    return loaded.settings
 
 
 def overlay_path(tree: dict[str, Any], env: Mapping[str, str]) -> Path:
@@ -202,15 +228,18 @@ def _set_path(tree: dict[str, Any], keys: tuple[str, ...], value: Any) -> str | 
 
 
 def build(sources: Sources, cls: type = Settings) -> Any:
+    """The typed settings (warnings dropped: see `build_with_warnings`)."""
+    return build_with_warnings(sources, cls)[0]
+
+
+def build_with_warnings(sources: Sources, cls: type = Settings) -> tuple[Any, list[str]]:
     builder = _Builder(sources)
     settings = builder.convert(cls, sources.tree, ())
     if not builder.errors and cls is Settings:
         check_settings(settings, builder.fail)
     if builder.errors:
         raise ConfigError(builder.errors)
-    for line in builder.warnings:
-        logging.getLogger("ocppgw.config").warning("%s", line)
-    return settings
+    return settings, list(dict.fromkeys(builder.warnings))  # each line once, in order
 
 
 _HINTS: dict[type, dict[str, Any]] = {}
@@ -237,11 +266,16 @@ def _key(path: tuple[str, ...]) -> str:
     return ".".join(path) if path else "(root)"
 
 
+def _has_required(tp: Any) -> bool:
+    return dataclasses.is_dataclass(tp) and any(f.default is REQUIRED for f in dataclasses.fields(tp))
+
+
 class _Builder:
     def __init__(self, sources: Sources):
         self.sources = sources
         self.errors: list[str] = []
-        self.warnings: list[str] = []  # keys accepted with no effect (schema.NoEffect), one line each
+        # keys accepted with no effect (schema.NoEffect) and deprecated shapes, one line each
+        self.warnings: list[str] = []
 
     def fail(self, path: tuple[str, ...], value: Any, problem: str) -> None:
         self.errors.append(
@@ -297,8 +331,11 @@ class _Builder:
             value = {}
         hints = _hints(cls)
         names = [f.name for f in dataclasses.fields(cls)]
+        moved = getattr(cls, "MOVED", None)
+        if moved:
+            value = self.move_deprecated(moved, value, path)
         for key in value:
-            if key not in hints:
+            if key not in names:
                 close = difflib.get_close_matches(key, names, n=1)
                 hint = f" (did you mean {close[0]!r}?)" if close else ""
                 self.fail(path + (key,), value[key], f"unknown key{hint}")
@@ -309,7 +346,38 @@ class _Builder:
             elif f.default is REQUIRED:
                 self.errors.append(f"{self.sources.origin(path)}: {_key(path + (f.name,))}: missing, required")
                 kwargs[f.name] = ""
+            elif _has_required(hints[f.name]):  # an absent block with a required key (parameters.sql)
+                kwargs[f.name] = self.convert(hints[f.name], {}, path + (f.name,))
         return cls(**kwargs)
+
+    def move_deprecated(self, moved: dict[str, tuple[str, ...]], value: dict[str, Any],
+                        path: tuple[str, ...]) -> dict[str, Any]:
+        """An old spelling (`actions.pgsql.a.sql`) moved to where EMQX 5 has it
+        (`actions.pgsql.a.parameters.sql`), with one warning naming both."""
+        for old, new in moved.items():
+            if old not in value:
+                continue
+            value = dict(value)
+            item = value.pop(old)
+            where = self.sources.origin(path + (old,))
+            node = value
+            for key in new[:-1]:
+                child = node.get(key)
+                if child is None:
+                    child = {}
+                elif not isinstance(child, dict):
+                    break  # the new place is not an object: converting it reports that
+                node[key] = child = dict(child)
+                node = child
+            else:
+                if new[-1] in node:
+                    self.errors.append(f"{where}: {_key(path + (old,))}: set twice, here and as "
+                                       f"{_key(path + new)}: keep {_key(path + new)} only")
+                    continue
+                node[new[-1]] = item
+                self.warnings.append(f"{where}: {_key(path + (old,))} is deprecated: write it as "
+                                     f"{_key(path + new)} (EMQX 5's shape)")
+        return value
 
     def convert_list(self, item_tp: Any, value: Any, path: tuple[str, ...]) -> list[Any]:
         value = self.structured(value, path, list)
