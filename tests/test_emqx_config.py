@@ -203,6 +203,8 @@ def test_a_warning_names_the_environment_variable_it_came_from(tmp_path):
     ('gateway.ocpp.clientinfo_override { user = "x" }', "gateway.ocpp.clientinfo_override.user"),
     ('gateway.ocpp.enable_statistics = true', "gateway.ocpp.enable_statistics"),
     ('gateway.ocpp.authentication.bootstrap = "x.csv"', "gateway.ocpp.authentication.bootstrap"),
+    ('gateway.ocpp.authentication.password_hash_algorithm { name = pbkdf2, dk_len = 32 }',
+     "gateway.ocpp.authentication.password_hash_algorithm.dk_len"),
     ('rule_engine.rules.r { sql = "SELECT 1 FROM \\"t\\"", metdata {} }', "rule_engine.rules.r.metdata"),
     ('rule_engine.ignore_sys_messages = true', "rule_engine.ignore_sys_messages"),
 ])
@@ -211,6 +213,20 @@ def test_a_key_emqx_does_not_have_is_an_error_naming_it_and_its_file(tmp_path, t
     with pytest.raises(ConfigError) as info:
         load_settings_with_warnings(conf, {})
     assert any(line.startswith(f"{conf}: {key} = ") and "unknown key" in line for line in info.value.errors), info.value.errors
+
+
+def test_emqx_authentication_keys_load_with_their_warnings(tmp_path):
+    conf = write(tmp_path, '''gateway.ocpp.authentication {
+        backend = built_in_database, mechanism = password_based, user_id_type = clientid
+        password_hash_algorithm { name = pbkdf2, mac_fun = sha512, iterations = 100, dk_length = 64 }
+        bootstrap_file = "etc/auth.csv", bootstrap_type = hash
+    }''')
+    loaded = load_settings_with_warnings(conf, {})
+    auth = loaded.settings.gateway.ocpp.authentication
+    assert (auth.enable, auth.user_id_type, auth.password_hash_algorithm.iterations) == (True, "clientid", 100)
+    keys = [line.split(": ")[1] for line in loaded.warnings]
+    assert keys == ["gateway.ocpp.authentication.password_hash_algorithm.dk_length",
+                    "gateway.ocpp.authentication.bootstrap_file", "gateway.ocpp.authentication.bootstrap_type"]
 
 
 def test_metadata_and_name_are_kept(tmp_path):

@@ -148,6 +148,7 @@ class PasswordHashSettings:
     iterations: Positive = 4096  # pbkdf2
     mac_fun: Literal["sha256", "sha512"] = "sha256"  # pbkdf2
     salt_rounds: Annotated[int, Range(4, 31)] = 10  # bcrypt
+    dk_length: Annotated[Any, NoEffect("hashes are made here, pbkdf2's key as long as its digest")] = None  # pbkdf2
 
 
 @dataclass(frozen=True)
