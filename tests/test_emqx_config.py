@@ -235,6 +235,20 @@ def test_metadata_and_name_are_kept(tmp_path):
     assert (rule.name, rule.metadata) == ("R", {"a": 1, "b": {"c": "d"}})
 
 
+async def test_the_rules_api_takes_and_keeps_emqx_s_name_and_metadata(tmp_path, mosquitto):
+    sql = 'SELECT 1 AS x FROM "t/#"'
+    async with running_gateway(tmp_path, mosquitto.port) as gw, httpx.AsyncClient(base_url=gw.admin_url, auth=("admin", "public")) as api:
+        r = await api.post("/rules", json={"id": "r1", "sql": sql, "name": "one", "metadata": {"created_at": 1, "by": "me"}})
+        assert r.status_code == 201, r.text
+        assert (r.json()["name"], r.json()["metadata"]) == ("one", {"created_at": 1, "by": "me"})
+        r = await api.put("/rules/r1", json={"metadata": {"by": "you"}})
+        assert r.status_code == 200 and r.json()["metadata"] == {"by": "you"}
+        assert (await api.put("/rules/r1", json={"metadata": []})).status_code == 400
+    async with running_gateway(tmp_path, mosquitto.port) as gw, httpx.AsyncClient(base_url=gw.admin_url, auth=("admin", "public")) as api:
+        rule = (await api.get("/rules/r1")).json()  # kept in the overlay across a restart
+        assert (rule["name"], rule["metadata"]) == ("one", {"by": "you"})
+
+
 # --- connectors and actions ------------------------------------------------------------------------
 
 
