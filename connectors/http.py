@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from connectors.resource import BufferedAction, Connector, SendError
+from connectors.resource import NO_RETRY, BufferedAction, Connector, SendError
 from connectors.tls import client_context
 from engine.config.schema import (
     ClientTlsSettings,
@@ -66,8 +66,8 @@ def check_url(url: str) -> str | None:
 class HttpConnector(Connector):
     type = "http"
 
-    def __init__(self, name: str, settings: HttpConnectorSettings, health_check_interval: float = 15.0) -> None:
-        super().__init__(name, health_check_interval)
+    def __init__(self, name: str, settings: HttpConnectorSettings) -> None:
+        super().__init__(name, settings.resource_opts.health_check_interval)
         self.settings = settings
         parts = urlsplit(settings.url)
         self.host = parts.hostname or ""
@@ -133,4 +133,6 @@ def http_action(name: str, settings: HttpActionSettings, connector: HttpConnecto
 
     # one request per message: a batch of HTTP requests would succeed or fail in part
     opts = dataclasses.replace(settings.resource_opts, batch_size=1)
+    if p.max_retries is not None:  # EMQX's parameters.max_retries: this many retries, 0 none
+        opts = dataclasses.replace(opts, max_retries=p.max_retries or NO_RETRY)
     return BufferedAction("http", name, connector, opts, render, send, settings)

@@ -8,7 +8,7 @@ from typing import Any
 
 from connectors.http import HttpConnector, check_url, http_action
 from connectors.resource import BufferedAction, Connector
-from connectors.sql import PgsqlConnector, SqliteConnector, sql_action
+from connectors.sql import PGSQL_DEFAULT_PORT, PgsqlConnector, SqliteConnector, parse_server, sql_action
 from connectors.sql_template import SqlTemplateError
 from engine.config.schema import Settings
 from engine.errors import ErrorList
@@ -27,9 +27,10 @@ def _check_connector(kind: str, settings: Any) -> tuple[str, str] | None:
         problem = check_url(settings.url)
         return ("url", f"{settings.url!r}: {problem}") if problem else None
     if kind == "pgsql":
-        host, _, port = settings.server.rpartition(":")
-        if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
-            return "server", f'{settings.server!r}: expected "host:port", e.g. "127.0.0.1:5432"'
+        try:
+            parse_server(settings.server, PGSQL_DEFAULT_PORT)
+        except ValueError as exc:
+            return "server", f"{settings.server!r}: {exc}"
     return None
 
 
@@ -73,7 +74,7 @@ class Resources:
                 try:
                     action = make(name, a, connector)
                 except (TemplateError, SqlTemplateError) as exc:
-                    errors.append(f"{key}.{'parameters' if kind == 'http' else 'sql'}: {exc}")
+                    errors.append(f"{key}.{'parameters' if kind == 'http' else 'parameters.sql'}: {exc}")
                     continue
                 self.actions[f"{kind}:{name}"] = action
                 connector.health_check_interval = min(connector.health_check_interval, a.resource_opts.health_check_interval)

@@ -34,6 +34,7 @@ from engine.log import Throttle
 log = logging.getLogger("ocppgw.connector")
 
 MAX_BACKOFF = 30.0
+NO_RETRY = -1  # a ResourceOpts.max_retries the config cannot spell (0 there is "until request_ttl"): fail at once
 WARN_EVERY = 10.0  # seconds: a target refusing every message logs one line per action this often
 
 
@@ -162,6 +163,20 @@ class ActionMetrics:
 class _Request:
     data: Any
     deadline: float
+    size: int = 0  # bytes, roughly: what max_buffer_bytes counts
+
+
+def rendered_size(data: Any) -> int:
+    """About how many bytes a rendered request holds: its text and bytes, 8 per other value."""
+    if isinstance(data, (bytes, bytearray)):
+        return len(data)
+    if isinstance(data, str):
+        return len(data.encode("utf-8", "surrogatepass"))
+    if isinstance(data, dict):
+        return sum(rendered_size(k) + rendered_size(v) for k, v in data.items())
+    if isinstance(data, (list, tuple)):
+        return 8 + sum(rendered_size(v) for v in data)
+    return 8
 
 
 Render = Callable[[dict[str, Any]], Any]
@@ -180,6 +195,7 @@ class BufferedAction:
         self._send = send
         self.metrics = ActionMetrics()
         self._queue: deque[_Request] = deque()
+        self.queued_bytes = 0  # the sizes of the requests in _queue (resource_opts.max_buffer_bytes)
         self._ready = asyncio.Event()
         self._worker: asyncio.Task[None] | None = None
         self._deliveries: set[asyncio.Task[None]] = set()
@@ -199,11 +215,16 @@ class BufferedAction:
         except Exception:
             self.metrics.failed += 1  # the rule counts and logs it as a failed action too
             raise
-        if len(self._queue) >= self.opts.max_buffer_messages:
-            self._queue.popleft()
+        size = rendered_size(data)
+        if size > self.opts.max_buffer_bytes:  # larger than the whole buffer: never queued
             self.metrics.dropped_queue_full += 1
-            self.metrics.queuing -= 1
-        self._queue.append(_Request(data, time.monotonic() + self.opts.request_ttl))
+            return
+        while self._queue and (len(self._queue) >= self.opts.max_buffer_messages
+                               or self.queued_bytes + size > self.opts.max_buffer_bytes):
+            self._pop()
+            self.metrics.dropped_queue_full += 1
+        self._queue.append(_Request(data, time.monotonic() + self.opts.request_ttl, size))
+        self.queued_bytes += size
         self.metrics.queuing += 1
         self._ready.set()
 
@@ -227,15 +248,24 @@ class BufferedAction:
         if self._queue:
             log.warning("action %s stopped with %d messages not delivered", self.id, len(self._queue))
 
+    def _pop(self) -> _Request:
+        """The oldest waiting request, out of the queue and its counts."""
+        request = self._queue.popleft()
+        self.queued_bytes -= request.size
+        self.metrics.queuing -= 1
+        return request
+
     def take_queue(self) -> list[_Request]:
         """Hand the waiting requests to a successor action (on reload)."""
         taken = list(self._queue)
         self._queue.clear()
+        self.queued_bytes = 0
         self.metrics.queuing -= len(taken)
         return taken
 
     def give_queue(self, requests: list[_Request]) -> None:
         self._queue.extendleft(reversed(requests))
+        self.queued_bytes += sum(r.size for r in requests)
         self.metrics.matched += len(requests)
         self.metrics.queuing += len(requests)
         self._ready.set()
@@ -264,8 +294,7 @@ class BufferedAction:
     def _expire(self) -> None:
         now = time.monotonic()
         while self._queue and self._queue[0].deadline <= now:
-            self._queue.popleft()
-            self.metrics.queuing -= 1
+            self._pop()
             self.metrics.dropped_expired += 1
 
     async def _wait_up_or_expiry(self) -> None:
@@ -283,8 +312,7 @@ class BufferedAction:
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self._ready.wait(), deadline - time.monotonic())
         self._expire()
-        batch = [self._queue.popleft() for _ in range(min(size, len(self._queue)))]
-        self.metrics.queuing -= len(batch)
+        batch = [self._pop() for _ in range(min(size, len(self._queue)))]
         self.metrics.inflight += len(batch)
         return batch
 

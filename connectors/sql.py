@@ -24,6 +24,31 @@ from engine.config.schema import (
 
 # SQLite allows 32766 bound variables per statement (3.32+); stay well below
 SQLITE_MAX_PARAMS = 30_000
+PGSQL_DEFAULT_PORT = 5432
+
+
+def parse_server(server: str, default_port: int) -> tuple[str, int]:
+    """EMQX's `server`: "host", "host:port", "[v6 address]" or "[v6 address]:port" → (host, port);
+    ValueError says what is wrong."""
+    text = server.strip()
+    if text.startswith("["):
+        host, sep, rest = text[1:].partition("]")
+        if not sep or (rest and not rest.startswith(":")):
+            raise ValueError('expected "[address]:port" for an IPv6 address')
+        port_text = rest[1:]
+    elif text.count(":") > 1:
+        raise ValueError('write an IPv6 address in brackets: "[::1]:5432"')
+    else:
+        host, _, port_text = text.partition(":")
+        if ":" not in text:
+            port_text = ""
+    if not host:
+        raise ValueError('expected "host" or "host:port", e.g. "127.0.0.1:5432"')
+    if not port_text:
+        return host, default_port
+    if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+        raise ValueError("the port is not a number in 1..65535")
+    return host, int(port_text)
 
 
 class SqlConnector(Connector):
@@ -38,8 +63,8 @@ class SqliteConnector(SqlConnector):
     type = "sqlite"
     style = "qmark"
 
-    def __init__(self, name: str, settings: SqliteConnectorSettings, data_dir: str | Path, health_check_interval: float = 15.0) -> None:
-        super().__init__(name, health_check_interval)
+    def __init__(self, name: str, settings: SqliteConnectorSettings, data_dir: str | Path) -> None:
+        super().__init__(name, settings.resource_opts.health_check_interval)
         self.settings = settings
         path = Path(settings.path)
         self.path = path if path.is_absolute() else Path(data_dir) / path
@@ -93,8 +118,8 @@ class PgsqlConnector(SqlConnector):
     type = "pgsql"
     style = "format"
 
-    def __init__(self, name: str, settings: PgsqlConnectorSettings, health_check_interval: float = 15.0) -> None:
-        super().__init__(name, health_check_interval)
+    def __init__(self, name: str, settings: PgsqlConnectorSettings) -> None:
+        super().__init__(name, settings.resource_opts.health_check_interval)
         self.settings = settings
         self.pool: Any = None
 
@@ -102,7 +127,7 @@ class PgsqlConnector(SqlConnector):
         from psycopg.conninfo import make_conninfo
 
         s = self.settings
-        host, _, port = s.server.rpartition(":")
+        host, port = parse_server(s.server, PGSQL_DEFAULT_PORT)
         extra: dict[str, Any] = {}
         if s.ssl.enable:
             extra["sslmode"] = "verify-full" if s.ssl.verify == "verify_peer" else "require"
@@ -110,7 +135,7 @@ class PgsqlConnector(SqlConnector):
                 extra["sslrootcert"] = s.ssl.cacertfile
             if s.ssl.certfile:
                 extra["sslcert"], extra["sslkey"] = s.ssl.certfile, s.ssl.keyfile
-        return make_conninfo(host=host or s.server, port=port or "5432", dbname=s.database, user=s.username,
+        return make_conninfo(host=host, port=str(port), dbname=s.database, user=s.username,
                              password=s.password or None, connect_timeout=max(1, int(s.connect_timeout)),
                              application_name="ocpp-gateway", **extra)
 
@@ -118,8 +143,11 @@ class PgsqlConnector(SqlConnector):
         from psycopg_pool import AsyncConnectionPool
 
         s = self.settings
+        # disable_prepared_statements: psycopg prepares a statement run often (prepare_threshold);
+        # None never does, for PgBouncer in transaction mode (EMQX's meaning)
+        kwargs = {"prepare_threshold": None} if s.disable_prepared_statements else None
         pool = AsyncConnectionPool(self.conninfo(), min_size=1, max_size=s.pool_size, open=False,
-                                   timeout=s.connect_timeout, reconnect_timeout=0)
+                                   timeout=s.connect_timeout, reconnect_timeout=0, kwargs=kwargs)
         try:
             await pool.open(wait=True, timeout=s.connect_timeout)
         except Exception:
@@ -163,7 +191,7 @@ def _first_line(exc: Exception) -> str:
 
 
 def sql_action(kind: str, name: str, settings: SqlActionSettings, connector: SqlConnector) -> BufferedAction:
-    template = SqlTemplate(settings.sql, connector.style)  # type: ignore[arg-type]
+    template = SqlTemplate(settings.parameters.sql, connector.style)  # type: ignore[arg-type]
 
     async def send(rows: list[list[Any]]) -> None:
         await connector.insert(template, rows)

@@ -10,7 +10,7 @@ import signal
 import sys
 
 from engine import __version__, ctl, eventloop, gctune, simulate
-from engine.config import ConfigError, dump_hocon, load_settings
+from engine.config import ConfigError, Loaded, dump_hocon, load_settings_with_warnings
 
 EXIT_CONFIG = 2
 EXIT_START = 3
@@ -73,9 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _load(path: str | None):
+def _load(path: str | None) -> Loaded:
     try:
-        return load_settings(path)
+        return load_settings_with_warnings(path)
     except ConfigError as exc:
         for line in exc.errors:
             print(f"config error: {line}", file=sys.stderr)
@@ -87,7 +87,10 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     from engine.bus import Bus
     from rules.runtime import RuleEngine, RuleLoadError
 
-    settings = _load(args.config)
+    loaded = _load(args.config)
+    settings = loaded.settings
+    for line in loaded.warnings:  # accepted keys with no effect, deprecated shapes: still a valid config
+        print(f"config warning: {line}", file=sys.stderr)
     try:
         resources = Resources(settings)
         RuleEngine(Bus(), resources.resolve).compile(settings.rule_engine.rules)
@@ -207,10 +210,13 @@ def _raise_open_file_limit(settings) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from engine.config.loader import log_warnings
     from engine.log import setup_logging
 
-    settings = _load(args.config)
+    loaded = _load(args.config)
+    settings = loaded.settings
     setup_logging(settings.log.level, settings.log.format)
+    log_warnings(loaded.warnings)
     _raise_open_file_limit(settings)
     gctune.tune()
     with eventloop.runner() as runner:

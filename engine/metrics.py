@@ -229,6 +229,8 @@ class NodeCollector(Collector):
         dropped = _counter("action_dropped", "Requests the action dropped, by reason.", ["action", "reason"])
         inflight = _gauge("action_inflight", "Requests being delivered now.", ["action"])
         queuing = _gauge("action_queuing", "Requests waiting in the action's buffer.", ["action"])
+        queuing_bytes = _gauge("action_queuing_bytes", "Bytes (rendered, about) waiting in the action's buffer "
+                               "(limit: resource_opts.max_buffer_bytes).", ["action"])
         for action_id, action in sorted(actions.items()):
             values = action.metrics.as_dict()
             for name, _ in counters:
@@ -237,10 +239,11 @@ class NodeCollector(Collector):
                 dropped.add_metric([action_id, reason], values.get(f"dropped.{reason}", 0))
             inflight.add_metric([action_id], values.get("inflight", 0))
             queuing.add_metric([action_id], values.get("queuing", 0))
+            queuing_bytes.add_metric([action_id], getattr(action, "queued_bytes", 0))
         up = _gauge("connector_up", "1 if the connector is connected, 0 if not.", ["connector"])
         for connector_id, connector in sorted(connectors.items()):
             up.add_metric([connector_id], 1 if connector.status == "connected" else 0)
-        return [*families.values(), dropped, inflight, queuing, up]
+        return [*families.values(), dropped, inflight, queuing, queuing_bytes, up]
 
     def _bridge(self) -> list[Metric]:
         bridge = getattr(self.node, "bridge", None)

@@ -148,15 +148,19 @@ async def test_a_statement_the_database_refuses_fails_without_retry(tmp_path, mo
 @pytest.mark.parametrize(
     "text,expected",
     [
-        ('actions.sqlite.a { connector = local }', "actions.sqlite.a.sql: missing, required"),
-        ('actions.sqlite.a { connector = other, sql = "INSERT INTO t VALUES (${x})" }', "actions.sqlite.a.connector = 'other': no connectors.sqlite.other"),
-        ('actions.sqlite.a { connector = local, sql = "INSERT INTO t VALUES (${})" }', "actions.sqlite.a.sql: empty placeholder"),
-        ('actions.sqlite.a { connector = local, sql = "INSERT INTO t VALUES (1)" }', "actions.sqlite.a.sql: the SQL has no ${...} placeholders"),
-        ("""actions.sqlite.a { connector = local, sql = "INSERT INTO t VALUES ('id-${x}')" }""", "a placeholder must be a whole value"),
-        ('actions.sqlite.a { connector = local, sql = "INSERT INTO t VALUES (${x}" }', None),
-        ('actions.pgsql.a { connector = pg, sql = "INSERT INTO t VALUES (${x})" }\nconnectors.pgsql.pg { database = d, server = "nohost" }',
-         "connectors.pgsql.pg.server = 'nohost': expected \"host:port\""),
-        ('actions.pgsql.a { connector = pg, sql = "INSERT INTO t VALUES (${x})" }\nconnectors.pgsql.pg { server = "h:1" }',
+        ('actions.sqlite.a { connector = local }', "actions.sqlite.a.parameters.sql: missing, required"),
+        ('actions.sqlite.a { connector = other, parameters.sql = "INSERT INTO t VALUES (${x})" }', "actions.sqlite.a.connector = 'other': no connectors.sqlite.other"),
+        ('actions.sqlite.a { connector = local, parameters.sql = "INSERT INTO t VALUES (${})" }', "actions.sqlite.a.parameters.sql: empty placeholder"),
+        ('actions.sqlite.a { connector = local, parameters.sql = "INSERT INTO t VALUES (1)" }', "actions.sqlite.a.parameters.sql: the SQL has no ${...} placeholders"),
+        # the deprecated shape (sql beside connector) is checked the same, named where it now lives
+        ('actions.sqlite.a { connector = local, sql = "INSERT INTO t VALUES (1)" }', "actions.sqlite.a.parameters.sql: the SQL has no ${...} placeholders"),
+        ("""actions.sqlite.a { connector = local, parameters.sql = "INSERT INTO t VALUES ('id-${x}')" }""", "a placeholder must be a whole value"),
+        ('actions.sqlite.a { connector = local, parameters.sql = "INSERT INTO t VALUES (${x}" }', None),
+        ('actions.pgsql.a { connector = pg, parameters.sql = "INSERT INTO t VALUES (${x})" }\nconnectors.pgsql.pg { database = d, server = "h:99999" }',
+         "connectors.pgsql.pg.server = 'h:99999': the port is not a number in 1..65535"),
+        ('actions.pgsql.a { connector = pg, parameters.sql = "INSERT INTO t VALUES (${x})" }\nconnectors.pgsql.pg { database = d, server = "::1:5432" }',
+         "connectors.pgsql.pg.server = '::1:5432': write an IPv6 address in brackets"),
+        ('actions.pgsql.a { connector = pg, parameters.sql = "INSERT INTO t VALUES (${x})" }\nconnectors.pgsql.pg { server = "h:1" }',
          "connectors.pgsql.pg.database: missing, required"),
     ],
 )

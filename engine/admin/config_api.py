@@ -15,6 +15,7 @@ from starlette.routing import Route
 from engine.admin.common import bad_request, json_response
 from engine.admin.nodeview import NodeView
 from engine.config import ConfigError, dump_hocon
+from engine.config.loader import log_warnings
 from engine.config.background import in_background
 from engine.config.overlay import read_overlay, settings_for_overlay, settings_for_upload, write_overlay_text
 from engine.config.schema import Settings
@@ -36,14 +37,15 @@ class Refused(Exception):
         self.errors = errors
 
 
-async def _change(node: NodeView, fn: Callable[..., tuple[Settings, str]], args: Callable[[], tuple[Any, ...]]) -> ReloadReport:
+async def _change(node: NodeView, fn: Callable[..., tuple[Settings, str, list[str]]], args: Callable[[], tuple[Any, ...]]) -> ReloadReport:
     """Build the settings and the overlay's text off the loop, apply them, and only then keep the text.
     One change at a time per node: `args` is called once the change before has been kept, so a merge
     (or a rule change) reads what that change wrote. Raises `Refused`."""
     lock = _changing.setdefault(node, asyncio.Lock())
     async with lock:
         try:
-            settings, text = await in_background(fn, node.config_path, dict(os.environ), *args())
+            settings, text, warnings = await in_background(fn, node.config_path, dict(os.environ), *args())
+            log_warnings(warnings)  # made in the worker, shown on the node
             report = await node.reload(settings)
         except (ConfigError, ReloadError) as exc:
             raise Refused(exc.errors) from None
@@ -53,7 +55,7 @@ async def _change(node: NodeView, fn: Callable[..., tuple[Settings, str]], args:
     return report
 
 
-async def _apply(node: NodeView, fn: Callable[..., tuple[Settings, str]], args: Callable[[], tuple[Any, ...]]) -> Response:
+async def _apply(node: NodeView, fn: Callable[..., tuple[Settings, str, list[str]]], args: Callable[[], tuple[Any, ...]]) -> Response:
     try:
         report = await _change(node, fn, args)
     except Refused as exc:

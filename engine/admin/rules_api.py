@@ -28,7 +28,8 @@ if TYPE_CHECKING:
     from connectors.registry import Resources
     from rules.runtime import RunningRule
 
-RULE_FIELDS: dict[str, type | tuple[type, ...]] = {"sql": str, "actions": list, "enable": bool, "description": str}
+RULE_FIELDS: dict[str, type | tuple[type, ...]] = {"sql": str, "actions": list, "enable": bool, "description": str,
+                                                   "name": str, "metadata": dict}  # EMQX's name and metadata: kept
 
 
 def _running_rules(node: NodeView) -> dict[str, RunningRule]:
@@ -75,7 +76,7 @@ def routes(node: NodeView) -> list[Route]:
         return json_response(paged(items, page, limit))
 
     async def create_rule(request: Request) -> Response:
-        body = check_fields(await json_body(request), {"sql": str}, {"id": str, "actions": list, "enable": bool, "description": str})
+        body = check_fields(await json_body(request), {"sql": str}, {"id": str, **{k: v for k, v in RULE_FIELDS.items() if k != "sql"}})
         rule_id = body.pop("id", None) or f"rule_{secrets.token_hex(4)}"
 
         def create(rules: dict[str, Any]) -> None:

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
+import typing
 from typing import Any
 
+from engine.config.schema import NoEffect
 from engine.config.types import Bind, Duration, Size
 
 SECRET_KEYS = frozenset({"password", "default_password", "secret"})
@@ -17,9 +20,23 @@ def dump_hocon(settings: Any, *, show_secrets: bool = False) -> str:
     return "\n".join(lines) + "\n"
 
 
+@functools.cache
+def _effective_fields(cls: type) -> tuple[str, ...]:
+    """The fields that do something: a key accepted with no effect (NoEffect) is left out of the
+    effective config."""
+    hints = typing.get_type_hints(cls, include_extras=True)
+
+    def no_effect(name: str) -> bool:
+        tp = hints[name]
+        return typing.get_origin(tp) is typing.Annotated and any(
+            isinstance(m, NoEffect) for m in typing.get_args(tp)[1:])
+
+    return tuple(f.name for f in dataclasses.fields(cls) if not no_effect(f.name))
+
+
 def _to_plain(value: Any) -> Any:
     if dataclasses.is_dataclass(value):
-        return {f.name: _to_plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        return {name: _to_plain(getattr(value, name)) for name in _effective_fields(type(value))}
     if isinstance(value, dict):
         return {k: _to_plain(v) for k, v in value.items()}
     if isinstance(value, list):

@@ -1,7 +1,7 @@
 """HOCON files and environment overrides → validated `Settings`.
 
-Loading is two steps: `read_sources` parses the file (with its includes) and
-lays the `OCPPGW_...` environment overrides over it as a plain tree; `build`
+Loading is two steps: `read_sources` (engine/config/sources.py) parses the file (with its includes)
+and lays the overlay and the `OCPPGW_...` environment overrides over it as a plain tree; `build`
 walks that tree against the dataclasses of `schema` and collects every
 problem, each naming the key path, the value and where it came from. Nothing
 starts until the whole config is clean.
@@ -9,7 +9,6 @@ starts until the whole config is clean.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import datetime
 import difflib
@@ -22,202 +21,85 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pyhocon import ConfigFactory, ConfigTree
-from pyhocon.config_tree import NoneValue
+from pyhocon import ConfigFactory
 from pyhocon.exceptions import ConfigException
 from pyparsing import ParseBaseException
 
 from engine.config.background import in_background, stop_background_loader  # noqa: F401 (the node's)
 from engine.config.checks import check_settings
 from engine.config.schema import REQUIRED, NoEffect, Range, Settings
+from engine.config.sources import (  # noqa: F401 (re-exported: the loader's public names)
+    DEFAULT_CONFIG_FILE,
+    ENV_PREFIX,
+    OVERLAY_NAME,
+    ConfigError,
+    EnvText,
+    Sources,
+    _parse_text,
+    _plain,
+    overlay_path,
+    read_sources,
+    syntax_error,
+)
 from engine.config.types import Bind, ConfigValueError, Duration, Size
-from engine.errors import ErrorList
-
-ENV_PREFIX = "OCPPGW_"
-DEFAULT_CONFIG_FILE = Path("conf/gateway.conf")
 
 
-class ConfigError(ErrorList):
-    """The config cannot be used; `errors` holds one line per problem."""
+@dataclasses.dataclass(frozen=True)
+class Loaded:
+    """Settings and the warnings their load made (keys with no effect here, deprecated shapes), one
+    line each, for the caller to show once: check-config prints them, `run` and a reload log them."""
 
-
-class EnvText(str):
-    """A value from an environment variable: text, parsed by the type it is meant for."""
-
-
-OVERLAY_NAME = "cluster.hocon"
-# maps an overlay replaces whole (so what the API deleted stays deleted), instead of merging into
-_REPLACED_BY_OVERLAY = {("rule_engine", "rules")}
-
-
-@dataclasses.dataclass
-class Sources:
-    tree: dict[str, Any]
-    file: str  # shown in errors for keys that came from the file
-    origins: dict[tuple[str, ...], str]  # key path → where it came from, when not the file
-
-    def origin(self, path: tuple[str, ...]) -> str:
-        for length in range(len(path), 0, -1):
-            label = self.origins.get(path[:length])
-            if label:
-                return label
-        return self.file
+    settings: Settings
+    warnings: list[str]
 
 
 def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None = None,
                   overlay: bool | dict[str, Any] | str = True) -> Settings:
     """Read the file, the overlay the admin API wrote (`<data_dir>/cluster.hocon`, unless
     overlay=False) and the environment, in that order; validate; raise `ConfigError` listing
-    every problem. `overlay` may also be the overlay's tree or its text (to check one before writing it)."""
+    every problem. `overlay` may also be the overlay's tree or its text (to check one before writing it).
+    The warnings are dropped: use `load_settings_with_warnings` where an operator should see them."""
+    return load_settings_with_warnings(path, env, overlay).settings
+
+
+def load_settings_with_warnings(path: str | Path | None = None, env: Mapping[str, str] | None = None,
+                                overlay: bool | dict[str, Any] | str = True) -> Loaded:
+    """`load_settings`, with the load's warnings."""
     sources = read_sources(path, os.environ if env is None else env, overlay)
-    return build(sources)
+    settings, warnings = build_with_warnings(sources)
+    return Loaded(settings, warnings)
+
+
+def log_warnings(warnings: list[str]) -> None:
+    """Where a node shows a load's warnings: one log line each on "ocppgw.config"."""
+    for line in warnings:
+        logging.getLogger("ocppgw.config").warning("%s", line)
 
 
 async def load_settings_in_background(path: str | Path | None, overlay: bool | dict[str, Any] | str = True) -> Settings:
-    """`load_settings` for a running node (see `in_background`)."""
-    return await in_background(load_settings, path, dict(os.environ), overlay)
-
-
-def overlay_path(tree: dict[str, Any], env: Mapping[str, str]) -> Path:
-    """Where the overlay lives: node.data_dir as the file and environment say."""
-    data_dir = env.get(f"{ENV_PREFIX}NODE__DATA_DIR")
-    if data_dir is None:
-        node = tree.get("node")
-        data_dir = node.get("data_dir") if isinstance(node, dict) and isinstance(node.get("data_dir"), str) else "data"
-    return Path(data_dir) / OVERLAY_NAME
-
-
-def _merge(base: dict[str, Any], over: dict[str, Any], path: tuple[str, ...], origins: dict[tuple[str, ...], str], label: str) -> None:
-    for key, value in over.items():
-        here = path + (key,)
-        if value is None:  # null in the overlay removes the key (a listener the API deleted)
-            base.pop(key, None)
-            origins[here] = label
-            continue
-        if isinstance(value, dict) and not isinstance(base.get(key), dict) and here not in _REPLACED_BY_OVERLAY:
-            base[key] = {}  # merged into an empty object, so the nulls inside remove nothing and are gone
-            origins[here] = label
-        if isinstance(value, dict) and isinstance(base.get(key), dict) and here not in _REPLACED_BY_OVERLAY:
-            _merge(base[key], value, here, origins, label)
-        else:
-            base[key] = value
-            origins[here] = label
-
-
-def read_sources(path: str | Path | None, env: Mapping[str, str], overlay: bool | dict[str, Any] | str = False) -> Sources:
-    tree, file_label = _read_file(path)
-    origins: dict[tuple[str, ...], str] = {}
-    if isinstance(overlay, str):  # the overlay's text, exactly as it is about to be written
-        _merge(tree, _parse_text(overlay, "the admin API's config"), (), origins, "the admin API's config")
-    elif isinstance(overlay, dict):
-        _merge(tree, copy.deepcopy(overlay), (), origins, "the admin API's config")
-    elif overlay:
-        over_path = overlay_path(tree, env)
-        if over_path.is_file():
-            over_tree, over_label = _read_file(over_path)
-            _merge(tree, over_tree, (), origins, over_label)
-    errors: list[str] = []
-    for name in sorted(env):
-        if not name.startswith(ENV_PREFIX):
-            continue
-        keys = tuple(part.lower() for part in name[len(ENV_PREFIX) :].split("__"))
-        if not all(keys):
-            errors.append(f"environment {name}: cannot be read as a key path (use __ between keys)")
-            continue
-        problem = _set_path(tree, keys, EnvText(env[name]))
-        if problem:
-            errors.append(f"environment {name}: {problem}")
-        origins[keys] = f"environment {name}"
-    if errors:
-        raise ConfigError(errors)
-    return Sources(tree, file_label, origins)
-
-
-def _read_file(path: str | Path | None) -> tuple[dict[str, Any], str]:
-    if path is None:
-        if not DEFAULT_CONFIG_FILE.is_file():
-            return {}, "(defaults)"
-        path = DEFAULT_CONFIG_FILE
-    path = Path(path)
-    label = str(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError([f"{label}: cannot read the config file: {exc.strerror or exc}"]) from None
-    except UnicodeDecodeError:
-        raise ConfigError([f"{label}: the config file is not UTF-8 text"]) from None
-    return _parse_text(text, label, basedir=str(path.parent.resolve())), label
-
-
-def _parse_text(text: str, label: str, basedir: str | None = None) -> dict[str, Any]:
-    """A trusted file's text (its includes and `${ENV}` substitutions run) → a plain tree."""
-    try:
-        parsed = ConfigFactory.parse_string(text, basedir=basedir)
-    except ParseBaseException as exc:
-        raise ConfigError([syntax_error(label, exc)]) from None
-    except ConfigException as exc:
-        raise ConfigError([f"{label}: {exc}"]) from None
-    except OSError as exc:
-        raise ConfigError([f"{label}: include failed: {exc}"]) from None
-    plain = _plain(parsed)
-    if not isinstance(plain, dict):
-        raise ConfigError([f"{label}: expected an object {{ ... }} at the top, not a list"])
-    return plain
-
-
-def syntax_error(label: str, exc: ParseBaseException) -> str:
-    # pyparsing's message spells out the whole grammar it expected: keep the start
-    message = exc.msg if len(exc.msg) <= 120 else exc.msg[:117] + "..."
-    return f"{label}:{exc.lineno}:{exc.col}: HOCON syntax error: {message}"
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, ConfigTree):
-        return {_plain_key(str(k)): _plain(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
-    if isinstance(value, NoneValue):  # pyhocon's null inside a list
-        return None
-    return value
-
-
-_KEEPS_QUOTES = frozenset('$}[]:=+#`^?!@*&.')  # pyhocon's ConfigTree.parse_key special characters
-
-
-def _plain_key(key: str) -> str:
-    """pyhocon keeps the quotes of a quoted key holding one of its special characters (`"a.b"`
-    stays `'"a.b"'`, so its own dotted lookups work); the key itself is what is between them."""
-    if len(key) >= 2 and key[0] == '"' and key[-1] == '"' and any(c in _KEEPS_QUOTES for c in key):
-        return key[1:-1]
-    return key
-
-
-def _set_path(tree: dict[str, Any], keys: tuple[str, ...], value: Any) -> str | None:
-    node = tree
-    for depth, key in enumerate(keys[:-1]):
-        child = node.get(key)
-        if child is None or isinstance(child, EnvText):
-            child = node[key] = {}
-        elif not isinstance(child, dict):
-            return f"{'.'.join(keys[: depth + 1])} is a value, not an object"
-        node = child
-    node[keys[-1]] = value
-    return None
+    """`load_settings` for a running node (see `in_background`); the load's warnings come back
+    from the worker and are logged here, on the node."""
+    loaded = await in_background(load_settings_with_warnings, path, dict(os.environ), overlay)
+    log_warnings(loaded.warnings)
+    return loaded.settings
 
 
 # --- building typed settings ------------------------------------------------------
 
 
 def build(sources: Sources, cls: type = Settings) -> Any:
+    """The typed settings (warnings dropped: see `build_with_warnings`)."""
+    return build_with_warnings(sources, cls)[0]
+
+
+def build_with_warnings(sources: Sources, cls: type = Settings) -> tuple[Any, list[str]]:
     builder = _Builder(sources)
     settings = builder.convert(cls, sources.tree, ())
     if not builder.errors and cls is Settings:
         check_settings(settings, builder.fail)
     if builder.errors:
         raise ConfigError(builder.errors)
-    for line in builder.warnings:
-        logging.getLogger("ocppgw.config").warning("%s", line)
-    return settings
+    return settings, list(dict.fromkeys(builder.warnings))  # each line once, in order
 
 
 _HINTS: dict[type, dict[str, Any]] = {}
@@ -244,11 +126,16 @@ def _key(path: tuple[str, ...]) -> str:
     return ".".join(path) if path else "(root)"
 
 
+def _has_required(tp: Any) -> bool:
+    return dataclasses.is_dataclass(tp) and any(f.default is REQUIRED for f in dataclasses.fields(tp))
+
+
 class _Builder:
     def __init__(self, sources: Sources):
         self.sources = sources
         self.errors: list[str] = []
-        self.warnings: list[str] = []  # keys accepted with no effect (schema.NoEffect), one line each
+        # keys accepted with no effect (schema.NoEffect) and deprecated shapes, one line each
+        self.warnings: list[str] = []
 
     def fail(self, path: tuple[str, ...], value: Any, problem: str) -> None:
         self.errors.append(
@@ -304,8 +191,11 @@ class _Builder:
             value = {}
         hints = _hints(cls)
         names = [f.name for f in dataclasses.fields(cls)]
+        moved = getattr(cls, "MOVED", None)
+        if moved:
+            value = self.move_deprecated(moved, value, path)
         for key in value:
-            if key not in hints:
+            if key not in names:
                 close = difflib.get_close_matches(key, names, n=1)
                 hint = f" (did you mean {close[0]!r}?)" if close else ""
                 self.fail(path + (key,), value[key], f"unknown key{hint}")
@@ -316,7 +206,38 @@ class _Builder:
             elif f.default is REQUIRED:
                 self.errors.append(f"{self.sources.origin(path)}: {_key(path + (f.name,))}: missing, required")
                 kwargs[f.name] = ""
+            elif _has_required(hints[f.name]):  # an absent block with a required key (parameters.sql)
+                kwargs[f.name] = self.convert(hints[f.name], {}, path + (f.name,))
         return cls(**kwargs)
+
+    def move_deprecated(self, moved: dict[str, tuple[str, ...]], value: dict[str, Any],
+                        path: tuple[str, ...]) -> dict[str, Any]:
+        """An old spelling (`actions.pgsql.a.sql`) moved to where EMQX 5 has it
+        (`actions.pgsql.a.parameters.sql`), with one warning naming both."""
+        for old, new in moved.items():
+            if old not in value:
+                continue
+            value = dict(value)
+            item = value.pop(old)
+            where = self.sources.origin(path + (old,))
+            node = value
+            for key in new[:-1]:
+                child = node.get(key)
+                if child is None:
+                    child = {}
+                elif not isinstance(child, dict):
+                    break  # the new place is not an object: converting it reports that
+                node[key] = child = dict(child)
+                node = child
+            else:
+                if new[-1] in node:
+                    self.errors.append(f"{where}: {_key(path + (old,))}: set twice, here and as "
+                                       f"{_key(path + new)}: keep {_key(path + new)} only")
+                    continue
+                node[new[-1]] = item
+                self.warnings.append(f"{where}: {_key(path + (old,))} is deprecated: write it as "
+                                     f"{_key(path + new)} (EMQX 5's shape)")
+        return value
 
     def convert_list(self, item_tp: Any, value: Any, path: tuple[str, ...]) -> list[Any]:
         value = self.structured(value, path, list)

@@ -19,7 +19,7 @@ from typing import Any
 
 from pyhocon import ConfigFactory
 
-from engine.config.loader import OVERLAY_NAME, ConfigError, _parse_text, _plain, load_settings
+from engine.config.loader import OVERLAY_NAME, ConfigError, _parse_text, _plain, load_settings_with_warnings
 from engine.config.schema import Settings
 from engine.config.untrusted import parse_untrusted
 
@@ -155,15 +155,18 @@ def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 # --- what the worker process does for the API (module-level: pickled by name) -------------------
 
 
-def settings_for_overlay(config_path: str | None, env: dict[str, str], tree: dict[str, Any]) -> tuple[Settings, str]:
-    """The overlay's text and the settings the conf file + that text (as the next start reads it) give."""
+def settings_for_overlay(config_path: str | None, env: dict[str, str],
+                         tree: dict[str, Any]) -> tuple[Settings, str, list[str]]:
+    """The settings the conf file + the overlay's text (as the next start reads it) give, that text,
+    and the load's warnings (for the node to log: this runs in the worker)."""
     label = "the admin API's config"
     try:
         text = render_overlay(tree)
         if _parse_text(text, label) != _as_written(tree):
             raise ConfigError([f"{label}: cannot be stored so that it reads back the same "
                                "(a key or value HOCON cannot spell?)"])
-        return load_settings(config_path, env, overlay=text), text
+        loaded = load_settings_with_warnings(config_path, env, overlay=text)
+        return loaded.settings, text, loaded.warnings
     except OverlayValueError as exc:
         raise ConfigError([f"{label}: {exc}"]) from None
     except RecursionError:
@@ -181,7 +184,7 @@ def _as_written(value: Any) -> Any:
 
 
 def settings_for_upload(config_path: str | None, env: dict[str, str], data_dir: str, body: str,
-                        mode: str) -> tuple[Settings, str]:
+                        mode: str) -> tuple[Settings, str, list[str]]:
     """A `PUT /configs` body (untrusted HOCON) merged into or replacing the stored overlay."""
     tree = parse_untrusted(body)
     current = read_overlay(data_dir) if mode == "merge" else {}

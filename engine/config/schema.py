@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import socket
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from engine.config.types import Bind, Duration, Size
 
@@ -148,6 +148,7 @@ class PasswordHashSettings:
     iterations: Positive = 4096  # pbkdf2
     mac_fun: Literal["sha256", "sha512"] = "sha256"  # pbkdf2
     salt_rounds: Annotated[int, Range(4, 31)] = 10  # bcrypt
+    dk_length: Annotated[Any, NoEffect("hashes are made here, pbkdf2's key as long as its digest")] = None  # pbkdf2
 
 
 @dataclass(frozen=True)
@@ -166,6 +167,11 @@ class AuthenticationSettings:
     max_failed_logins_per_source: NonNegative = 30
     failed_login_window_time: Duration = Duration(60)
     failed_login_ban_time: Duration = Duration(60)
+    # EMQX's built_in_database bootstrap (users imported from a file at start): add users through
+    # the users API instead
+    bootstrap_file: Annotated[Any, NoEffect("add users with POST .../authentication/users")] = ""
+    bootstrap_type: Annotated[Any, NoEffect("add users with POST .../authentication/users")] = "plain"
+    precondition: Annotated[Any, NoEffect("the one authenticator applies to every charge point")] = ""
 
 
 @dataclass(frozen=True)
@@ -229,6 +235,16 @@ class ListenersSettings:
 
 
 @dataclass(frozen=True)
+class ClientinfoOverride:
+    """EMQX's gateway clientinfo_override: templates that rewrite the client's username, password
+    and clientid (the whole block has no effect here)."""
+
+    username: str = ""
+    password: str = ""
+    clientid: str = ""
+
+
+@dataclass(frozen=True)
 class OcppSettings:
     enable: bool = True
     mountpoint: str = "ocpp/"
@@ -246,6 +262,11 @@ class OcppSettings:
     dnstream: DnstreamSettings = field(default_factory=DnstreamSettings)
     authentication: AuthenticationSettings = field(default_factory=lambda: AuthenticationSettings(enable=False))
     listeners: ListenersSettings = field(default_factory=ListenersSettings)
+    # EMQX's common gateway keys this gateway does not need
+    enable_stats: Annotated[Any, NoEffect("connection statistics are always kept")] = True
+    clientinfo_override: Annotated[ClientinfoOverride, NoEffect(
+        "the charge point id is the last segment of the URL path, the username the Basic one")] = field(
+        default_factory=ClientinfoOverride)
 
 
 @dataclass(frozen=True)
@@ -264,11 +285,15 @@ class RuleSettings:
     actions: list[Any] = field(default_factory=list)
     enable: bool = True
     description: str = ""
+    name: str = ""  # EMQX's display name; the map key is the rule's id
+    metadata: dict[str, Any] = field(default_factory=dict)  # kept and shown by the rules API, as in EMQX
 
 
 @dataclass(frozen=True)
 class RuleEngineSettings:
     rules: dict[str, RuleSettings] = field(default_factory=dict)
+    ignore_sys_message: Annotated[Any, NoEffect("no $SYS messages reach the rules here")] = True
+    jq_implementation_module: Annotated[Any, NoEffect("jq runs in a sandboxed child process")] = "jq_nif"
     # limits of the rule functions (rules/limits.py; docs/security.md, section rules)
     jq_function_default_timeout: Duration = Duration(0.2)  # jq() without its 3rd argument
     jq_function_max_memory: Size = Size(256 * 1024 * 1024)  # the jq child's address space (RLIMIT_AS)
@@ -291,6 +316,32 @@ class ResourceOpts:
     max_retries: NonNegative = 0  # 0: retry until request_ttl
     retry_interval: Duration = Duration(1)  # first backoff; doubles up to 30s
     health_check_interval: Duration = Duration(15)
+    # queued requests (their rendered size) above this drop the oldest, counted as dropped.queue_full
+    max_buffer_bytes: Size = Size(256 * 1024 * 1024)
+    # EMQX's keys for its Erlang worker pools and disk buffers
+    worker_pool_size: Annotated[Any, NoEffect("one delivery loop per action; inflight_window sets the "
+                                              "requests in flight")] = 16
+    query_mode: Annotated[Any, NoEffect("delivery is always asynchronous to the rule")] = "async"
+    buffer_mode: Annotated[Any, NoEffect("the buffer is in memory")] = "memory_only"
+    buffer_seg_bytes: Annotated[Any, NoEffect("the buffer is in memory")] = "10MB"
+    metrics_flush_interval: Annotated[Any, NoEffect("metrics are read live")] = "5s"
+    resume_interval: Annotated[Any, NoEffect("retries back off from retry_interval")] = "15s"
+    start_timeout: Annotated[Any, NoEffect("an action starts at once; its connector connects in the "
+                                           "background")] = "5s"
+    start_after_created: Annotated[Any, NoEffect("an action starts when it is created")] = True
+    auto_restart_interval: Annotated[Any, NoEffect("a connector reconnects by itself, with backoff")] = "60s"
+
+
+@dataclass(frozen=True)
+class ConnectorResourceOpts:
+    """A connector's resource_opts (EMQX's): how often its health is checked."""
+
+    health_check_interval: Duration = Duration(15)
+    start_timeout: Annotated[Any, NoEffect("a connector connects in the background")] = "5s"
+    start_after_created: Annotated[Any, NoEffect("a connector starts when it is created")] = True
+
+
+_TLS_NO_EFFECT = NoEffect("the system's TLS library picks it")
 
 
 @dataclass(frozen=True)
@@ -300,6 +351,27 @@ class ClientTlsSettings:
     cacertfile: str = ""
     certfile: str = ""
     keyfile: str = ""
+    # EMQX's ssl client keys this gateway does not set
+    server_name_indication: Annotated[Any, NoEffect("the server's host name is sent")] = "auto"
+    versions: Annotated[Any, _TLS_NO_EFFECT] = ("tlsv1.3", "tlsv1.2")
+    ciphers: Annotated[Any, _TLS_NO_EFFECT] = ()
+    depth: Annotated[Any, _TLS_NO_EFFECT] = 10
+    password: Annotated[Any, NoEffect("the key file must not be encrypted")] = ""
+    reuse_sessions: Annotated[Any, _TLS_NO_EFFECT] = True
+    secure_renegotiate: Annotated[Any, _TLS_NO_EFFECT] = True
+    hibernate_after: Annotated[Any, NoEffect("an Erlang process setting")] = "5s"
+    log_level: Annotated[Any, NoEffect("TLS errors are logged as connector errors")] = "notice"
+    middlebox_comp_mode: Annotated[Any, _TLS_NO_EFFECT] = True
+    partial_chain: Annotated[Any, _TLS_NO_EFFECT] = False
+    verify_peer_ext_key_usage: Annotated[Any, _TLS_NO_EFFECT] = ""
+    enable_crl_check: Annotated[Any, _TLS_NO_EFFECT] = False
+
+
+# EMQX's common action keys this gateway does not use
+_LOCAL_TOPIC = NoEffect("an action runs only from the rules that name it")
+_FALLBACK = NoEffect("a failed message is counted and logged, not handed to another action")
+_MODIFIED = NoEffect("written by EMQX's API")
+_TAGS = NoEffect("EMQX's dashboard labels")
 
 
 @dataclass(frozen=True)
@@ -310,6 +382,11 @@ class HttpConnectorSettings:
     connect_timeout: Duration = Duration(15)
     pool_size: Positive = 8
     ssl: ClientTlsSettings = field(default_factory=ClientTlsSettings)
+    description: str = ""
+    resource_opts: ConnectorResourceOpts = field(default_factory=ConnectorResourceOpts)
+    pool_type: Annotated[Any, NoEffect("requests share one pool of pool_size connections")] = "random"
+    enable_pipelining: Annotated[Any, NoEffect("HTTP/1.1 requests are not pipelined")] = 100
+    tags: Annotated[Any, _TAGS] = ()
 
 
 @dataclass(frozen=True)
@@ -319,6 +396,8 @@ class HttpParameters:
     headers: dict[str, str] = field(default_factory=dict)  # templates
     body: str = ""  # template; empty: the whole rule output as JSON
     request_timeout: Duration = Duration(15)
+    # EMQX's: retries of a failed request (0: none); unset: resource_opts.max_retries
+    max_retries: NonNegative | None = None
 
 
 @dataclass(frozen=True)
@@ -327,6 +406,11 @@ class HttpActionSettings:
     connector: str = REQUIRED
     parameters: HttpParameters = field(default_factory=HttpParameters)
     resource_opts: ResourceOpts = field(default_factory=ResourceOpts)
+    description: str = ""
+    local_topic: Annotated[Any, _LOCAL_TOPIC] = ""
+    fallback_actions: Annotated[Any, _FALLBACK] = ()
+    last_modified_at: Annotated[Any, _MODIFIED] = 0
+    tags: Annotated[Any, _TAGS] = ()
 
 
 @dataclass(frozen=True)
@@ -334,26 +418,49 @@ class SqliteConnectorSettings:
     enable: bool = True
     path: str = "gateway.db"  # relative paths are under node.data_dir
     busy_timeout: Duration = Duration(5)
+    description: str = ""
+    resource_opts: ConnectorResourceOpts = field(default_factory=ConnectorResourceOpts)
+    tags: Annotated[Any, _TAGS] = ()
 
 
 @dataclass(frozen=True)
 class PgsqlConnectorSettings:
     enable: bool = True
-    server: str = "127.0.0.1:5432"
+    server: str = "127.0.0.1:5432"  # "host[:port]" (5432), "[v6 address]:port"
     database: str = REQUIRED
     username: str = "postgres"
     password: str = ""
     pool_size: Positive = 8
     connect_timeout: Duration = Duration(15)
     ssl: ClientTlsSettings = field(default_factory=ClientTlsSettings)
+    # true: no server-side prepared statements (behind PgBouncer in transaction mode), as in EMQX
+    disable_prepared_statements: bool = False
+    description: str = ""
+    resource_opts: ConnectorResourceOpts = field(default_factory=ConnectorResourceOpts)
+    auto_reconnect: Annotated[Any, NoEffect("a connector always reconnects")] = True
+    tags: Annotated[Any, _TAGS] = ()
+
+
+@dataclass(frozen=True)
+class SqlParameters:
+    sql: str = REQUIRED  # INSERT with ${var} placeholders, sent as bound parameters
+    prepare_statement: Annotated[Any, NoEffect("the action's one statement is its sql")] = None
 
 
 @dataclass(frozen=True)
 class SqlActionSettings:
+    # the shape before EMQX 5.4 (the statement beside `connector`) still loads, with a warning
+    MOVED: ClassVar[dict[str, tuple[str, ...]]] = {"sql": ("parameters", "sql")}
+
     enable: bool = True
     connector: str = REQUIRED
-    sql: str = REQUIRED  # INSERT with ${var} placeholders, sent as bound parameters
+    parameters: SqlParameters = field(default_factory=SqlParameters)
     resource_opts: ResourceOpts = field(default_factory=ResourceOpts)
+    description: str = ""
+    local_topic: Annotated[Any, _LOCAL_TOPIC] = ""
+    fallback_actions: Annotated[Any, _FALLBACK] = ()
+    last_modified_at: Annotated[Any, _MODIFIED] = 0
+    tags: Annotated[Any, _TAGS] = ()
 
 
 @dataclass(frozen=True)
