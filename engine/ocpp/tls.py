@@ -125,8 +125,8 @@ def tune_connection(sock: Any, options: TcpOptions) -> None:
     if sock is None:
         return
     try:
-        if not options.nodelay:  # asyncio and uvloop set TCP_NODELAY on every connection
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 0)
+        # set either way: asyncio leaves it off on a socket made with proto 0 (as serve.bind_socket makes)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, int(options.nodelay))
         if options.recbuf is not None:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, int(options.recbuf))
         if options.sndbuf is not None:
