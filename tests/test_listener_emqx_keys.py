@@ -4,11 +4,13 @@ or named once as having no effect; EMQX's value forms (comma strings, infinity) 
 from __future__ import annotations
 
 import logging
+import ssl
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import websockets
 
 from engine.config.loader import ConfigError, load_settings
 from engine.config.types import INFINITE_FRAME_SIZE, UNLIMITED_COUNT
@@ -125,7 +127,7 @@ def test_a_full_emqx_listener_block_loads_and_names_each_key_without_effect_once
     assert wss.ssl_options.handshake_timeout == 15
 
 
-def test_a_full_emqx_listener_block_passes_check_config_and_starts(tmp_path):
+async def test_a_full_emqx_listener_block_passes_check_config_and_starts(tmp_path):
     ws_port, wss_port = free_port(), free_port()
     conf = emqx_config(tmp_path, ws_port, wss_port)
     path = tmp_path / "emqx.conf"
@@ -137,6 +139,11 @@ def test_a_full_emqx_listener_block_passes_check_config_and_starts(tmp_path):
         gw.start()
         gw.wait_log(rf"OCPP listener ocpp:wss:default on wss://127.0.0.1:{wss_port}/ocpp")
         gw.wait_log(rf"OCPP listener ocpp:ws:default on ws://127.0.0.1:{ws_port}/ocpp")
+        ca = ssl.create_default_context(cafile=str(tmp_path / "pki" / "ca.pem"))
+        for url, extra in ((f"wss://localhost:{wss_port}/ocpp/CP1", {"ssl": ca}), (f"ws://127.0.0.1:{ws_port}/ocpp/CP2", {})):
+            async with websockets.connect(url, subprotocols=["ocpp2.0.1"], **extra) as ws:
+                assert ws.subprotocol == "ocpp2.0.1"  # EMQX's "ocpp2.0" in supported_subprotocols
+                await ws.send('[2,"1","Heartbeat",{}]')
     finally:
         gw.stop()
 

@@ -123,8 +123,7 @@ class Acceptor(asyncio.Protocol):
         self.hooks = hooks
         self.make_http = make_http
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+    def connection_made(self, transport: Any) -> None:  # uvloop's transports are not asyncio.Transport
         self._transport = transport
         if fds.near_limit(transport, fds.ACCEPT_RESERVE):
             transport.abort()
@@ -195,7 +194,7 @@ class Acceptor(asyncio.Protocol):
             self._close("access_denied", "denied by access_rules")
             return
         self._uncount()
-        transport: asyncio.Transport = real if source is None else AddressedTransport(real, source)
+        transport: Any = real if source is None else AddressedTransport(real, source)
         http = self.make_http()
         context = self.hooks.ssl_context
         if context is None:
