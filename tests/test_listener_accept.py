@@ -10,6 +10,7 @@ import socket
 import ssl
 import struct
 
+import httpx
 import pytest
 import websockets
 from websockets.exceptions import InvalidStatus
@@ -18,6 +19,7 @@ from engine.config.loader import load_settings
 from engine.ocpp import tls
 from engine.ocpp.proxy_protocol import V2_SIGNATURE
 from tests.certs import CertAuthority
+from tests.gateway import GatewayProcess
 from tests.ocpp_support import eventually, running_gateway
 from tests.servers import free_port
 
@@ -207,6 +209,7 @@ async def test_wss_ciphers_handshake_timeout_and_proxy_protocol_before_tls(tmp_p
             pass
         # a silent TLS client is closed at handshake_timeout (1s here; asyncio's own default is 60s)
         assert await closed_without_answer(port, timeout=20)
+        await eventually(lambda: gw.ctx.metrics.refused["tls_handshake_timeout"] == 1)
         # PROXY header first, then TLS
         header = f"PROXY TCP6 2001:db8::5 ::1 6000 {proxied}\r\n".encode()
         async with websockets.connect(f"wss://localhost:{proxied}/ocpp/CP4", subprotocols=P, ssl=client_context(ca),
@@ -228,3 +231,33 @@ def test_tls_options_reach_the_context(tmp_path, pki):
     default = tls.server_context(listener.ssl_options.__class__(certfile=str(server.cert), keyfile=str(server.key)))
     assert default.num_tickets > 0 and default.options & ssl.OP_CIPHER_SERVER_PREFERENCE
     assert not default.options & ssl.OP_NO_RENEGOTIATION
+
+
+async def test_the_accept_path_in_a_gateway_process(tmp_path, pki):
+    """uvloop's transports (`ocpp-gateway run`) under the PROXY header wait and the TLS handshake timeout."""
+    ca, server = pki
+    proxied, secure = free_port(), free_port()
+    conf = f"""gateway.ocpp.listeners.ws.proxied {{ bind = "127.0.0.1:{proxied}", proxy_protocol = true,
+                                                  proxy_protocol_timeout = 500ms }}
+    gateway.ocpp.listeners.wss.secure {{ bind = "127.0.0.1:{secure}", proxy_protocol = true,
+      ssl_options {{ certfile = "{server.cert}", keyfile = "{server.key}", handshake_timeout = 1s }} }}"""
+    gw = GatewayProcess(tmp_path, conf)
+    try:
+        gw.start()
+        assert await closed_without_answer(proxied)  # no header in time
+        assert await closed_without_answer(proxied, send=b"GET / HTTP/1.1\r\n\r\n")  # not a header
+        assert await closed_without_answer(secure, send=b"PROXY UNKNOWN\r\n")  # then no TLS in time
+        header = f"PROXY TCP4 192.0.2.7 127.0.0.1 5000 {secure}\r\n".encode()
+        async with websockets.connect(f"wss://localhost:{secure}/ocpp/CP1", subprotocols=P, ssl=client_context(ca),
+                                      sock=proxied_socket(secure, header), server_hostname="localhost"):
+            pass
+        gw.wait_log(r"connection from 127\.0\.0\.1:\d+ closed: no PROXY protocol header within proxy_protocol_timeout")
+        gw.wait_log(r"connection from 127\.0\.0\.1:\d+ closed: bad PROXY protocol header")
+        async with httpx.AsyncClient(timeout=15) as http:
+            url = "http://" + gw.env["OCPPGW_DASHBOARD__LISTENERS__HTTP__BIND"] + "/api/v5/prometheus/stats"
+            metrics = (await http.get(url, auth=("admin", "public"))).text
+        for reason in ("proxy_protocol_timeout", "proxy_protocol_error", "tls_handshake_timeout"):
+            assert f'ocppgw_handshakes_refused_total{{reason="{reason}"}} 1.0' in metrics, reason
+        assert "Traceback" not in "\n".join(gw.lines)
+    finally:
+        gw.stop()

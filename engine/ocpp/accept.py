@@ -10,7 +10,7 @@
    (`proxy_protocol_error`, `proxy_protocol_timeout`) and logged once per period;
 3. `access_rules` on the client's address: a denied one is closed at once (`access_denied`);
 4. on a wss listener, the TLS handshake (asyncio's `SSLProtocol`), due within
-   `ssl_options.handshake_timeout`;
+   `ssl_options.handshake_timeout` (closed and counted beyond: `tls_handshake_timeout`);
 5. uvicorn's HTTP protocol (`engine.ocpp.transport.OcppHttpProtocol`) takes over.
 
 Settings are read live from the listener's application at each accept, so a reload applies
@@ -92,6 +92,15 @@ class ListenerHooks:
         if self.access is None or self.access[0] is not texts:
             self.access = (texts, AccessRules(texts))
         return self.access[1]
+
+    def handshake_done(self, waiter: asyncio.Future[Any]) -> None:
+        """A TLS handshake ended: one over ssl_options.handshake_timeout is counted (tls_handshake_timeout);
+        a failed one closed the connection already, and is not logged (a scanner's noise)."""
+        if waiter.cancelled():
+            return
+        exc = waiter.exception()
+        if isinstance(exc, ConnectionAbortedError) and "handshake is taking longer" in str(exc):
+            self.app.ctx.metrics.refused["tls_handshake_timeout"] += 1
 
     def refuse(self, reason: str, peer: Any, detail: str) -> None:
         self.app.ctx.metrics.refused[reason] += 1
@@ -205,7 +214,7 @@ class Acceptor(asyncio.Protocol):
             return
         loop = asyncio.get_running_loop()
         waiter = loop.create_future()
-        waiter.add_done_callback(_handshake_done)
+        waiter.add_done_callback(self.hooks.handshake_done)
         timeout = float(getattr(self.hooks.app.settings, "ssl_options").handshake_timeout) or None
         tls = sslproto.SSLProtocol(loop, http, context, waiter, server_side=True,
                                    ssl_handshake_timeout=timeout)  # type: ignore[arg-type]  # a float works
@@ -217,11 +226,6 @@ class Acceptor(asyncio.Protocol):
             buffer[:n] = rest[:n]
             tls.buffer_updated(n)
             rest = rest[n:]
-
-
-def _handshake_done(waiter: asyncio.Future[Any]) -> None:
-    if not waiter.cancelled():
-        waiter.exception()  # a failed or timed-out handshake: the connection is closed; nothing to log
 
 
 def acceptor_factory(hooks: ListenerHooks, make_http: Callable[..., asyncio.Protocol]) -> Callable[..., Acceptor]:
