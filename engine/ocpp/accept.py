@@ -14,8 +14,9 @@
 5. uvicorn's HTTP protocol (`engine.ocpp.transport.OcppHttpProtocol`) takes over.
 
 Settings are read live from the listener's application at each accept, so a reload applies
-to the connections accepted after it. The connection counts as one of the listener's pending
-handshakes (`PendingHandshakes`) until HTTP takes over.
+to the connections accepted after it. While it waits for its PROXY header the connection counts
+as one of the listener's pending handshakes (`PendingHandshakes`); the HTTP protocol counts it
+again from its start to its upgrade; the TLS handshake in between is bounded by its timeout.
 """
 
 from __future__ import annotations
