@@ -52,11 +52,11 @@ class AddressedSocket:
         return getattr(self._sock, name)
 
 
-class AddressedTransport(asyncio.Transport):
-    """A transport that names the PROXY header's client as its peer; everything else is the real one's."""
+class AddressedTransport:
+    """A transport that names the PROXY header's client as its peer; everything else is the real
+    one's (looked up once per name, then kept: `write` is on the hot path)."""
 
-    def __init__(self, transport: asyncio.Transport, peer: tuple[str, int]) -> None:
-        super().__init__()
+    def __init__(self, transport: Any, peer: tuple[str, int]) -> None:
         self._real = transport
         self._peer = peer
 
@@ -68,10 +68,11 @@ class AddressedTransport(asyncio.Transport):
             return None if sock is None else AddressedSocket(sock, self._peer)
         return self._real.get_extra_info(name, default)
 
-    def __getattribute__(self, name: str) -> Any:
-        if name in ("get_extra_info", "_real", "_peer", "__class__", "__dict__"):
-            return object.__getattribute__(self, name)
-        return getattr(object.__getattribute__(self, "_real"), name)
+    def __getattr__(self, name: str) -> Any:
+        value = getattr(self._real, name)
+        if callable(value):
+            setattr(self, name, value)  # a bound method of the real transport
+        return value
 
 
 class ListenerHooks:
