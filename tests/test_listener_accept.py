@@ -6,9 +6,11 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import shutil
 import socket
 import ssl
 import struct
+import subprocess
 
 import httpx
 import pytest
@@ -156,9 +158,17 @@ async def test_without_proxy_protocol_a_header_is_just_bad_http(tmp_path, mosqui
 async def test_tcp_options_apply_to_accepted_connections(tmp_path, mosquitto):
     port, plain = free_port(), free_port()
     conf = f"""gateway.ocpp.listeners.ws.default {{ bind = "127.0.0.1:{port}",
-      tcp_options {{ nodelay = false, keepalive = "240,30,5", sndbuf = 64KB, recbuf = 64KB, backlog = 17 }} }}
+      tcp_options {{ nodelay = false, keepalive = "240,30,5", sndbuf = 64KB, recbuf = 64KB, backlog = 17,
+                     reuseaddr = false }} }}
     gateway.ocpp.listeners.ws.plain.bind = "127.0.0.1:{plain}" """
     async with running_gateway(tmp_path, mosquitto.port, conf) as gw:
+        listening = gw.node.listeners["ocpp:ws:default"].sock
+        assert listening.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR) == 0
+        assert gw.node.listeners["ocpp:ws:plain"].sock.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR) == 1
+        # the accept queue: ss shows a listening socket's backlog as its Send-Q
+        if shutil.which("ss"):  # iproute2
+            ss = subprocess.run(["ss", "-ltnH", f"sport = :{port}"], capture_output=True, text=True, check=True).stdout
+            assert ss.split()[2] == "17", ss
         async with websockets.connect(f"ws://127.0.0.1:{port}/ocpp/CP1", subprotocols=P):
             sock = gw.ctx.sessions["CP1"].transport.transport.get_extra_info("socket")
             assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 0
