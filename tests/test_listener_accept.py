@@ -271,3 +271,42 @@ async def test_the_accept_path_in_a_gateway_process(tmp_path, pki):
         assert "Traceback" not in "\n".join(gw.lines)
     finally:
         gw.stop()
+
+
+async def test_a_proxy_header_and_the_client_hello_in_one_segment(tmp_path, mosquitto, pki):
+    """The bytes after the PROXY header in the same read are the start of the TLS handshake: they
+    reach TLS, not lost (a balancer may coalesce them)."""
+    ca, server = pki
+    port = free_port()
+    conf = f"""gateway.ocpp.listeners.wss.s {{ bind = "127.0.0.1:{port}", proxy_protocol = true,
+      ssl_options {{ certfile = "{server.cert}", keyfile = "{server.key}" }} }}"""
+    async with running_gateway(tmp_path, mosquitto.port, conf):
+        incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        tls_client = client_context(ca).wrap_bio(incoming, outgoing, server_hostname="localhost")
+        with pytest.raises(ssl.SSLWantReadError):
+            tls_client.do_handshake()
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"PROXY TCP4 192.0.2.7 127.0.0.1 5000 1\r\n" + outgoing.read())  # one write, one segment
+        try:
+            while True:
+                data = await asyncio.wait_for(reader.read(65536), 10)
+                assert data, "closed during the TLS handshake"
+                incoming.write(data)
+                try:
+                    tls_client.do_handshake()
+                    break
+                except ssl.SSLWantReadError:
+                    writer.write(outgoing.read())
+            writer.write(outgoing.read())
+            tls_client.write(b"GET /ocpp/CP1 HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            writer.write(outgoing.read())
+            while True:
+                incoming.write(await asyncio.wait_for(reader.read(65536), 10))
+                try:
+                    answer = tls_client.read(1000)
+                    break
+                except ssl.SSLWantReadError:
+                    continue
+            assert answer.startswith(b"HTTP/1.1 426")  # plain HTTP over TLS: an OCPP endpoint's answer
+        finally:
+            writer.transport.abort()
