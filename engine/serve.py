@@ -21,10 +21,11 @@ class BindError(Exception):
     pass
 
 
-def bind_socket(bind: Bind, key: str) -> socket.socket:
+def bind_socket(bind: Bind, key: str, reuseaddr: bool = True) -> socket.socket:
     family = socket.AF_INET6 if ":" in bind.host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuseaddr:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((bind.host, bind.port))
     except OSError as exc:
@@ -40,9 +41,10 @@ async def start_server(app: Any, sock: socket.socket, ssl: Any = None, limits: H
     `GuardedHttpProtocol`); the class's `refusals` counts what they turned away."""
     if "http" not in options:
         options["http"] = guarded(limits or HeadLimits(fd_reserve=ADMIN_RESERVE))
+    backlog = options.pop("backlog", 4096)  # the accept queue (an OCPP listener's tcp_options.backlog)
     config = uvicorn.Config(
         app, lifespan="off", log_config=None, access_log=False, server_header=False,
-        date_header=False, proxy_headers=False, timeout_graceful_shutdown=5, backlog=4096, **options,
+        date_header=False, proxy_headers=False, timeout_graceful_shutdown=5, backlog=backlog, **options,
     )
     config.load()
     if ssl is not None:

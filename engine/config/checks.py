@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Callable
+from typing import Any
 from urllib.parse import urlsplit
 
 from engine.bus.topic import TopicError, validate_filter
@@ -117,6 +118,7 @@ def _check_ocpp(settings: Settings, fail: Fail) -> None:
                     ipaddress.ip_network(network, strict=False)
                 except ValueError:
                     fail(path + (f"per_source_exempt[{i}]",), network, 'expected an address or a network ("10.0.0.0/8")')
+            _check_listener_emqx_keys(path, listener, fail)
             if kind == "wss":
                 ssl = listener.ssl_options
                 for key in ("certfile", "keyfile"):
@@ -129,3 +131,22 @@ def _check_ocpp(settings: Settings, fail: Fail) -> None:
                 if other:
                     fail(path + ("bind",), str(listener.bind), f"the same address as {other}")
                 binds[listener.bind] = ".".join(path)
+
+
+def _check_listener_emqx_keys(path: tuple[str, ...], listener: Any, fail: Fail) -> None:
+    """access_rules, tcp_options.keepalive, and the TLS keys run would refuse (ciphers, dhfile)."""
+    from engine.ocpp import access, tls  # the listener's own parsers: one reading of each value
+
+    for i, rule in enumerate(listener.access_rules):
+        try:
+            access.parse_rule(rule)
+        except ValueError as exc:
+            fail(path + (f"access_rules[{i}]",), rule, str(exc))
+    try:
+        tls.parse_keepalive(listener.tcp_options.keepalive)
+    except ValueError as exc:
+        fail(path + ("tcp_options", "keepalive"), listener.tcp_options.keepalive, str(exc))
+    ssl_options = getattr(listener, "ssl_options", None)
+    if ssl_options is not None:
+        for key, problem in tls.check_options(ssl_options):
+            fail(path + ("ssl_options", key), getattr(ssl_options, key), problem)

@@ -41,7 +41,7 @@ from engine.config.sources import (  # noqa: F401 (re-exported: the loader's pub
     read_sources,
     syntax_error,
 )
-from engine.config.types import Bind, ConfigValueError, Duration, Size
+from engine.config.types import PARSED_TYPES, Bind, CommaSeparated, ConfigValueError, Duration, Size
 
 
 @dataclasses.dataclass(frozen=True)
@@ -151,6 +151,9 @@ class _Builder:
                     why = f": {item.why}" if item.why else ""
                     self.warnings.append(f"{self.sources.origin(path)}: {_key(path)}: accepted for EMQX "
                                          f"compatibility, has no effect here{why}")
+            for item in meta:
+                if isinstance(item, CommaSeparated):
+                    value = item.split(value)  # EMQX's "a, b" form of a list
             before = len(self.errors)
             result = self.convert(base, value, path)
             if len(self.errors) > before:
@@ -274,12 +277,12 @@ class _Builder:
         env = isinstance(value, EnvText)
         if tp is Any:
             return value
-        if tp in (Duration, Size, Bind):
+        if tp in (Duration, Size, Bind) or tp in PARSED_TYPES:
             try:
                 return tp.parse(value)
             except ConfigValueError as exc:
                 self.fail(path, value, str(exc))
-                return tp.parse({Duration: "0s", Size: 0, Bind: 1}[tp])
+                return tp.parse({Duration: "0s", Size: 0, Bind: 1}.get(tp, 0))
         if tp is bool:
             if isinstance(value, bool):
                 return value

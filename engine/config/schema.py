@@ -14,7 +14,7 @@ import socket
 from dataclasses import dataclass, field
 from typing import Annotated, Any, ClassVar, Literal
 
-from engine.config.types import Bind, Duration, Size
+from engine.config.types import Bind, CommaSeparated, Count, Duration, FrameSize, Size
 
 
 @dataclass(frozen=True)
@@ -177,17 +177,50 @@ class AuthenticationSettings:
 @dataclass(frozen=True)
 class WebsocketSettings:
     path: str = "/ocpp"
-    supported_subprotocols: list[Subprotocol] = field(
+    # a list, or EMQX's string "ocpp1.6, ocpp2.0"; "ocpp2.0" (EMQX's name) is read as ocpp2.0.1
+    supported_subprotocols: Annotated[list[Subprotocol], CommaSeparated((("ocpp2.0", "ocpp2.0.1"),))] = field(
         default_factory=lambda: ["ocpp1.6", "ocpp2.0.1", "ocpp2.1"]
     )
     fail_if_no_subprotocol: bool = True
     ping_interval: Duration = Duration(0)  # 0s: off
-    max_frame_size: Size = Size(2 * 1024 * 1024)
+    max_frame_size: FrameSize = FrameSize(2 * 1024 * 1024)  # infinity: 16MB (types.INFINITE_FRAME_SIZE)
     compress: bool = False  # permessage-deflate when the client offers it (EMQX's websocket.compress)
     # the upgrade must be done this long after the TCP accept (EMQX's websocket.idle_timeout); 0s: no limit
     idle_timeout: Duration = Duration(15)
     max_request_line_length: Annotated[Size, Range(256, None)] = Size(8 * 1024)  # longer: 414, unparsed
     max_header_size: Annotated[Size, Range(1024, None)] = Size(16 * 1024)  # all headers together; larger: 431
+    # the Origin header of an upgrade must be one of check_origins (403, origin_not_allowed)
+    check_origin_enable: bool = False
+    allow_origin_absence: bool = True
+    check_origins: Annotated[list[str], CommaSeparated()] = field(
+        default_factory=lambda: ["http://localhost:18083", "http://127.0.0.1:18083"]
+    )
+    piggyback: Annotated[Any, NoEffect("OCPP-J sends one message per WebSocket frame")] = "single"
+    validate_utf8: Annotated[Any, NoEffect("text frames are always checked: invalid UTF-8 closes with 1007")] = True
+    deflate_opts: Annotated[Any, NoEffect("permessage-deflate (compress) uses its defaults")] = None
+    proxy_address_header: Annotated[Any, NoEffect(
+        "a forwarded-for header is spoofable by any client; use proxy_protocol")] = "x-forwarded-for"
+    proxy_port_header: Annotated[Any, NoEffect(
+        "a forwarded-port header is spoofable by any client; use proxy_protocol")] = "x-forwarded-port"
+
+
+@dataclass(frozen=True)
+class TcpOptions:
+    """EMQX's tcp_options of a listener."""
+
+    backlog: Positive = 4096  # the accept queue (EMQX's default: 1024); a change needs a restart
+    nodelay: bool = True
+    recbuf: Size | None = None  # SO_RCVBUF of each connection; None: the kernel's
+    sndbuf: Size | None = None  # SO_SNDBUF of each connection; None: the kernel's
+    reuseaddr: bool = True  # SO_REUSEADDR on the listening socket; a change needs a restart
+    keepalive: str = "none"  # TCP keepalive: "none" or "Idle,Interval,Probes" in seconds
+    active_n: Annotated[Any, NoEffect("an Erlang socket option")] = 100
+    send_timeout: Annotated[Any, NoEffect("a stalled peer's frames wait in its bounded queue instead")] = "15s"
+    send_timeout_close: Annotated[Any, NoEffect("see send_timeout")] = True
+    buffer: Annotated[Any, NoEffect("an Erlang driver buffer; see recbuf and sndbuf")] = "4KB"
+    high_watermark: Annotated[Any, NoEffect("an Erlang port busy limit")] = "1MB"
+    nolinger: Annotated[Any, NoEffect("connections close with the default linger")] = False
+    tune_buffer: Annotated[Any, NoEffect("an Erlang driver buffer option")] = False
 
 
 @dataclass(frozen=True)
@@ -200,6 +233,27 @@ class SslOptions:
     fail_if_no_peer_cert: bool = False
     versions: list[TlsVersion] = field(default_factory=lambda: ["tlsv1.3", "tlsv1.2"])
     cn_must_match_cid: bool = False
+    # OpenSSL names of the TLS 1.2 suites, a list or a comma string; [] = OpenSSL's defaults. TLS 1.3
+    # names (TLS_AES_...) are accepted, but Python cannot narrow TLS 1.3 suites: all of them stay on.
+    ciphers: Annotated[list[str], CommaSeparated()] = field(default_factory=list)
+    handshake_timeout: Duration = Duration(15)  # the TLS handshake must be done this long after the accept
+    reuse_sessions: bool = True  # false: no session tickets
+    honor_cipher_order: bool = True
+    client_renegotiation: bool = True  # false: a client's TLS 1.2 renegotiation is refused
+    dhfile: str = ""  # DH parameters (PEM) for the DHE suites
+    depth: Annotated[Any, NoEffect("Python's ssl cannot set the verify depth: OpenSSL's limit of 100 applies")] = 10
+    secure_renegotiate: Annotated[Any, NoEffect("OpenSSL always renegotiates securely (RFC 5746)")] = True
+    log_level: Annotated[Any, NoEffect("TLS errors are logged at the gateway's log.level")] = "notice"
+    hibernate_after: Annotated[Any, NoEffect("an Erlang process option")] = "5s"
+    gc_after_handshake: Annotated[Any, NoEffect("an Erlang process option")] = False
+    user_lookup_fun: Annotated[Any, NoEffect("no TLS-PSK here")] = None
+    cacerts: Annotated[Any, NoEffect("the system CA store is not used: set cacertfile")] = False
+    ocsp: Annotated[Any, NoEffect("no OCSP stapling here")] = None
+    enable_crl_check: Annotated[Any, NoEffect("no CRL checking here: revoke by removing the CA or the "
+                                              "charge point's login")] = False
+    partial_chain: Annotated[Any, NoEffect("chains must reach a certificate of cacertfile")] = False
+    verify_peer_ext_key_usage: Annotated[Any, NoEffect("the client certificate's extended key usage is "
+                                                       "not checked")] = None
 
 
 @dataclass(frozen=True)
@@ -207,7 +261,7 @@ class ListenerSettings:
     enable: bool = True
     bind: Bind = Bind("0.0.0.0", 33033)
     mountpoint: str | None = None  # None: the gateway's mountpoint
-    max_connections: Positive = 1_024_000
+    max_connections: Annotated[Count, Range(1, None)] = Count(1_024_000)  # or infinity
     max_conn_rate: Positive = 1000
     # New connections per second from one source address (IPv6: one /64) and for one charge point
     # id, checked before the listener-wide max_conn_rate; 0: off
@@ -220,6 +274,19 @@ class ListenerSettings:
     # None: gateway.ocpp.message_format_checking
     message_format_checking: Literal["all", "upstream_only", "dnstream_only", "disable"] | None = None
     websocket: WebsocketSettings = field(default_factory=WebsocketSettings)
+    # EMQX's access_rules: "allow all", "deny 10.0.0.0/8", "allow 192.168.1.7", ...; the first rule
+    # matching the client's address decides, none matching: allowed. Refused at accept (access_denied).
+    access_rules: list[str] = field(default_factory=list)
+    # a PROXY protocol header (v1 or v2, as HAProxy's send-proxy) must open each connection: its source
+    # address is the client's; without one within proxy_protocol_timeout the connection is closed
+    proxy_protocol: bool = False
+    proxy_protocol_timeout: Duration = Duration(3)
+    tcp_options: TcpOptions = field(default_factory=TcpOptions)
+    acceptors: Annotated[Any, NoEffect("one event loop accepts all connections")] = 16
+    authentication: Annotated[Any, NoEffect(
+        "no per-listener authenticator: gateway.ocpp.authentication applies; enable_authn = false turns it off")] = None
+    zone: Annotated[Any, NoEffect("no zones here")] = None
+    limiter: Annotated[Any, NoEffect("use max_conn_rate and max_conn_rate_per_source")] = None
 
 
 @dataclass(frozen=True)

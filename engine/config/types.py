@@ -99,3 +99,65 @@ class Bind(NamedTuple):
     def __str__(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{host}:{self.port}"
+
+
+INFINITY = "infinity"
+# What `max_frame_size = infinity` means: a frame is held whole in memory and parsed, so "no limit"
+# is this ceiling (docs/gateway.md); a larger size written out is taken as written.
+INFINITE_FRAME_SIZE = 16 * 1024 * 1024
+UNLIMITED_COUNT = 2**62  # what `max_connections = infinity` means: no count of its own
+
+
+class FrameSize(Size):
+    """A size, or EMQX's `infinity` (read as `INFINITE_FRAME_SIZE`, printed back as `infinity`)."""
+
+    @classmethod
+    def parse(cls, value: object) -> FrameSize:
+        if isinstance(value, str) and value.strip().lower() == INFINITY:
+            return cls(INFINITE_FRAME_SIZE)
+        try:
+            return cls(Size.parse(value))
+        except ConfigValueError:
+            raise ConfigValueError('expected a size such as 1024, "64KB" or "1MB", or infinity') from None
+
+    def __str__(self) -> str:
+        return INFINITY if self == INFINITE_FRAME_SIZE else super().__str__()
+
+
+class Count(int):
+    """A whole number, or EMQX's `infinity` (no limit: read as `UNLIMITED_COUNT`)."""
+
+    @classmethod
+    def parse(cls, value: object) -> Count:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return cls(value)
+        if isinstance(value, str):
+            text = value.strip().lower()
+            if text == INFINITY:
+                return cls(UNLIMITED_COUNT)
+            if text.lstrip("-").isdigit():
+                return cls(int(text))
+        raise ConfigValueError("expected an integer or infinity")
+
+    def __str__(self) -> str:
+        return INFINITY if self >= UNLIMITED_COUNT else str(int(self))
+
+
+# value types with a `parse` classmethod the loader calls (beside Duration, Size and Bind)
+PARSED_TYPES: tuple[type, ...] = (FrameSize, Count)
+
+
+class CommaSeparated(NamedTuple):
+    """Marks a list key that also takes EMQX's comma-separated string form ("ocpp1.6, ocpp2.0"):
+    `Annotated[list[...], CommaSeparated()]`. `aliases` rename items as they are read."""
+
+    aliases: tuple[tuple[str, str], ...] = ()
+
+    def split(self, value: object) -> object:
+        """The items of a comma-separated string; any other value (a list, HOCON list text) as it is."""
+        if isinstance(value, str) and not value.lstrip().startswith("["):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        if isinstance(value, list) and self.aliases:
+            names = dict(self.aliases)
+            value = [names.get(item, item) if isinstance(item, str) else item for item in value]
+        return value

@@ -169,6 +169,21 @@ def pick_subprotocol(websocket: WebsocketSettings, offered: list[str]) -> tuple[
                   "supported: " + ", ".join(supported), "unsupported_protocol_version")
 
 
+def check_origin(websocket: WebsocketSettings, headers: Iterable[tuple[bytes, bytes]]) -> None:
+    """A `Refusal` (403, origin_not_allowed) if the listener checks the Origin header (EMQX's
+    check_origin_enable) and it is not one of check_origins, or absent and allow_origin_absence is false."""
+    if not websocket.check_origin_enable:
+        return
+    origin = next((value for name, value in headers if name == b"origin"), None)
+    if origin is None:
+        if websocket.allow_origin_absence:
+            return
+        raise Refusal(403, "an Origin header is required", "origin_not_allowed")
+    text = origin.decode("latin-1").strip().rstrip("/").lower()
+    if text not in (allowed.strip().rstrip("/").lower() for allowed in websocket.check_origins):
+        raise Refusal(403, f"origin {text[:100]!r} is not allowed (check_origins)", "origin_not_allowed")
+
+
 def check_certificate(settings: ListenerSettings, peercert: dict[str, Any] | None, cid: str) -> None:
     """A `Refusal` (403) if the listener wants the client certificate's CN to be the charge point id and it is not."""
     if isinstance(settings, WssListenerSettings) and settings.ssl_options.cn_must_match_cid:

@@ -17,7 +17,8 @@ from typing import Any
 import uvicorn
 
 from engine.config.schema import ListenerSettings, WssListenerSettings
-from engine.ocpp import events, handshake
+from engine.ocpp import events, handshake, tls
+from engine.ocpp.accept import ListenerHooks, acceptor_factory
 from engine.ocpp.context import GatewayContext
 from engine.ocpp.handshake import Admission, Authenticator, RateLimit, Refusal
 from engine.ocpp.session import Session
@@ -27,9 +28,6 @@ from engine.serve import BindError, bind_socket, start_server
 __all__ = ["ListenerError", "OcppApp", "OcppListener", "Refusal", "server_tls_context"]  # Refusal: from handshake
 
 log = logging.getLogger("ocppgw.listener")
-
-_TLS_VERSIONS = {"tlsv1.2": ssl.TLSVersion.TLSv1_2, "tlsv1.3": ssl.TLSVersion.TLSv1_3}
-
 
 class ListenerError(Exception):
     """A listener that cannot start; the message names the key and the reason."""
@@ -206,20 +204,10 @@ class OcppApp:
 
 
 def server_tls_context(settings: WssListenerSettings, key: str) -> ssl.SSLContext:
-    s = settings.ssl_options
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     try:
-        ctx.load_cert_chain(s.certfile, s.keyfile, s.password or None)
-        if s.cacertfile:
-            ctx.load_verify_locations(s.cacertfile)
-    except (OSError, ssl.SSLError) as exc:
-        raise ListenerError(f"{key}.ssl_options: {exc.strerror if isinstance(exc, OSError) and exc.strerror else exc}") from None
-    if s.verify == "verify_peer":
-        ctx.verify_mode = ssl.CERT_REQUIRED if s.fail_if_no_peer_cert else ssl.CERT_OPTIONAL
-    versions = [_TLS_VERSIONS[v] for v in s.versions]
-    ctx.minimum_version = min(versions)
-    ctx.maximum_version = max(versions)
-    return ctx
+        return tls.wss_context(settings)
+    except tls.TlsSetupError as exc:
+        raise ListenerError(f"{key}.ssl_options{exc}") from None
 
 
 class OcppListener:
@@ -239,14 +227,17 @@ class OcppListener:
 
     async def start(self) -> None:
         s = self.settings
+        ssl_ctx = server_tls_context(s, self.key) if isinstance(s, WssListenerSettings) else None
         try:
-            sock = bind_socket(s.bind, f"{self.key}.bind")
+            sock = bind_socket(s.bind, f"{self.key}.bind", reuseaddr=s.tcp_options.reuseaddr)
         except BindError as exc:
             raise ListenerError(str(exc)) from None
-        ssl_ctx = server_tls_context(s, self.key) if isinstance(s, WssListenerSettings) else None
+        tls.tune_listening(sock, s.tcp_options)
+        # PROXY header, access rules and TLS come before HTTP: the accept path (engine.ocpp.accept)
+        hooks = ListenerHooks(self.app, ssl_ctx, self.pending)
+        http = acceptor_factory(hooks, OcppHttpProtocol.for_app(self.app, self.pending))
         self.server = await start_server(
-            self.app, sock, ssl=ssl_ctx, http=OcppHttpProtocol.for_app(self.app, self.pending), ws=OcppProtocol,
-            **_websocket_options(s),
+            self.app, sock, http=http, ws=OcppProtocol, backlog=s.tcp_options.backlog, **_websocket_options(s),
         )
         self.sock = sock
         log.info("OCPP listener %s on %s://%s%s", self.app.full_name, self.app.kind, s.bind, s.websocket.path)

@@ -26,7 +26,7 @@ from engine import fds
 from engine.config.schema import ListenerSettings
 from engine.httpguard import GuardedHttpProtocol, HeadLimits
 from engine.ocpp.context import GatewayContext
-from engine.ocpp.handshake import Admission, Refusal
+from engine.ocpp.handshake import Admission, Refusal, check_origin
 
 
 class FrameSink(Protocol):
@@ -215,6 +215,7 @@ class OcppHttpProtocol(GuardedHttpProtocol):
             self._turn_down(refusal, urllib.parse.unquote(raw_path.decode("ascii", "surrogateescape")))
             return
         try:
+            check_origin(app.settings.websocket, self.headers)
             admission = app.admit(path, self.client)
         except Refusal as refusal:
             self._turn_down(refusal, path)
