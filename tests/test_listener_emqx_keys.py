@@ -3,7 +3,6 @@ or named once as having no effect; EMQX's value forms (comma strings, infinity) 
 
 from __future__ import annotations
 
-import logging
 import ssl
 import subprocess
 import sys
@@ -12,7 +11,7 @@ from pathlib import Path
 import pytest
 import websockets
 
-from engine.config.loader import ConfigError, load_settings
+from engine.config.loader import ConfigError, load_settings, load_settings_with_warnings
 from engine.config.types import INFINITE_FRAME_SIZE, UNLIMITED_COUNT
 from engine.ocpp.access import AccessRules
 from tests.certs import CertAuthority
@@ -103,12 +102,11 @@ def emqx_config(tmp_path: Path, ws_port: int, wss_port: int) -> str:
             f'  ssl_options {{ {ssl_body} }} }}\n')
 
 
-def test_a_full_emqx_listener_block_loads_and_names_each_key_without_effect_once(tmp_path, caplog):
+def test_a_full_emqx_listener_block_loads_and_names_each_key_without_effect_once(tmp_path):
     path = tmp_path / "emqx.conf"
     path.write_text(emqx_config(tmp_path, 33033, 33034))
-    caplog.set_level(logging.WARNING, "ocppgw.config")
-    s = load_settings(path, {}, overlay=False)
-    lines = [r.getMessage() for r in caplog.records]
+    loaded = load_settings_with_warnings(path, {}, overlay=False)
+    s, lines = loaded.settings, loaded.warnings
     for kind in ("ws", "wss"):
         for key in NO_EFFECT + ([f"ssl_options.{k}" for k in SSL_NO_EFFECT] if kind == "wss" else []):
             full = f"gateway.ocpp.listeners.{kind}.default.{key}: accepted for EMQX compatibility, has no effect here"
