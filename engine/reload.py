@@ -187,7 +187,10 @@ async def apply_ocpp(ctx: GatewayContext, listeners: dict[str, OcppListener], au
 
 
 def _needs_restart(old: ListenerSettings, new: ListenerSettings) -> bool:
-    """Only a new address or new TLS settings need a new socket; the rest is applied in place."""
+    """Only a new address, new TLS settings or a listening-socket option (backlog, reuseaddr) need a
+    new socket; the rest is applied in place, to connections accepted from then on."""
     if old.bind != new.bind or type(old) is not type(new):
+        return True
+    if (old.tcp_options.backlog, old.tcp_options.reuseaddr) != (new.tcp_options.backlog, new.tcp_options.reuseaddr):
         return True
     return isinstance(old, WssListenerSettings) and isinstance(new, WssListenerSettings) and old.ssl_options != new.ssl_options

@@ -95,6 +95,21 @@ async def test_listener_bind_change_restarts_only_that_listener(tmp_path, mosqui
             await eventually(lambda: gw.ctx.sessions["KEEP"].recv_cnt == 1)
 
 
+async def test_a_listening_socket_option_restarts_the_listener(tmp_path, mosquitto):
+    """backlog and reuseaddr belong to the listening socket: a change is a restart on the same address
+    (reported), not a silent no-op; nodelay applies in place to new connections."""
+    async with running_gateway(tmp_path, mosquitto.port) as gw:
+        bind = gw.node.listeners["ocpp:ws:default"].settings.bind
+        report = await reconfigure(gw, tmp_path, "gateway.ocpp.listeners.ws.default.tcp_options.nodelay = false\n")
+        assert report.changed == ["listener ocpp:ws:default"], report.changed
+        report = await reconfigure(gw, tmp_path, "gateway.ocpp.listeners.ws.default.tcp_options.backlog = 16\n")
+        assert f"listener ocpp:ws:default restarted on {bind}" in report.changed, report.changed
+        assert gw.node.listeners["ocpp:ws:default"].settings.tcp_options.backlog == 16
+        async with websockets.connect(gw.url("AFTER"), subprotocols=["ocpp1.6"]) as ws:
+            await ws.send('[2,"a","Heartbeat",{}]')
+            await eventually(lambda: "AFTER" in gw.ctx.sessions and gw.ctx.sessions["AFTER"].recv_cnt == 1)
+
+
 async def test_websocket_options_apply_to_new_connections_without_a_restart(tmp_path, mosquitto):
     """Compression, frame size and pings change in place: the charge point connected before the
     reload stays, with what it started with; one that connects after gets the new values."""
