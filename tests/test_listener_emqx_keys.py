@@ -209,3 +209,15 @@ def test_access_rules_first_match_decides_and_nothing_matching_is_allowed():
     assert AccessRules([]).allows("203.0.113.1")
     assert AccessRules(["deny 203.0.113.0/24"]).allows("203.0.114.1")  # no rule matches: allowed
     assert AccessRules(["deny 2001:db8::/32"]).allows("192.0.2.1") and not AccessRules(["deny 2001:db8::/32"]).allows("2001:db8::5")
+
+
+def test_infinity_prints_back_as_infinity_in_the_effective_config(tmp_path):
+    from engine.config import dump_hocon
+
+    path = write(tmp_path, 'gateway.ocpp.listeners.ws.default { max_connections = infinity, websocket.max_frame_size = infinity }')
+    text = dump_hocon(load_settings(path, {}, overlay=False))
+    assert 'max_connections = "infinity"' in text and 'max_frame_size = "infinity"' in text
+    again = tmp_path / "again.conf"
+    again.write_text(text)
+    ws = load_settings(again, {}, overlay=False).gateway.ocpp.listeners.ws["default"]
+    assert ws.max_connections == UNLIMITED_COUNT and ws.websocket.max_frame_size == INFINITE_FRAME_SIZE

@@ -9,7 +9,7 @@ import typing
 from typing import Any
 
 from engine.config.schema import NoEffect
-from engine.config.types import Bind, Duration, Size
+from engine.config.types import UNLIMITED_COUNT, Bind, Count, Duration, Size
 
 SECRET_KEYS = frozenset({"password", "default_password", "secret"})
 
@@ -52,6 +52,8 @@ def _key(name: str) -> str:
 def _scalar(value: Any) -> str:
     if isinstance(value, (Duration, Size, Bind)):
         return json.dumps(str(value))
+    if isinstance(value, Count) and value >= UNLIMITED_COUNT:
+        return json.dumps(str(value))  # "infinity", as it was written
     if value is None:
         return "null"
     return json.dumps(value, default=str)
