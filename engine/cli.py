@@ -84,12 +84,25 @@ def _load(path: str | None):
         sys.exit(EXIT_CONFIG)
 
 
+def _refused_by_preflight(settings) -> bool:
+    """The files and directories the config names, as run needs them (engine/preflight.py); each
+    problem printed as a config error. check-config and run both ask, so they refuse the same."""
+    from engine.preflight import problems
+
+    found = problems(settings)
+    for line in found:
+        print(f"config error: {line}", file=sys.stderr)
+    return bool(found)
+
+
 def cmd_check_config(args: argparse.Namespace) -> int:
     from connectors.registry import ResourceConfigError, Resources
     from engine.bus import Bus
     from rules.runtime import RuleEngine, RuleLoadError
 
     settings = _load(args.config)
+    if _refused_by_preflight(settings):
+        return EXIT_CONFIG
     try:
         resources = Resources(settings)
         RuleEngine(Bus(), resources.resolve).compile(settings.rule_engine.rules)
@@ -212,6 +225,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from engine.log import setup_logging
 
     settings = _load(args.config)
+    if _refused_by_preflight(settings):
+        return EXIT_CONFIG
     setup_logging(settings.log.level, settings.log.format)
     _raise_open_file_limit(settings)
     gctune.tune()

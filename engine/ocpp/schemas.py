@@ -145,6 +145,9 @@ class SchemaRegistry:
             directory = root / version
             if directory.is_dir():
                 self._load(version, directory)
+        if not self._validators:  # checking on with nothing to check against would pass everything
+            raise SchemaError(f"no OCPP schemas in {str(root)!r}: expected {', '.join(v + '/' for v in VERSIONS)} "
+                              "(one or more) holding *.json files")
 
     def _load(self, version: Version, directory: Path) -> None:
         seen: dict[tuple[str, str, str], Path] = {}
