@@ -108,6 +108,8 @@ def test_version_and_check_config(installed: Installed) -> None:
     checked = installed.gateway("check-config", "-c", str(conf))
     assert checked.returncode == 0, checked.stderr
     assert "message_format_checking = \"all\"" in checked.stdout
+    bench = installed.gateway("bench", "--help")
+    assert bench.returncode == 0 and "B1 round trip" in bench.stdout and "shared/" not in bench.stdout
 
 
 def test_a_charge_point_boots_and_an_invalid_call_gets_its_callerror(installed: Installed) -> None:
