@@ -26,6 +26,7 @@ from engine.config.schema import ListenerSettings, Settings, WssListenerSettings
 from engine.errors import ErrorList
 from engine.ocpp.listener import ListenerError, OcppListener
 from engine.parts import enabled_listeners, schema_registry
+from engine.preflight import problems as preflight_problems
 from rules.runtime import RuleEngine, RuleLoadError, RunningRule
 
 if TYPE_CHECKING:
@@ -109,6 +110,7 @@ def plan_reload(new: Settings, bus: Bus, resources: Resources, rules: RuleEngine
         checking = schema_registry(new, registry)
     except Exception as exc:
         errors.append(str(exc))
+    errors.extend(preflight_problems(new, schemas=False))  # the files run would refuse (engine/preflight.py)
     stop_connectors: list[Connector] = []
     handovers: list[tuple[BufferedAction, BufferedAction | None]] = []
     compiled: dict[str, RunningRule] = {}

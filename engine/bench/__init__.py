@@ -1,1 +1,1 @@
-"""`ocpp-gateway bench`: the performance scenarios of shared/spec/performance.md."""
+"""`ocpp-gateway bench`: the performance scenarios B1..B7 of docs/benchmarks.md."""

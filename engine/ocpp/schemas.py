@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable
+from importlib import resources
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Literal
@@ -23,7 +24,20 @@ Version = Literal["ocpp1.6", "ocpp2.0.1", "ocpp2.1"]
 Kind = Literal["request", "response"]
 
 VERSIONS: Final[tuple[Version, ...]] = ("ocpp1.6", "ocpp2.0.1", "ocpp2.1")
-DEFAULT_SCHEMA_DIR: Final = Path(__file__).resolve().parents[2] / "schemas"
+
+
+def shipped_schema_dir() -> Path:
+    """Where the OCA schemas that come with the gateway are. An installed wheel carries them as
+    package data, `engine/ocpp/oca_schemas/` (pyproject.toml maps the repository's top-level
+    `schemas/` folder there); a source checkout, or an editable install, has them in `schemas/`
+    beside `engine/`."""
+    packaged = resources.files("engine.ocpp").joinpath("oca_schemas")
+    if isinstance(packaged, Path) and packaged.is_dir():
+        return packaged
+    return Path(__file__).resolve().parents[2] / "schemas"
+
+
+DEFAULT_SCHEMA_DIR: Final = shipped_schema_dir()
 
 # A file without "$schema" gets the draft its version's OCA files use, not
 # jsonschema-rs's default (2020-12), which would read the OCA keywords differently.
@@ -131,6 +145,9 @@ class SchemaRegistry:
             directory = root / version
             if directory.is_dir():
                 self._load(version, directory)
+        if not self._validators:  # checking on with nothing to check against would pass everything
+            raise SchemaError(f"no OCPP schemas in {str(root)!r}: expected {', '.join(v + '/' for v in VERSIONS)} "
+                              "(one or more) holding *.json files")
 
     def _load(self, version: Version, directory: Path) -> None:
         seen: dict[tuple[str, str, str], Path] = {}

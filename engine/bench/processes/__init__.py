@@ -2,7 +2,7 @@
 
 Each runs in a temp dir on free loopback ports and is pinned with `taskset -c N` when the machine
 has two cores and taskset: the servers (gateway, mosquitto, baseline) on one core, the load and the
-backend on the other, as shared/spec/performance.md says. Every wait is bounded; `stop()` ends a
+backend on the other (docs/benchmarks.md). Every wait is bounded; `stop()` ends a
 process (SIGTERM, then SIGKILL) by its own pid.
 
 machine: cores, pinning, the open-files limit, CPU and memory figures from /proc
