@@ -133,11 +133,20 @@ class Node:
             except ListenerError as exc:
                 raise NodeError(str(exc)) from None
             self.listeners[listener.app.full_name] = listener
-            if open_beyond_loopback(listener_settings, authenticator):
-                log.warning("OCPP listener %s on %s is reachable beyond loopback and lets charge points in "
-                            "without a login: set gateway.ocpp.authentication (and keep the listener's "
-                            "enable_authn = true) or bind it to 127.0.0.1", listener.app.full_name,
-                            listener_settings.bind)
+        self._warn_open_listeners(set())
+
+    def _open_listeners(self) -> set[tuple[str, str]]:
+        """(name, bind) of each running listener that lets anybody on the network in without a login."""
+        return {(full, str(listener.settings.bind)) for full, listener in self.listeners.items()
+                if open_beyond_loopback(listener.settings, self.authenticator)}
+
+    def _warn_open_listeners(self, before: set[tuple[str, str]]) -> None:
+        """One WARNING per listener that is open now and was not `before` (at start: every open one;
+        after a reload or an API change: those it opened)."""
+        for full, bind in sorted(self._open_listeners() - before):
+            log.warning("OCPP listener %s on %s is reachable beyond loopback and lets charge points in "
+                        "without a login: set gateway.ocpp.authentication (and keep the listener's "
+                        "enable_authn = true) or bind it to 127.0.0.1", full, bind)
 
     def _apply_authentication(self, auth: AuthenticationSettings) -> Authenticator | None:
         """The authenticator for these settings, and the admission guards' flapping_detect (start and
@@ -194,8 +203,10 @@ class Node:
             self.bridge.set_forward(options.forward_topics, options.forward_exclude)
         self.settings = new
         if self.ocpp is not None:
+            was_open = self._open_listeners()
             authenticator = self._apply_authentication(new.gateway.ocpp.authentication)
             await apply_ocpp(self.ocpp, self.listeners, authenticator, old, new, report)
+            self._warn_open_listeners(was_open)
         await plan.finish(report)
         return report
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
 
 import orjson
@@ -108,6 +109,23 @@ async def test_a_listening_socket_option_restarts_the_listener(tmp_path, mosquit
         async with websockets.connect(gw.url("AFTER"), subprotocols=["ocpp1.6"]) as ws:
             await ws.send('[2,"a","Heartbeat",{}]')
             await eventually(lambda: "AFTER" in gw.ctx.sessions and gw.ctx.sessions["AFTER"].recv_cnt == 1)
+
+
+async def test_a_reload_that_opens_a_listener_to_the_network_warns_once(tmp_path, mosquitto, caplog):
+    """The start's warning about a listener anybody on the network may use without a login also
+    comes from a reload that makes one so (a file reload, PUT /configs, the API), once, not again
+    for a later reload that leaves it as it is."""
+    caplog.set_level(logging.WARNING, "ocppgw.node")
+    port = free_port()
+    async with running_gateway(tmp_path, mosquitto.port) as gw:
+        def warned() -> list[str]:
+            return [r.getMessage() for r in caplog.records if "without a login" in r.getMessage()]
+        assert warned() == []  # the test gateway listens on loopback
+        extra = f'gateway.ocpp.listeners.ws.wide {{ bind = "0.0.0.0:{port}" }}\n'
+        await reconfigure(gw, tmp_path, extra)
+        assert len(warned()) == 1 and "ocpp:ws:wide" in warned()[0], warned()
+        await reconfigure(gw, tmp_path, extra + "gateway.ocpp.default_heartbeat_interval = 90s\n")
+        assert len(warned()) == 1, warned()
 
 
 async def test_websocket_options_apply_to_new_connections_without_a_restart(tmp_path, mosquitto):

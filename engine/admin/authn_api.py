@@ -5,14 +5,13 @@
 The authenticator is EMQX's `password_based` + `built_in_database` (body: mechanism, backend,
 user_id_type, password_hash_algorithm {...}, enable, and this gateway's own keys). A change is
 written to the admin API's overlay and hot-applied like `PUT /configs`; the users
-(`.../authentication/users`) are kept across a DELETE and a new POST. After a change, a listener
-that lets anybody on the network in without a login is warned about, as at start.
+(`.../authentication/users`) are kept across a DELETE and a new POST. After a change, the node
+warns about each listener it opened to anybody on the network without a login, as at start.
 """
 
 from __future__ import annotations
 
-import logging
-from typing import Any, cast
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -22,9 +21,7 @@ from engine.admin.common import ApiError, bad_request, json_body, json_response
 from engine.admin.config_api import Refused, change_overlay
 from engine.admin.gateway_conf import dig, file_tree, object_body, place, public, replacing
 from engine.admin.nodeview import NodeView
-from engine.parts import enabled_listeners, open_beyond_loopback
 
-log = logging.getLogger("ocppgw.admin")
 
 PATH = "/api/v5/gateways/ocpp/authentication"
 KEY = ("gateway", "ocpp", "authentication")
@@ -39,21 +36,6 @@ def authn_entry(body: Any, written: dict[str, Any]) -> dict[str, Any]:
             raise bad_request(f"authentication.{key}: required (password_based / built_in_database)")
     settings = {k: v for k, v in body.items() if k not in IGNORED}
     return replacing(dig(written, *KEY), settings)
-
-
-def _open_listeners(node: NodeView) -> list[str]:
-    ocpp = node.settings.gateway.ocpp
-    # open_beyond_loopback asks only whether there is an authenticator
-    present = cast(Any, object()) if ocpp.authentication.enable else None
-    return [f"{full} on {s.bind}" for full, (_, _, s) in enabled_listeners(ocpp).items()
-            if open_beyond_loopback(s, present)]
-
-
-def _warn_open(node: NodeView) -> None:
-    for listener in _open_listeners(node):
-        log.warning("OCPP listener %s is reachable beyond loopback and lets charge points in without a login: "
-                    "set gateway.ocpp.authentication (and keep the listener's enable_authn = true) or bind it "
-                    "to 127.0.0.1", listener)
 
 
 class AuthnApi:
@@ -72,7 +54,6 @@ class AuthnApi:
             await change_overlay(self.node, edit)
         except Refused as exc:
             return json_response({"code": "BAD_REQUEST", "message": "; ".join(exc.errors), "errors": exc.errors}, 400)
-        _warn_open(self.node)
         return None
 
     async def get(self, request: Request) -> Response:
