@@ -22,6 +22,7 @@ from typing import Any
 
 from connectors.mqtt.properties import connack_max_packet_size, publish_properties
 from connectors.mqtt.properties import read_varint as _read_varint
+from connectors.mqtt.properties import write_varint as _varint
 
 CONNECT, CONNACK, PUBLISH, PUBACK, PUBREC, PUBREL, PUBCOMP = 1, 2, 3, 4, 5, 6, 7
 SUBSCRIBE, SUBACK, UNSUBSCRIBE, UNSUBACK, PINGREQ, PINGRESP, DISCONNECT = 8, 9, 10, 11, 12, 13, 14
@@ -50,14 +51,6 @@ MAX_REMAINING_LENGTH = 268_435_455  # four bytes of variable length: the largest
 class MqttError(Exception):
     """The connection failed or broke; pending operations fail with it."""
 
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, n = n % 128, n // 128
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
 
 
 def _string(text: str | bytes) -> bytes:

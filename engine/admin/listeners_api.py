@@ -10,6 +10,7 @@ file set it). POST answers 201 with the listener, PUT 200, DELETE 204.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from starlette.requests import Request
@@ -115,18 +116,11 @@ class ListenersApi:
         if "id" in body and body["id"] != listener_id(kind, name):
             raise bad_request(f"id: {str(body['id'])[:80]!r} does not match type and name ({listener_id(kind, name)})")
 
-        def edit(overlay: dict[str, Any]) -> None:
+        def absent() -> None:
             if listener_settings(self.node, kind, name) is not None:
                 raise bad_request(f"the listener {listener_id(kind, name)} of ocpp already exists")
-            written = file_tree(self.node)
-            keep_default_listeners(overlay, written, kind)
-            place(overlay, ("gateway", "ocpp", "listeners", kind, name), listener_entry(self.node, kind, name, body, written))
 
-        try:
-            report = await change_overlay(self.node, edit)
-        except Refused as exc:
-            return refused_change(exc)
-        return self._answer(kind, name, report, 201)
+        return await self._write(kind, name, body, absent, 201)
 
     async def update(self, request: Request) -> Response:
         text = request.path_params["listener_id"]
@@ -137,8 +131,14 @@ class ListenersApi:
                 raise bad_request(f"{key}: {str(body[key])[:80]!r} does not match the listener {text!r} "
                                   "(a listener is renamed by adding the new one and deleting the old)")
 
+        return await self._write(kind, name, body, lambda: self._found(text), 200)
+
+    async def _write(self, kind: str, name: str, body: dict[str, Any], check: Callable[[], object],
+                     status: int) -> Response:
+        """Create or replace one listener in the overlay (after `check`, run once the change before
+        has been kept) and answer with it as it now runs."""
         def edit(overlay: dict[str, Any]) -> None:
-            self._found(text)
+            check()
             written = file_tree(self.node)
             keep_default_listeners(overlay, written, kind)
             place(overlay, ("gateway", "ocpp", "listeners", kind, name), listener_entry(self.node, kind, name, body, written))
@@ -147,7 +147,7 @@ class ListenersApi:
             report = await change_overlay(self.node, edit)
         except Refused as exc:
             return refused_change(exc)
-        return self._answer(kind, name, report, 200)
+        return self._answer(kind, name, report, status)
 
     async def delete(self, request: Request) -> Response:
         text = request.path_params["listener_id"]
