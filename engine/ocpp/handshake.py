@@ -50,6 +50,8 @@ class Refusal(Exception):
 class Authenticator(Protocol):
     async def authenticate(self, username: str | None, password: str | None) -> bool: ...
 
+    def security_profile(self, *user_ids: str) -> int | None: ...
+
 
 class RateLimit:
     """Token bucket: `rate` new connections per second, bursts up to `rate`. A token is reserved when
@@ -192,6 +194,31 @@ def check_certificate(settings: ListenerSettings, peercert: dict[str, Any] | Non
             raise Refusal(403, "a client certificate is required", "not_authorized")
         if cn != cid:
             raise Refusal(403, "the client certificate's CN does not match the charge point id", "not_authorized")
+
+
+def listener_profile(settings: ListenerSettings) -> int:
+    """The OCPP security profile a listener offers: ws 1 (Basic auth, no TLS), wss 2 (TLS + Basic auth),
+    wss that requires a verified client certificate (verify_peer + fail_if_no_peer_cert) 3."""
+    if not isinstance(settings, WssListenerSettings):
+        return 1
+    s = settings.ssl_options
+    return 3 if s.verify == "verify_peer" and s.fail_if_no_peer_cert else 2
+
+
+def connection_profile(settings: ListenerSettings, has_certificate: bool) -> int:
+    """The security profile of one connection: its listener's, and 3 on any wss listener for a
+    connection that presented a client certificate the TLS handshake verified."""
+    if isinstance(settings, WssListenerSettings) and has_certificate:
+        return 3
+    return listener_profile(settings)
+
+
+def check_security_profile(cid: str, required: int | None, actual: int) -> None:
+    """A `Refusal` (401, security_profile_too_low) if the charge point's user record asks for a higher
+    security profile than this connection has: OCPP 2.0.1 forbids falling back to a lower one."""
+    if required is not None and actual < required:
+        raise Refusal(401, f"charge point {cid[:100]!r} must connect with security profile {required}; "
+                      f"this connection is security profile {actual}", "security_profile_too_low")
 
 
 def authn_required(auth: AuthenticationSettings, settings: ListenerSettings, authenticator: Authenticator | None) -> bool:
