@@ -115,7 +115,9 @@ async def test_lower_profile_refused_with_401_and_event(tmp_path, mosquitto, pki
     store.add("CP3", None, security_profile=3)
     store.add("CP1", "pw1")  # no profile: any listener
     ports = Ports()
-    async with running_gateway(tmp_path, mosquitto.port, config(pki, ports)) as gw:
+    open_port = free_port()
+    no_login = f'gateway.ocpp.listeners.ws.open {{ bind = "127.0.0.1:{open_port}", enable_authn = false }}'
+    async with running_gateway(tmp_path, mosquitto.port, config(pki, ports, no_login)) as gw:
         # a profile 2 charge point: not over ws (profile 1), even with the right password
         status, body = await refused(gw.url("CP2"), additional_headers=basic("CP2", "pw2"))
         assert status == 401 and "security profile 2" in body
@@ -137,6 +139,11 @@ async def test_lower_profile_refused_with_401_and_event(tmp_path, mosquitto, pki
         assert refusal["clientid"] == "CP2" and "security profile 2" in refusal["description"]
         metrics = await scrape(gw)
         assert metrics.value("ocppgw_handshakes_refused_total", reason="security_profile_too_low") == 4
+        # a ws listener without logins is profile 1 too: CP2 may not use it, CP1 (no profile) may
+        status, body = await refused(f"ws://127.0.0.1:{open_port}/ocpp/CP2")
+        assert status == 401 and "security profile 2" in body
+        async with connected(gw, f"ws://127.0.0.1:{open_port}/ocpp/CP1", "CP1"):
+            pass
 
 
 async def test_profile_3_certificate_is_the_login(tmp_path, mosquitto, pki):

@@ -129,10 +129,10 @@ class OcppApp:
         metrics.by_proto[proto] += 1
         self.ctx.publish_event("client_connack", events.client_connack(cid, username, peer, proto, "success"))
         session.start()
-        cert = scope.get("ocppgw_cert")
-        if cert is not None:
-            self.watch_certificate(session, cert)
         try:
+            cert = scope.get("ocppgw_cert")
+            if cert is not None:
+                self.watch_certificate(session, cert)
             while True:
                 message = await receive()
                 kind = message["type"]
