@@ -165,6 +165,7 @@ async def test_profile_3_certificate_is_the_login(tmp_path, mosquitto, pki):
             await backend.answer("ocpp/cp/CP3", {"currentTime": NOW, "interval": 60, "status": "Accepted"})
             assert (await boot).status == "Accepted"
             assert gw.ctx.sessions["CP3"].listener == "ocpp:wss:mutual"
+            assert gw.ctx.sessions["CP3"].username == "CP3"  # the certificate's CN
             task.cancel()
         # a wss listener where the certificate is optional: presenting a verified one is profile 3
         async with connected(gw, wss(ports.optional, "CP3"), "CP3", ssl=pki.context(pki.ca.client("CP3"))):

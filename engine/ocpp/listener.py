@@ -212,6 +212,8 @@ class OcppApp:
             # security profile 3: a verified certificate whose CN is the charge point id is its login
             certificate_login = actual == 3 and cert is not None and cert.common_name == cid and \
                 self.authenticator.security_profile(cid) == 3
+            if certificate_login:  # its username is the certificate's CN, not Basic credentials nobody checked
+                username = scope["ocppgw_username"] = cid
         else:
             certificate_login = False
         if self.ctx_authn_required() and not certificate_login:
