@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -109,12 +110,24 @@ class ExpiryWarnings:
         return len(self._last)
 
 
+_SHARED: weakref.WeakKeyDictionary[object, ExpiryWarnings] = weakref.WeakKeyDictionary()
+
+
+def shared_warnings(owner: object) -> ExpiryWarnings:
+    """The `ExpiryWarnings` of `owner` (a gateway context: every listener of one node shares them, so
+    a charge point moving between listeners is not warned twice a day either)."""
+    warnings = _SHARED.get(owner)
+    if warnings is None:
+        warnings = _SHARED[owner] = ExpiryWarnings()
+    return warnings
+
+
 class CertificateWatch:
     """A listener's connections with a client certificate: what the API and the metrics read, and
     the daily expiry check of each (a timer, cancelled when the connection ends)."""
 
     def __init__(self, warnings: ExpiryWarnings | None = None) -> None:
-        self.warnings = warnings or ExpiryWarnings()
+        self.warnings = warnings if warnings is not None else ExpiryWarnings()
         self.certificates: dict[object, ClientCertificate] = {}  # by session
         self._timers: dict[object, asyncio.TimerHandle] = {}
 

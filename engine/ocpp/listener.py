@@ -20,7 +20,7 @@ import uvicorn
 from engine.config.schema import ListenerSettings, WssListenerSettings
 from engine.ocpp import events, handshake, tls
 from engine.ocpp.accept import ListenerHooks, acceptor_factory
-from engine.ocpp.certs import CertificateWatch, ClientCertificate
+from engine.ocpp.certs import CertificateWatch, ClientCertificate, shared_warnings
 from engine.ocpp.context import GatewayContext
 from engine.ocpp.handshake import Admission, Authenticator, RateLimit, Refusal
 from engine.ocpp.session import Session
@@ -46,7 +46,8 @@ class OcppApp:
         self.authenticator = authenticator
         self.connections = 0
         self.admitting = 0  # handshakes let through whose session does not exist yet
-        self.certificates = CertificateWatch()  # the client certificates of its sessions (engine.ocpp.certs)
+        # the client certificates of its sessions (engine.ocpp.certs); expiry warnings shared by the node's listeners
+        self.certificates = CertificateWatch(shared_warnings(ctx))
         self.apply(settings)
 
     def apply(self, settings: ListenerSettings) -> None:
