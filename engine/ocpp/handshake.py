@@ -2,7 +2,8 @@
 
 Plain functions and values, no sockets: the path names the charge point (`check_path`), the
 offered subprotocols pick the version (`pick_subprotocol`), a TLS client certificate and an
-HTTP Basic login prove who it is (`check_certificate`, `check_login`), and the listener's
+HTTP Basic login prove who it is (`check_certificate`, `check_login`), the connection's OCPP
+security profile must be at least the one its user record asks for (`check_security_profile`), and the listener's
 capacity lets it in (`admit`, which hands back the `Admission` the handshake holds until its
 session exists). A refusal is a `Refusal`: the HTTP answer and the reason code that
 `$events/client_connack` reports. The per-client limits (bans, per-source and per-cid rates)
