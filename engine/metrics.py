@@ -156,18 +156,25 @@ class NodeCollector(Collector):
         current = _gauge("listener_connections", "Charge points connected now, by listener.", ["listener"])
         pending = _gauge("listener_pending_handshakes",
                          "Connections accepted and not upgraded (nor turned down) yet, by listener.", ["listener"])
+        expiry = _gauge("listener_client_cert_soonest_expiry_timestamp_seconds", "The earliest not_after (unix "
+                        "seconds) of the client certificates of the charge points connected now, by listener.",
+                        ["listener"])
         for name, listener in sorted((getattr(self.node, "listeners", None) or {}).items()):
             current.add_metric([name], listener.app.connections)
             waiting = getattr(listener, "pending", None)
             if waiting is not None:
                 pending.add_metric([name], waiting.count)
+            certificates = getattr(listener.app, "certificates", None)
+            soonest = certificates.soonest() if certificates is not None else None
+            if soonest is not None:
+                expiry.add_metric([name], soonest)
         admin = _counter("admin_http_refused", "Admin API connections closed or requests refused before they "
                          "reached the API (handshake_timeout, uri_too_long, headers_too_large).", ["reason"])
         server = getattr(self.node, "admin_server", None)
         refusals = getattr(getattr(getattr(server, "config", None), "http_protocol_class", None), "refusals", None)
         for reason, count in sorted((refusals or {}).items()):
             admin.add_metric([reason], count)
-        return [current, pending, admin]
+        return [current, pending, expiry, admin]
 
     def _admission(self) -> list[Metric]:
         """Bans of the per-client admission checks (engine/ocpp/admission.py): flapping_detect by

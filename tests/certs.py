@@ -57,7 +57,7 @@ class CertAuthority:
         self.cert_path = directory / "ca.pem"
         self.cert_path.write_bytes(self.cert.public_bytes(serialization.Encoding.PEM))
 
-    def _issue(self, name: str, cn: str, usage, sans: list[x509.GeneralName]) -> CertFiles:
+    def _issue(self, name: str, cn: str, usage, sans: list[x509.GeneralName], days: int = 30) -> CertFiles:
         key = _key()
         now = datetime.datetime.now(datetime.timezone.utc)
         builder = (
@@ -67,7 +67,7 @@ class CertAuthority:
             .public_key(key.public_key())
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - datetime.timedelta(days=1))
-            .not_valid_after(now + datetime.timedelta(days=30))
+            .not_valid_after(now + datetime.timedelta(days=days))
             .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
         )
         if sans:
@@ -78,5 +78,6 @@ class CertAuthority:
         sans = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
         return self._issue(name, "localhost", ExtendedKeyUsageOID.SERVER_AUTH, sans)
 
-    def client(self, cn: str, name: str | None = None) -> CertFiles:
-        return self._issue(name or f"client-{cn}", cn, ExtendedKeyUsageOID.CLIENT_AUTH, [])
+    def client(self, cn: str, name: str | None = None, days: int = 30) -> CertFiles:
+        """A client certificate for `cn`, valid from yesterday for `days` days from now."""
+        return self._issue(name or f"client-{cn}", cn, ExtendedKeyUsageOID.CLIENT_AUTH, [], days)

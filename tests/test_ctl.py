@@ -339,6 +339,28 @@ async def test_users_add_list_delete(gw):
     assert out.stdout.strip() == "no users with 'USR-' in their id"
 
 
+async def test_users_security_profile(gw):
+    # profile 3 without --password: no password asked for (not even on stdin): the certificate is the login
+    body = ok(await actl("users", "add", "PRF-3", "--security-profile", "3", "--json", gw=gw, input="ignored\n")).json()
+    assert body == {"user_id": "PRF-3", "is_superuser": False, "security_profile": 3}
+    out = ok(await actl("users", "add", "PRF-2", "--password", "pw", "--security-profile", "2", gw=gw))
+    assert out.stdout.strip() == "added user PRF-2"
+    out = await actl("users", "add", "PRF-X", "--password", "pw", "--security-profile", "4", gw=gw)
+    assert out.code != 0 and "--security-profile" in out.stderr
+    lines = ok(await actl("users", "list", "--like", "PRF-", gw=gw)).stdout.splitlines()
+    assert lines[0].split() == ["USER_ID", "SUPERUSER", "PROFILE"]
+    assert {tuple(line.split()) for line in lines[1:]} == {("PRF-2", "no", "2"), ("PRF-3", "no", "3")}
+    out = ok(await actl("users", "set-profile", "PRF-2", "none", gw=gw))
+    assert out.stdout.strip() == "user PRF-2: security profile none"
+    body = ok(await actl("users", "set-profile", "PRF-2", "1", "--json", gw=gw)).json()
+    assert body["security_profile"] == 1
+    # a user without a password keeps profile 3
+    out = await actl("users", "set-profile", "PRF-3", "2", gw=gw)
+    assert out.code == 1 and "security_profile" in out.stderr, out
+    for user_id in ("PRF-2", "PRF-3"):
+        ok(await actl("users", "delete", user_id, gw=gw))
+
+
 async def test_rules_list_and_metrics(gw):
     out = ok(await actl("rules", "list", gw=gw))
     lines = out.stdout.splitlines()

@@ -45,8 +45,9 @@ from engine.admin.common import (
     paged,
 )
 from engine.admin.nodeview import NodeView
-from engine.auth import MAX_USER_ID, AuthStoreError, UserExists, UserNotFound
+from engine.auth import KEEP, MAX_USER_ID, AuthStoreError, UserExists, UserNotFound, check_security_profile
 from engine.config.types import ConfigValueError, Duration
+from engine.ocpp.handshake import connection_profile
 from engine.ocpp.schemas import UnknownAction
 from engine.ocpp.session import InvalidCommand, QueueFull, Session
 
@@ -152,6 +153,13 @@ class GatewayApi:
         ctx = self.node.ocpp
         if ctx is not None:
             info.setdefault("mqueue_max", ctx.settings.dnstream.max_mqueue_len)
+        running_listener = self.node.listeners.get(session.listener)
+        if running_listener is not None:  # the OCPP security profile of the connection, its client certificate
+            app = running_listener.app
+            cert = app.certificates.of(session)
+            info["security_profile"] = connection_profile(app.settings, cert is not None)
+            if cert is not None:
+                info["certificate"] = cert.as_dict()
         return info
 
     async def clients(self, request: Request) -> Response:
@@ -271,16 +279,21 @@ class GatewayApi:
 
     async def add_user(self, request: Request) -> Response:
         store = self._store()
-        body = check_fields(await json_body(request), {"user_id": str, "password": str}, {"is_superuser": bool})
-        user_id, password = body["user_id"], body["password"]
+        body = check_fields(await json_body(request), {"user_id": str},
+                            {"password": str, "is_superuser": bool, "security_profile": int})
+        user_id, password, profile = body["user_id"], body.get("password"), body.get("security_profile")
         _check_user_id(user_id)
-        if not password:
+        _check_profile(profile)
+        if password is None and profile != 3:
+            raise bad_request("password: required (only a user with security_profile 3 may have none: "
+                              "its client certificate is its login)")
+        if password is not None and not password:
             raise bad_request("password: must not be empty")
         try:
-            user = await asyncio.to_thread(store.add, user_id, password, body.get("is_superuser", False))
+            user = await asyncio.to_thread(store.add, user_id, password, body.get("is_superuser", False), profile)
         except UserExists:
             raise ApiError(409, "ALREADY_EXISTS", f"user {user_id!r} already exists") from None
-        except ValueError as exc:  # the id and emptiness are checked above: what is left is the password
+        except ValueError as exc:  # the id, profile and emptiness are checked above: what is left is the password
             raise bad_request(f"password: {exc}") from None
         except AuthStoreError as exc:
             raise ApiError(500, "INTERNAL_ERROR", str(exc)) from None
@@ -297,18 +310,23 @@ class GatewayApi:
     async def update_user(self, request: Request) -> Response:
         store = self._store()
         user_id = request.path_params["user_id"]
-        body = check_fields(await json_body(request), {}, {"password": str, "is_superuser": bool})
+        body = check_fields(await json_body(request), {},
+                            {"password": str, "is_superuser": bool, "security_profile": (int, type(None))})
         password = body.get("password")
         if password is not None and not password:
             raise bad_request("password: must not be empty")
+        profile = body.get("security_profile", KEEP)  # null: no requirement any more
+        if profile is not KEEP:
+            _check_profile(profile)
         if not user_id or len(user_id) > MAX_USER_ID:
             raise _user_not_found(user_id)
         try:
-            user = await asyncio.to_thread(store.update, user_id, password, body.get("is_superuser"))
+            user = await asyncio.to_thread(store.update, user_id, password, body.get("is_superuser"), profile)
         except UserNotFound:
             raise _user_not_found(user_id) from None
         except ValueError as exc:
-            raise bad_request(f"password: {exc}") from None
+            name = "password" if password is not None else "security_profile"
+            raise bad_request(f"{name}: {exc}") from None
         except AuthStoreError as exc:
             raise ApiError(500, "INTERNAL_ERROR", str(exc)) from None
         return json_response(user.as_dict())
@@ -332,6 +350,13 @@ def _check_user_id(user_id: str) -> None:
         raise bad_request("user_id: must not be empty")
     if len(user_id) > MAX_USER_ID:
         raise bad_request(f"user_id: longer than {MAX_USER_ID} characters")
+
+
+def _check_profile(profile: Any) -> None:
+    try:
+        check_security_profile(profile)
+    except ValueError as exc:
+        raise bad_request(str(exc)) from None
 
 
 def routes(node: NodeView) -> list[Route]:

@@ -9,9 +9,10 @@ authenticator: the login check, with its cache and threads
 
 from engine.auth.authenticator import CACHE_SIZE, Authenticator
 from engine.auth.hashing import BCRYPT_MAX_BYTES
-from engine.auth.records import UserInfo, UserPage
+from engine.auth.records import SECURITY_PROFILES, UserInfo, UserPage, check_security_profile
 from engine.auth.store import (
     FORMAT_VERSION,
+    KEEP,
     MAX_USER_ID,
     AuthStoreError,
     UserExists,
@@ -23,6 +24,8 @@ __all__ = [
     "BCRYPT_MAX_BYTES",
     "CACHE_SIZE",
     "FORMAT_VERSION",
+    "KEEP",
+    "SECURITY_PROFILES",
     "MAX_USER_ID",
     "AuthStoreError",
     "Authenticator",
@@ -31,4 +34,5 @@ __all__ = [
     "UserNotFound",
     "UserPage",
     "UserStore",
+    "check_security_profile",
 ]

@@ -89,7 +89,15 @@ class Authenticator:
         self._dummy = _Record(params, _new_salt(params), "-")
 
     def _lookup(self, user_id: str) -> _Record:
-        return self.store._record(user_id) or self._dummy
+        record = self.store._record(user_id)
+        # a user without a password (security profile 3) logs in by certificate only; checking a
+        # password against the dummy keeps its answer as slow as anybody's
+        return record if record is not None and record.has_password else self._dummy
+
+    def security_profile(self, *user_ids: str) -> int | None:
+        """The highest security profile the records of `user_ids` require (None: none does)."""
+        found = [r.security_profile for r in map(self.store._record, user_ids) if r is not None]
+        return max((p for p in found if p is not None), default=None)
 
     def verify(self, user_id: str, password: str) -> bool:
         """Synchronous, uncached check, for tests and tools."""

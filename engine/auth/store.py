@@ -11,11 +11,18 @@ from dataclasses import replace
 from pathlib import Path
 
 from engine.auth.hashing import _check_password
-from engine.auth.records import UserInfo, UserPage, _Record
+from engine.auth.records import UserInfo, UserPage, _Record, check_security_profile
 from engine.config.schema import PasswordHashSettings
 
 MAX_USER_ID = 256
 FORMAT_VERSION = 1
+
+
+class _Keep:
+    """`UserStore.update`'s "leave it as it is" for a field where None means something."""
+
+
+KEEP = _Keep()
 
 
 class AuthStoreError(Exception):
@@ -125,21 +132,31 @@ class UserStore:
         self._save(users)
         self._users = users
 
-    def add(self, user_id: str, password: str, is_superuser: bool = False) -> UserInfo:
+    def add(self, user_id: str, password: str | None, is_superuser: bool = False,
+            security_profile: int | None = None) -> UserInfo:
+        """A new user; `password` None only with security_profile 3 (the certificate is the login)."""
         _check_user_id(user_id)
+        check_security_profile(security_profile)
         params = self.hashing
-        _check_password(params, password)
+        if password is not None:
+            _check_password(params, password)
+        elif security_profile != 3:
+            raise ValueError("password must be a non-empty string (only a security_profile 3 user may have none)")
         if user_id in self._users:  # fail before the slow hash
             raise UserExists(user_id)
-        record = _Record.create(params, password, bool(is_superuser))
+        record = _Record.create(params, password, bool(is_superuser), security_profile)
         with self._lock:
             if user_id in self._users:
                 raise UserExists(user_id)
             self._commit(user_id, record)
-        return UserInfo(user_id, record.is_superuser)
+        return record.info(user_id)
 
-    def update(self, user_id: str, password: str | None = None, is_superuser: bool | None = None) -> UserInfo:
+    def update(self, user_id: str, password: str | None = None, is_superuser: bool | None = None,
+               security_profile: int | None | _Keep = KEEP) -> UserInfo:
+        """Change what is given; `security_profile` None removes the requirement (KEEP: unchanged)."""
         _check_user_id(user_id)
+        if not isinstance(security_profile, _Keep):
+            check_security_profile(security_profile)
         params = self.hashing
         if password is not None:
             _check_password(params, password)
@@ -151,10 +168,13 @@ class UserStore:
             if current is None:
                 raise UserNotFound(user_id)
             superuser = current.is_superuser if is_superuser is None else bool(is_superuser)
-            record = replace(fresh or current, is_superuser=superuser)
+            profile = current.security_profile if isinstance(security_profile, _Keep) else security_profile
+            record = replace(fresh or current, is_superuser=superuser, security_profile=profile)
+            if not record.has_password and profile != 3:
+                raise ValueError("a user without a password must keep security_profile 3 (or be given a password)")
             if record != current:
                 self._commit(user_id, record)
-        return UserInfo(user_id, record.is_superuser)
+        return record.info(user_id)
 
     def delete(self, user_id: str) -> None:
         _check_user_id(user_id)
@@ -167,15 +187,15 @@ class UserStore:
         record = self._users.get(user_id)
         if record is None:
             raise UserNotFound(user_id)
-        return UserInfo(user_id, record.is_superuser)
+        return record.info(user_id)
 
     def list(self, page: int = 1, limit: int = 100, like_user_id: str | None = None) -> UserPage:
         if page < 1 or limit < 1:
             raise ValueError("page and limit must be at least 1")
         users = self._users
-        matching = sorted((u, r.is_superuser) for u, r in users.items() if not like_user_id or like_user_id in u)
+        matching = sorted((u, r) for u, r in users.items() if not like_user_id or like_user_id in u)
         start = (page - 1) * limit
-        items = [UserInfo(u, su) for u, su in matching[start : start + limit]]
+        items = [r.info(u) for u, r in matching[start : start + limit]]
         return UserPage(items, len(matching), page, limit)
 
     def __len__(self) -> int:

@@ -241,6 +241,8 @@ class SslOptions:
     honor_cipher_order: bool = True
     client_renegotiation: bool = True  # false: a client's TLS 1.2 renegotiation is refused
     dhfile: str = ""  # DH parameters (PEM) for the DHE suites
+    # $events/certificate_expiring when a connected charge point's client certificate expires within this
+    cert_expiry_warning: Duration = Duration(30 * 86_400)
     depth: Annotated[Any, NoEffect("Python's ssl cannot set the verify depth: OpenSSL's limit of 100 applies")] = 10
     secure_renegotiate: Annotated[Any, NoEffect("OpenSSL always renegotiates securely (RFC 5746)")] = True
     log_level: Annotated[Any, NoEffect("TLS errors are logged at the gateway's log.level")] = "notice"

@@ -9,7 +9,7 @@ from typing import Any
 from engine.ctl.client_commands import cmd_call, cmd_client, cmd_clients, cmd_kick
 from engine.ctl.node_commands import cmd_reload, cmd_status
 from engine.ctl.rule_commands import cmd_rules_list, cmd_rules_metrics
-from engine.ctl.user_commands import cmd_users_add, cmd_users_delete, cmd_users_list
+from engine.ctl.user_commands import cmd_users_add, cmd_users_delete, cmd_users_list, cmd_users_set_profile
 
 EXIT_HELP = """\
 exit codes:
@@ -87,7 +87,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--timeout", metavar="S", type=float,
                    help="seconds to wait for the answer (default: the gateway's dnstream.awaiting_timeout)")
 
-    users = commands.add_parser("users", help="users of the built-in authenticator (add, list, delete)",
+    users = commands.add_parser("users", help="users of the built-in authenticator (add, set-profile, list, delete)",
                                 description="Users of the built-in authenticator of charge points.",
                                 epilog=EXIT_HELP, formatter_class=formatter)
     _connection_options(users, leaf=True)
@@ -99,6 +99,14 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("user_id", metavar="USER", help="the user id (the charge point's username)")
     p.add_argument("--password", dest="new_password", metavar="P", help="the new user's password")
     p.add_argument("--superuser", action="store_true", help="make the user a superuser")
+    p.add_argument("--security-profile", dest="security_profile", type=int, choices=(1, 2, 3), metavar="N",
+                   help="the OCPP security profile (1, 2, 3) the charge point must connect with; with 3 and "
+                        "no --password the user has no password: its client certificate is its login")
+    p = command(user_commands, "set-profile", cmd_users_set_profile, "set or clear a user's security profile",
+                "Set the OCPP security profile (1, 2, 3) a user's charge point must connect with, or clear "
+                "it (none).")
+    p.add_argument("user_id", metavar="USER", help="the user id")
+    p.add_argument("profile", choices=("1", "2", "3", "none"), help="1, 2, 3 or none")
     p = command(user_commands, "list", cmd_users_list, "list the users")
     p.add_argument("--like", metavar="TEXT", help="only user ids containing TEXT")
     p = command(user_commands, "delete", cmd_users_delete, "delete a user")

@@ -1,4 +1,4 @@
-"""`ctl users add|list|delete`: users of the built-in authenticator."""
+"""`ctl users add|set-profile|list|delete`: users of the built-in authenticator."""
 
 from __future__ import annotations
 
@@ -30,7 +30,12 @@ def _new_password(args: argparse.Namespace) -> str:
 
 
 def cmd_users_add(api: Api, args: argparse.Namespace) -> int:
-    body = {"user_id": args.user_id, "password": _new_password(args), "is_superuser": args.superuser}
+    body: dict[str, object] = {"user_id": args.user_id, "is_superuser": args.superuser}
+    profile = getattr(args, "security_profile", None)
+    if profile is not None:
+        body["security_profile"] = profile
+    if profile != 3 or args.new_password is not None:  # profile 3 without --password: the certificate is the login
+        body["password"] = _new_password(args)
     response = api.request("POST", USERS, json=body)
     if args.json:
         _out(response.text)
@@ -49,8 +54,21 @@ def cmd_users_list(api: Api, args: argparse.Namespace) -> int:
     if not users:
         _out("no users" + (f" with {args.like!r} in their id" if args.like else ""))
         return EXIT_OK
-    _table(users, [("USER_ID", lambda u: u.get("user_id")),
-                   ("SUPERUSER", lambda u: "yes" if u.get("is_superuser") else "no")])
+    columns = [("USER_ID", lambda u: u.get("user_id")),
+               ("SUPERUSER", lambda u: "yes" if u.get("is_superuser") else "no")]
+    if any(u.get("security_profile") for u in users):  # the column only once somebody has one
+        columns.append(("PROFILE", lambda u: str(u.get("security_profile") or "-")))
+    _table(users, columns)
+    return EXIT_OK
+
+
+def cmd_users_set_profile(api: Api, args: argparse.Namespace) -> int:
+    profile = None if args.profile == "none" else int(args.profile)
+    response = api.request("PUT", f"{USERS}/{_segment(args.user_id)}", json={"security_profile": profile})
+    if args.json:
+        _out(response.text)
+        return EXIT_OK
+    _out(f"user {args.user_id}: security profile {profile or 'none'}")
     return EXIT_OK
 
 

@@ -22,6 +22,7 @@ EVENT_NAMES = {
     "client_flapping": "client.flapping",
     "message_delivered": "message.delivered",
     "message_dropped": "message.dropped",
+    "certificate_expiring": "certificate.expiring",
 }
 
 
@@ -110,3 +111,9 @@ def message_delivered(client: EventClient, message: Message) -> dict[str, Any]:
 def takeover_notice(node: str, connected: dict[str, Any]) -> dict[str, Any]:
     """What a node tells the others of a `client_connected` event (`engine.ocpp.takeover`)."""
     return {"node": node, "clientid": connected["clientid"], "connected_at": connected["connected_at"]}
+
+
+def certificate_expiring(cid: str, username: str | None, certificate: dict[str, Any], days_left: int) -> dict[str, Any]:
+    """A connected charge point's client certificate expires within `ssl_options.cert_expiry_warning`:
+    `certificate` is the clients API's object (subject, issuer, serial, not_after in ISO 8601)."""
+    return {"clientid": cid, "username": username, **certificate, "days_left": days_left}

@@ -2,7 +2,8 @@
 
 Plain functions and values, no sockets: the path names the charge point (`check_path`), the
 offered subprotocols pick the version (`pick_subprotocol`), a TLS client certificate and an
-HTTP Basic login prove who it is (`check_certificate`, `check_login`), and the listener's
+HTTP Basic login prove who it is (`check_certificate`, `check_login`), the connection's OCPP
+security profile must be at least the one its user record asks for (`check_security_profile`), and the listener's
 capacity lets it in (`admit`, which hands back the `Admission` the handshake holds until its
 session exists). A refusal is a `Refusal`: the HTTP answer and the reason code that
 `$events/client_connack` reports. The per-client limits (bans, per-source and per-cid rates)
@@ -49,6 +50,8 @@ class Refusal(Exception):
 
 class Authenticator(Protocol):
     async def authenticate(self, username: str | None, password: str | None) -> bool: ...
+
+    def security_profile(self, *user_ids: str) -> int | None: ...
 
 
 class RateLimit:
@@ -192,6 +195,31 @@ def check_certificate(settings: ListenerSettings, peercert: dict[str, Any] | Non
             raise Refusal(403, "a client certificate is required", "not_authorized")
         if cn != cid:
             raise Refusal(403, "the client certificate's CN does not match the charge point id", "not_authorized")
+
+
+def listener_profile(settings: ListenerSettings) -> int:
+    """The OCPP security profile a listener offers: ws 1 (Basic auth, no TLS), wss 2 (TLS + Basic auth),
+    wss that requires a verified client certificate (verify_peer + fail_if_no_peer_cert) 3."""
+    if not isinstance(settings, WssListenerSettings):
+        return 1
+    s = settings.ssl_options
+    return 3 if s.verify == "verify_peer" and s.fail_if_no_peer_cert else 2
+
+
+def connection_profile(settings: ListenerSettings, has_certificate: bool) -> int:
+    """The security profile of one connection: its listener's, and 3 on any wss listener for a
+    connection that presented a client certificate the TLS handshake verified."""
+    if isinstance(settings, WssListenerSettings) and has_certificate:
+        return 3
+    return listener_profile(settings)
+
+
+def check_security_profile(cid: str, required: int | None, actual: int) -> None:
+    """A `Refusal` (401, security_profile_too_low) if the charge point's user record asks for a higher
+    security profile than this connection has: OCPP 2.0.1 forbids falling back to a lower one."""
+    if required is not None and actual < required:
+        raise Refusal(401, f"charge point {cid[:100]!r} must connect with security profile {required}; "
+                      f"this connection is security profile {actual}", "security_profile_too_low")
 
 
 def authn_required(auth: AuthenticationSettings, settings: ListenerSettings, authenticator: Authenticator | None) -> bool:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import socket
 import ssl
+import time
 from typing import Any
 
 import uvicorn
@@ -19,6 +20,7 @@ import uvicorn
 from engine.config.schema import ListenerSettings, WssListenerSettings
 from engine.ocpp import events, handshake, tls
 from engine.ocpp.accept import ListenerHooks, acceptor_factory
+from engine.ocpp.certs import CertificateWatch, ClientCertificate, shared_warnings
 from engine.ocpp.context import GatewayContext
 from engine.ocpp.handshake import Admission, Authenticator, RateLimit, Refusal
 from engine.ocpp.session import Session
@@ -44,6 +46,8 @@ class OcppApp:
         self.authenticator = authenticator
         self.connections = 0
         self.admitting = 0  # handshakes let through whose session does not exist yet
+        # the client certificates of its sessions (engine.ocpp.certs); expiry warnings shared by the node's listeners
+        self.certificates = CertificateWatch(shared_warnings(ctx))
         self.apply(settings)
 
     def apply(self, settings: ListenerSettings) -> None:
@@ -127,6 +131,9 @@ class OcppApp:
         self.ctx.publish_event("client_connack", events.client_connack(cid, username, peer, proto, "success"))
         session.start()
         try:
+            cert = scope.get("ocppgw_cert")
+            if cert is not None:
+                self.watch_certificate(session, cert)
             while True:
                 message = await receive()
                 kind = message["type"]
@@ -142,9 +149,24 @@ class OcppApp:
         finally:
             transport.session = None
             session.close("normal")
+            self.certificates.disconnected(session)
             self.connections -= 1
             metrics.connections -= 1
             metrics.by_proto[proto] -= 1
+
+    def watch_certificate(self, session: Session, cert: ClientCertificate) -> None:
+        """Keep a session's client certificate (API, metrics) and warn of its expiry
+        ($events/certificate_expiring, at connect and daily)."""
+
+        def window() -> float:
+            settings = self.settings
+            return float(settings.ssl_options.cert_expiry_warning) if isinstance(settings, WssListenerSettings) else 0.0
+
+        def warn(expiring: ClientCertificate) -> None:
+            self.ctx.publish_event("certificate_expiring", events.certificate_expiring(
+                session.cid, session.username, expiring.as_dict(), expiring.days_left(time.time())))
+
+        self.certificates.connected(session, session.cid, cert, window, warn)
 
     def cid_of(self, path: str) -> str:
         """The charge point id a path names ("" for a path outside the endpoint)."""
@@ -177,10 +199,25 @@ class OcppApp:
         transport.admission.take_token()  # refused or not from here on, this handshake spent a token
         proto, echo = self.pick_subprotocol(scope.get("subprotocols") or [])
         scope["ocppgw_proto"] = proto
-        handshake.check_certificate(self.settings, scope["extensions"]["ocppgw"]["peercert"], cid)
+        peercert = scope["extensions"]["ocppgw"]["peercert"]
+        handshake.check_certificate(self.settings, peercert, cid)
+        cert = ClientCertificate.from_peercert(peercert)
+        scope["ocppgw_cert"] = cert
         username, password = handshake.basic_credentials(scope["headers"])
         scope["ocppgw_username"] = username
-        if self.ctx_authn_required():
+        if self.checks_profiles():
+            assert self.authenticator is not None  # checks_profiles
+            actual = handshake.connection_profile(self.settings, cert is not None)
+            required = self.authenticator.security_profile(cid, *([username] if username else []))
+            handshake.check_security_profile(cid, required, actual)
+            # security profile 3: a verified certificate whose CN is the charge point id is its login
+            certificate_login = actual == 3 and cert is not None and cert.common_name == cid and \
+                self.authenticator.security_profile(cid) == 3
+            if certificate_login:  # its username is the certificate's CN, not Basic credentials nobody checked
+                username = scope["ocppgw_username"] = cid
+        else:
+            certificate_login = False
+        if self.ctx_authn_required() and not certificate_login:
             auth_settings = self.ctx.settings.authentication
             assert self.authenticator is not None  # ctx_authn_required
 
@@ -195,6 +232,11 @@ class OcppApp:
                 cid, username, peer[0], self.ctx.guards.flapping_settings))
             raise Refusal(denial.status, denial.message, denial.reason, denial.headers)
         return cid, proto, echo, username
+
+    def checks_profiles(self) -> bool:
+        """Whether the users' security profiles apply: whenever the built-in authenticator is on,
+        whatever this listener's enable_authn (a listener without logins is a lower profile too)."""
+        return self.ctx.settings.authentication.enable and self.authenticator is not None
 
     def ctx_authn_required(self) -> bool:
         return handshake.authn_required(self.ctx.settings.authentication, self.settings, self.authenticator)
