@@ -354,3 +354,25 @@ async def test_prometheus_counts_frames_per_type_and_callresulterrors(tmp_path, 
     assert samples[("ocppgw_frames_sent_by_type_total", (("type", "CALLRESULTERROR"),))] == 1
     assert samples[("ocppgw_frames_sent_by_type_total", (("type", "CALLRESULT"),))] == 1
     assert samples[("ocppgw_callresulterrors_sent_total", (("code", "FormatViolation"),))] == 1
+
+
+async def test_the_callresults_remembered_for_a_callresulterror_are_bounded(tmp_path, mosquitto):
+    from engine.ocpp.session import MAX_RECENT_RESULTS
+
+    async with running_gateway(tmp_path, mosquitto.port) as gw:
+        backend = Backend(mosquitto.port)
+        async with websockets.connect(gw.url("B21"), subprotocols=["ocpp2.1"]) as ws:
+            await subscribed(gw, "B21")
+            uids = [f"h{i}" for i in range(MAX_RECENT_RESULTS + 1)]
+            for uid in uids:
+                await ws.send(f'[2,"{uid}","Heartbeat",{{}}]')
+            for uid in uids:
+                assert (await backend.next())[1]["UniqueId"] == uid
+                backend.publish("ocpp/cs/B21", {"MessageTypeId": 3, "UniqueId": uid, "Payload": {"currentTime": NOW}})
+            for uid in uids:
+                assert (await recv_json(ws))[1] == uid
+            await ws.send(f'[5,"{uids[0]}","GenericError","",{{}}]')  # the oldest: forgotten
+            assert "Action" not in (await backend.next())[1]
+            await ws.send(f'[5,"{uids[1]}","GenericError","",{{}}]')
+            assert (await backend.next())[1]["Action"] == "Heartbeat"
+        backend.close()
