@@ -377,3 +377,42 @@ async def test_the_callresults_remembered_for_a_callresulterror_are_bounded(tmp_
             await ws.send(f'[5,"{uids[1]}","GenericError","",{{}}]')
             assert (await backend.next())[1]["Action"] == "Heartbeat"
         backend.close()
+
+
+async def test_the_ocpp_packages_21_charge_point_opens_a_stream_and_sends_on_it(tmp_path, mosquitto):
+    """The `ocpp` package's v21 ChargePoint (no SEND API of its own: it writes the SEND on its socket)
+    opens a periodic event stream with a CALL, streams with SENDs, and its CALLs still work around them;
+    a SEND pushed at it is ignored by the library and the connection stays."""
+    import asyncio
+    import contextlib
+
+    from ocpp import v21
+
+    conf = "gateway.ocpp.message_format_checking = all\n"
+    async with running_gateway(tmp_path, mosquitto.port, conf) as gw:
+        backend = Backend(mosquitto.port)
+        async with websockets.connect(gw.url("LIB21"), subprotocols=["ocpp2.1"]) as ws:
+            cp = v21.ChargePoint("LIB21", ws)
+            task = asyncio.create_task(cp.start())
+            try:
+                await subscribed(gw, "LIB21")
+                opened = asyncio.create_task(cp.call(v21.call.OpenPeriodicEventStream(
+                    constant_stream_data={"id": 1, "variable_monitoring_id": 7, "params": {"interval": 1}})))
+                call = await backend.answer("ocpp/cp/LIB21", {"status": "Accepted"})
+                assert call["Action"] == "OpenPeriodicEventStream" and call["MessageTypeId"] == 2
+                assert (await opened).status == "Accepted"
+                await ws.send(orjson.dumps([6, "stream-1", "NotifyPeriodicEventStream", STREAM]).decode())
+                topic, body = await backend.next()
+                assert topic == "ocpp/cp/LIB21" and body["MessageTypeId"] == 6 and body["Payload"] == STREAM
+                backend.publish("ocpp/cs/LIB21", {"MessageTypeId": 6, "Action": "NotifyPeriodicEventStream",
+                                                  "Payload": STREAM})
+                await eventually(lambda: gw.ctx.metrics.sent_by_type[frames.SEND] == 1)
+                hb = asyncio.create_task(cp.call(v21.call.Heartbeat()))
+                await backend.answer("ocpp/cp/LIB21", {"currentTime": NOW})
+                assert (await hb).current_time == NOW
+                assert gw.ctx.metrics.drops == {} and sum(gw.ctx.metrics.errors.values()) == 0
+            finally:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, websockets.ConnectionClosed):
+                    await task
+        backend.close()
