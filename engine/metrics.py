@@ -114,6 +114,7 @@ class NodeCollector(Collector):
 
     def _gateway(self) -> list[Metric]:
         from engine.ocpp.context import GatewayMetrics
+        from engine.ocpp.frames import TYPE_NAMES
 
         ctx = getattr(self.node, "ocpp", None)
         m = ctx.metrics if ctx is not None else GatewayMetrics()
@@ -134,6 +135,17 @@ class NodeCollector(Collector):
                           ["code"])
         for code, count in sorted(m.errors.items()):
             errors.add_metric([code], count)
+        result_errors = _counter("callresulterrors_sent", "CALLRESULTERRORs (OCPP 2.1) the gateway itself sent to "
+                                 "charge points about a CALLRESULT it could not process, by error code.", ["code"])
+        for code, count in sorted(m.result_errors.items()):
+            result_errors.add_metric([code], count)
+        by_type_in = _counter("frames_received_by_type", "OCPP-J messages received from charge points, by "
+                              "MessageTypeId (CALL .. SEND); frames that do not parse are not counted.", ["type"])
+        by_type_out = _counter("frames_sent_by_type", "OCPP-J messages sent to charge points, by MessageTypeId.",
+                               ["type"])
+        for type_id, type_name in TYPE_NAMES.items():
+            by_type_in.add_metric([type_name], m.received_by_type[type_id])
+            by_type_out.add_metric([type_name], m.sent_by_type[type_id])
         drops = _counter("messages_dropped", "Messages dropped (not delivered), by reason.", ["reason"])
         for reason, count in sorted(m.drops.items()):
             drops.add_metric([reason], count)
@@ -150,7 +162,8 @@ class NodeCollector(Collector):
         queue.add_metric([], queued)
         waiting = _gauge("downstream_inflight_messages", "Downstream CALLs sent and not answered yet, summed over charge points.")
         waiting.add_metric([], inflight)
-        return [connections, accepted, frames_in, frames_out, bytes_in, bytes_out, errors, drops, refused, queue, waiting]
+        return [connections, accepted, frames_in, frames_out, bytes_in, bytes_out, errors, result_errors, by_type_in,
+                by_type_out, drops, refused, queue, waiting]
 
     def _listeners(self) -> list[Metric]:
         current = _gauge("listener_connections", "Charge points connected now, by listener.", ["listener"])

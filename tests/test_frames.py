@@ -23,7 +23,7 @@ BAD = [
     ('{"a":1}', "FormationViolation", "RpcFrameworkError", "-1"),
     ("[]", "FormationViolation", "RpcFrameworkError", "-1"),
     ('"string"', "FormationViolation", "RpcFrameworkError", "-1"),
-    ('[5,"u1","X",{}]', "ProtocolError", "MessageTypeNotSupported", "u1"),
+    ('[7,"u1","X",{}]', "ProtocolError", "MessageTypeNotSupported", "u1"),
     ('[0,"u1"]', "ProtocolError", "MessageTypeNotSupported", "u1"),
     ('["2","u1","Heartbeat",{}]', "FormationViolation", "RpcFrameworkError", "u1"),
     ('[2.0,"u1","Heartbeat",{}]', "FormationViolation", "RpcFrameworkError", "u1"),

@@ -37,9 +37,9 @@ def test_a_downstream_error_envelope_becomes_a_callerror_frame():
 
 @pytest.mark.parametrize(("body", "problem"), [
     ([], "the payload must be a JSON object"),
-    ({"MessageTypeId": 5}, "MessageTypeId must be 2, 3 or 4"),
-    ({"MessageTypeId": True, "Action": "A"}, "MessageTypeId must be 2, 3 or 4"),
-    ({"MessageTypeId": 2.0, "Action": "A"}, "MessageTypeId must be 2, 3 or 4"),
+    ({"MessageTypeId": 7}, "MessageTypeId must be 2, 3, 4, 5 or 6"),
+    ({"MessageTypeId": True, "Action": "A"}, "MessageTypeId must be 2, 3, 4, 5 or 6"),
+    ({"MessageTypeId": 2.0, "Action": "A"}, "MessageTypeId must be 2, 3, 4, 5 or 6"),
     ({"MessageTypeId": 2, "Action": "A", "UniqueId": ""}, "UniqueId must be a string of 1 to 36"),
     ({"MessageTypeId": 2, "Action": "A", "UniqueId": "x" * 37}, "UniqueId must be a string of 1 to 36"),
     ({"MessageTypeId": 2, "Action": "A", "Payload": []}, "Payload must be a JSON object"),

@@ -50,7 +50,7 @@ scalars = st.none() | st.booleans() | integers | st.floats(allow_nan=False, allo
 json_values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(strings, inner, max_size=4),
                            max_leaves=12)
 objects = st.dictionaries(strings, json_values, max_size=5)
-type_ids = st.sampled_from([2, 3, 4, 5, 0, -1, 2.0, "2", True, None, 2**64, [2]]) | integers
+type_ids = st.sampled_from([2, 3, 4, 5, 6, 7, 0, -1, 2.0, "2", True, None, 2**64, [2]]) | integers
 
 
 def dumps(value: Any) -> str:
@@ -165,8 +165,11 @@ class Harness:
         self.session.start()
 
     def check_answer(self, frame: str | bytes) -> None:
-        """What one upstream frame earned: exactly one well-formed CALLERROR, or silence with one
-        message upstream (or, for a reply refused by its schema, silence and a drop)."""
+        """What one upstream frame earned: exactly one well-formed CALLERROR (never for a reply: a
+        CALLRESULTERROR in 2.1), or silence with one message upstream (or, for a reply or a SEND
+        refused, silence and a drop)."""
+        type_id = frames.message_type(frame) if isinstance(frame, str) else None
+        reply = frames.is_reply_type(type_id, self.proto)
         sent, self.transport.sent = self.transport.sent, []
         published, self.upstream[:] = list(self.upstream), []
         drops, self.drops[:] = list(self.drops), []
@@ -174,7 +177,8 @@ class Harness:
         if sent:
             assert len(sent) == 1 and not published, (frame[:200], sent, published)
             error = orjson.loads(sent[0])
-            assert isinstance(error, list) and len(error) == 5 and error[0] == 4, error
+            assert isinstance(error, list) and len(error) == 5 and error[0] == (5 if reply else 4), (frame[:200], error)
+            assert not reply or (self.proto == "ocpp2.1" and type_id in (3, 4)), (frame[:200], error)
             assert error[1] == expected_unique_id(frame), (frame[:200], error)
             assert error[2] in CODES[self.proto], error
             assert isinstance(error[3], str) and error[3] and isinstance(error[4], dict)
@@ -184,6 +188,8 @@ class Harness:
             assert len(published) == 1 and not drops
             message = published[0]
             assert orjson.loads(message.payload) == message.json()  # what goes on is what rules read
+        elif reply or type_id == frames.SEND:
+            assert len(drops) == 1, (frame[:200], drops)  # a bad reply in 1.6/2.0.1, a bad SEND: dropped, unanswered
         else:
             assert [d["reason"] for d in drops] == ["schema_violation"], (frame[:200], drops)
 
@@ -250,7 +256,8 @@ def test_hostile_downstream_messages_into_the_session(loop, config, sequence):
             assert harness.bus.handler_errors == 0
             for text in harness.transport.sent:  # whatever goes out is a well-formed frame
                 frame = frames.parse(text, proto)
-                assert type(frame) in (frames.Call, frames.CallResult, frames.CallError)
+                assert type(frame) in (frames.Call, frames.CallResult, frames.CallError, frames.Send,
+                                       frames.CallResultError)
                 assert len(text.encode()) <= FakeListener.settings.websocket.max_frame_size
             if harness.transport.sent and type(frames.parse(harness.transport.sent[-1], proto)) is frames.Call:
                 call = frames.parse(harness.transport.sent[-1], proto)
@@ -329,6 +336,8 @@ def test_hostile_frames_over_a_real_websocket(tmp_path, mosquitto):
                         break
                     answers.append(got)
                 assert len(answers) <= 1, answers
+                if isinstance(frame, str) and frames.is_reply_type(frames.message_type(frame), "ocpp1.6"):
+                    assert answers == [], (frame[:200], answers)  # a CALLERROR answers a CALL only
                 for error in answers:
                     assert len(error) == 5 and error[0] == 4 and error[2] in CODES["ocpp1.6"], error
                     assert isinstance(error[3], str) and isinstance(error[4], dict)

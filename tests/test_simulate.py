@@ -73,6 +73,7 @@ class CsmsBackend:
         self.seq: dict[str, list[int]] = defaultdict(list)
         self.problems: list[str] = []
         self.answered = 0
+        self.sends: list[tuple[str, str, dict[str, Any]]] = []  # (cid, action, payload) of 2.1 SENDs
         self.lock = threading.Lock()
         self.client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=f"csms-{free_port()}")
         self.client.on_message = self._on_message
@@ -94,6 +95,10 @@ class CsmsBackend:
         with self.lock:
             self.calls[cid].append((action, payload))
             self._check(action, payload)
+        if body["MessageTypeId"] == 6:  # a 2.1 SEND: never answered
+            with self.lock:
+                self.sends.append((cid, action, payload))
+            return
         if action == "BootNotification":
             return  # the rule answers
         result = self.result(action, payload)
@@ -199,8 +204,10 @@ async def assert_totals_match(gw: Any, summary: dict[str, Any]) -> None:
     assert summary["frames_received"] == metrics.frames_out
     assert summary["bytes_sent"] == metrics.bytes_in and summary["bytes_received"] == metrics.bytes_out
     assert summary["calls_sent"] == summary["calls_answered"]
-    assert summary["frames_sent"] == summary["calls_sent"] + summary["server_calls_answered"] + summary["server_callerrors_sent"]
-    assert summary["frames_received"] == summary["calls_answered"] + summary["server_calls_received"]
+    assert summary["frames_sent"] == (summary["calls_sent"] + summary["server_calls_answered"]
+                                      + summary["server_callerrors_sent"] + summary["sends_sent"])
+    assert summary["frames_received"] == (summary["calls_answered"] + summary["server_calls_received"]
+                                          + summary["sends_received"] + summary["callresulterrors_received"])
 
 
 # --- payloads --------------------------------------------------------------------------------------------
@@ -220,6 +227,8 @@ async def test_every_payload_is_valid_against_the_oca_schemas():
         valid(version, "Heartbeat", "request", {})
         valid(version, "Authorize", "request", m.authorize(version, "TAG00000001"))
         valid(version, "MeterValues", "request", m.meter_values(version, 1, sample, 5 if version == "ocpp1.6" else None))
+        if version == "ocpp2.1":
+            valid(version, "NotifyPeriodicEventStream", "request", m.periodic_event_stream(1, ts, 7400.2))
         valid(version, "FirmwareStatusNotification", "request", m.firmware_status(version))
         valid(version, "LogStatusNotification", "request", m.log_status())
         for state in m.V2_STATUS:
@@ -382,6 +391,25 @@ async def test_the_call_channel_speaks_ocpp_j_with_the_gateways_codec():
     assert stats.server_calls_answered == 1 and stats.server_callerrors_sent == 3
 
 
+async def test_the_call_channel_speaks_ocpp_21_send_and_callresulterror():
+    """2.1: a SEND goes out beside the CALL in flight; a SEND received is counted, never answered;
+    a CALLRESULTERROR received is counted as a protocol error."""
+    stats = Stats()
+    channel = CallChannel("CP1", "ocpp2.1", asyncio.get_running_loop(),
+                          SimOptions(url="ws://127.0.0.1:9/ocpp", proto="ocpp2.1"), stats, lambda a, p: ({}, None))
+    wire = channel.link = _Wire()
+    pending = channel.call("Heartbeat", {})
+    channel.notify("NotifyPeriodicEventStream", m.periodic_event_stream(1, now(), 7400))
+    assert [orjson.loads(f)[0] for f in wire.sent] == [2, 6] and channel.inflight is not None
+    channel.on_frame(b'[6,"x","NotifyPeriodicEventStream",{}]')
+    channel.on_frame(b'[5,"9","FormatViolation","bad",{}]')
+    assert len(wire.sent) == 2  # neither is answered
+    assert stats.sends_sent == 1 and stats.sends_received == 1 and stats.callresulterrors_received == 1
+    assert stats.protocol_errors == {"callresulterror": 1}
+    channel.on_frame(b'[3,"1",{"currentTime":"2026-01-01T00:00:00Z"}]')
+    assert pending.result() == {"currentTime": "2026-01-01T00:00:00Z"}
+
+
 # --- fleets against the gateway ----------------------------------------------------------------------------
 
 
@@ -427,6 +455,12 @@ async def test_charge_with_ocpp2(tmp_path, mosquitto, version):
     assert events.count("Updated") > 0
     assert csms.check_transactions() == summary["transactions_started"]
     assert csms.problems == []
+    # a 2.1 charge point streams its power as NotifyPeriodicEventStream SENDs (schema-checked by the
+    # gateway: message_format_checking = all), unanswered; older versions have no SEND
+    streams = [p for _, a, p in csms.sends if a == "NotifyPeriodicEventStream"]
+    assert len(streams) == summary["sends_sent"] == len(csms.sends)
+    assert (len(streams) > 0) == (version == "ocpp2.1")
+    assert all(p["pending"] == 0 and p["data"][0]["t"] == 0 for p in streams)
 
 
 async def test_idle_fleet_over_several_source_addresses(tmp_path, mosquitto):

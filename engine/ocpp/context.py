@@ -62,6 +62,10 @@ class GatewayMetrics:
     bytes_in: int = 0
     bytes_out: int = 0
     errors: Counter[str] = field(default_factory=Counter)  # CALLERROR codes we sent
+    result_errors: Counter[str] = field(default_factory=Counter)  # CALLRESULTERROR codes we sent (2.1)
+    # frames by MessageTypeId (index 2..6; a frame that does not parse is not counted here)
+    received_by_type: list[int] = field(default_factory=lambda: [0] * 7)
+    sent_by_type: list[int] = field(default_factory=lambda: [0] * 7)
     drops: Counter[str] = field(default_factory=Counter)
     refused: Counter[str] = field(default_factory=Counter)  # handshake refusals by reason
 

@@ -1,4 +1,5 @@
-"""OCPP-J frames: text ↔ CALL / CALLRESULT / CALLERROR, and the errors a bad frame earns.
+"""OCPP-J frames: text ↔ CALL / CALLRESULT / CALLERROR (and, in 2.1, CALLRESULTERROR / SEND), and
+the errors a bad frame earns.
 
 Error codes follow each version's RPC framework:
 - 1.6: a frame that is not valid OCPP-J → FormationViolation; an unknown
@@ -7,8 +8,15 @@ Error codes follow each version's RPC framework:
   (not JSON, not an array, no readable MessageId, wrong length) →
   RpcFrameworkError; an unknown MessageTypeId → MessageTypeNotSupported; a
   payload that is not an object → FormatViolation (OCPP 2.0.1 part 4 §4.3).
-A CALLERROR answers every bad frame, with the frame's UniqueId when it can be
-read and "-1" otherwise.
+`FrameError` carries the code, the frame's UniqueId when it can be read ("-1"
+otherwise) and its MessageTypeId when that can be read: the session answers a
+bad CALL (or a frame of no readable type) with a CALLERROR, but never a bad
+reply (`is_reply_type`): a CALLERROR answers a CALL only.
+
+OCPP 2.1 adds two types (part 4): CALLRESULTERROR `[5, id, code, description,
+details]`, sent by whoever received a CALLRESULT it could not process, and
+SEND `[6, id, action, payload]`, an unconfirmed message. Other versions read
+them as unknown MessageTypeIds.
 
 Two limits come from the JSON codec (orjson) and are the same both ways:
 integers are carried exactly in -2**63 .. 2**64-1 (orjson reads a wider
@@ -21,22 +29,27 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any, final
+from typing import Any, ClassVar, final
 
 import orjson
 
 CALL, CALLRESULT, CALLERROR = 2, 3, 4
+CALLRESULTERROR, SEND = 5, 6  # OCPP 2.1 only
+TYPE_NAMES = {CALL: "CALL", CALLRESULT: "CALLRESULT", CALLERROR: "CALLERROR",
+              CALLRESULTERROR: "CALLRESULTERROR", SEND: "SEND"}
 MAX_UNIQUE_ID = 36
 UNKNOWN_ID = "-1"
 MAX_DEPTH = 254  # orjson.dumps refuses deeper documents ("Recursion limit reached")
 INT_MIN, INT_MAX = -(2**63), 2**64 - 1  # the integers orjson reads as integers
 
 _LENGTHS = {CALL: 4, CALLRESULT: 3, CALLERROR: 5}
+_LENGTHS_21 = {**_LENGTHS, CALLRESULTERROR: 5, SEND: 4}
 
 
 @final  # so that `type(frame) is Call` narrows the union for the type checker
 @dataclass(slots=True)
 class Call:
+    type_id: ClassVar[int] = CALL
     unique_id: str
     action: str
     payload: dict[str, Any]
@@ -45,6 +58,7 @@ class Call:
 @final
 @dataclass(slots=True)
 class CallResult:
+    type_id: ClassVar[int] = CALLRESULT
     unique_id: str
     payload: dict[str, Any]
 
@@ -52,27 +66,66 @@ class CallResult:
 @final
 @dataclass(slots=True)
 class CallError:
+    type_id: ClassVar[int] = CALLERROR
     unique_id: str
     code: str
     description: str
     details: dict[str, Any]
 
 
-Frame = Call | CallResult | CallError
+@final
+@dataclass(slots=True)
+class CallResultError:
+    """OCPP 2.1: the sender could not process the CALLRESULT `unique_id`."""
+
+    type_id: ClassVar[int] = CALLRESULTERROR
+    unique_id: str
+    code: str
+    description: str
+    details: dict[str, Any]
+
+
+@final
+@dataclass(slots=True)
+class Send:
+    """OCPP 2.1: an unconfirmed message (never answered)."""
+
+    type_id: ClassVar[int] = SEND
+    unique_id: str
+    action: str
+    payload: dict[str, Any]
+
+
+Frame = Call | CallResult | CallError | CallResultError | Send
 
 
 class FrameError(Exception):
-    """A frame the gateway refuses; `code`/`description`/`unique_id` make the CALLERROR."""
+    """A frame the gateway refuses; `code`/`description`/`unique_id` make the CALLERROR (or, for a
+    bad reply in 2.1, the CALLRESULTERROR); `type_id` is its MessageTypeId if readable, else None."""
 
-    def __init__(self, code: str, description: str, unique_id: str = UNKNOWN_ID) -> None:
+    def __init__(self, code: str, description: str, unique_id: str = UNKNOWN_ID, type_id: int | None = None) -> None:
         super().__init__(description)
         self.code = code
         self.description = description
         self.unique_id = unique_id
+        self.type_id = type_id
 
 
 def is_v16(proto_ver: str) -> bool:
     return proto_ver == "ocpp1.6"
+
+
+def is_v21(proto_ver: str) -> bool:
+    """Whether the version has CALLRESULTERROR and SEND."""
+    return proto_ver == "ocpp2.1"
+
+
+def is_reply_type(type_id: int | None, proto_ver: str) -> bool:
+    """A frame of this MessageTypeId must not be answered with a CALLERROR: a CALLRESULT or a
+    CALLERROR (and, in 2.1, a CALLRESULTERROR or a SEND, which are never answered)."""
+    if type_id in (CALLRESULT, CALLERROR):
+        return True
+    return type_id in (CALLRESULTERROR, SEND) and is_v21(proto_ver)
 
 
 def format_violation(proto_ver: str) -> str:
@@ -141,39 +194,43 @@ def parse(text: str | bytes, proto_ver: str) -> Frame:
     type_id = msg[0]
     if type(type_id) is not int:
         raise FrameError(_rpc_error(proto_ver), "MessageTypeId must be an integer", unique_id)
-    expected = _LENGTHS.get(type_id)
+    expected = (_LENGTHS_21 if is_v21(proto_ver) else _LENGTHS).get(type_id)
     if expected is None:
         raise FrameError(_type_not_supported(proto_ver), f"unknown MessageTypeId {type_id}", unique_id)
     if len(msg) != expected:
-        raise FrameError(
-            _rpc_error(proto_ver), f"a frame of type {type_id} has {expected} elements, not {len(msg)}", unique_id
-        )
+        raise FrameError(_rpc_error(proto_ver), f"a frame of type {type_id} has {expected} elements, not {len(msg)}",
+                         unique_id, type_id)
     if not isinstance(msg[1], str):
-        raise FrameError(_rpc_error(proto_ver), "UniqueId must be a string")
+        raise FrameError(_rpc_error(proto_ver), "UniqueId must be a string", UNKNOWN_ID, type_id)
     if not msg[1] or len(msg[1]) > MAX_UNIQUE_ID:
-        raise FrameError(_rpc_error(proto_ver), f"UniqueId must be 1 to {MAX_UNIQUE_ID} characters", unique_id)
+        raise FrameError(_rpc_error(proto_ver), f"UniqueId must be 1 to {MAX_UNIQUE_ID} characters",
+                         unique_id, type_id)
     wide = wide_integer(text)
     if wide is not None:
         raise FrameError(format_violation(proto_ver),
-                         f"the integer {wide} is outside the range carried exactly ({INT_MIN} to {INT_MAX})", unique_id)
-    if type_id == CALL:
+                         f"the integer {wide} is outside the range carried exactly ({INT_MIN} to {INT_MAX})",
+                         unique_id, type_id)
+    if type_id == CALL or type_id == SEND:
         if not isinstance(msg[2], str) or not msg[2]:
-            raise FrameError(_rpc_error(proto_ver), "Action must be a non-empty string", unique_id)
+            raise FrameError(_rpc_error(proto_ver), "Action must be a non-empty string", unique_id, type_id)
         if not isinstance(msg[3], dict):
-            raise FrameError(format_violation(proto_ver), "the payload must be a JSON object", unique_id)
-        return Call(unique_id, msg[2], msg[3])
+            raise FrameError(format_violation(proto_ver), "the payload must be a JSON object", unique_id, type_id)
+        return Call(unique_id, msg[2], msg[3]) if type_id == CALL else Send(unique_id, msg[2], msg[3])
     if type_id == CALLRESULT:
         if not isinstance(msg[2], dict):
-            raise FrameError(format_violation(proto_ver), "the payload must be a JSON object", unique_id)
+            raise FrameError(format_violation(proto_ver), "the payload must be a JSON object", unique_id, type_id)
         return CallResult(unique_id, msg[2])
     code, description, details = msg[2], msg[3], msg[4]
     if not isinstance(code, str) or not isinstance(description, str) or not isinstance(details, dict):
+        name = "CALLERROR" if type_id == CALLERROR else "CALLRESULTERROR"
         raise FrameError(
             _rpc_error(proto_ver),
-            "a CALLERROR has a string ErrorCode, a string ErrorDescription and an object ErrorDetails",
-            unique_id,
+            f"a {name} has a string ErrorCode, a string ErrorDescription and an object ErrorDetails",
+            unique_id, type_id,
         )
-    return CallError(unique_id, code, description, details)
+    if type_id == CALLERROR:
+        return CallError(unique_id, code, description, details)
+    return CallResultError(unique_id, code, description, details)
 
 
 # the encoders raise EncodeError for what JSON cannot carry (see `dumps`)
@@ -190,6 +247,14 @@ def encode_error(unique_id: str, code: str, description: str, details: Any = Non
     return dumps([CALLERROR, unique_id, code, description, details if details is not None else {}]).decode()
 
 
+def encode_result_error(unique_id: str, code: str, description: str, details: Any = None) -> str:
+    return dumps([CALLRESULTERROR, unique_id, code, description, details if details is not None else {}]).decode()
+
+
+def encode_send(unique_id: str, action: str, payload: Any) -> str:
+    return dumps([SEND, unique_id, action, payload]).decode()
+
+
 # --- the charge point's side: bytes for a picows transport, and a cheap look at an answer --------------
 
 
@@ -204,6 +269,14 @@ def result_bytes(unique_id: str, payload: Any) -> bytes:
 
 def error_bytes(unique_id: str, code: str, description: str, details: Any = None) -> bytes:
     return dumps([CALLERROR, unique_id, code, description, details if details is not None else {}])
+
+
+def result_error_bytes(unique_id: str, code: str, description: str, details: Any = None) -> bytes:
+    return dumps([CALLRESULTERROR, unique_id, code, description, details if details is not None else {}])
+
+
+def send_bytes(unique_id: str, action: str, payload: Any) -> bytes:
+    return dumps([SEND, unique_id, action, payload])
 
 
 def call_with_json(unique_id: bytes, action: bytes, payload_json: bytes) -> bytes:

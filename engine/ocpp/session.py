@@ -7,6 +7,14 @@ feeds `on_downstream`; CALLs go out one at a time (the next waits for the
 answer or `awaiting_timeout`), replies go out at once if they answer a CALL
 of this charge point that is still waiting.
 
+OCPP 2.1's SEND (unconfirmed, never answered) is published like a CALL and goes
+downstream at once, beside the in-flight CALL. Its CALLRESULTERROR concerns a
+CALLRESULT: upstream it names the Action of the charge point's CALL the backend
+answered; downstream it goes out only for a CALLRESULT the charge point sent
+(each side remembers its last `MAX_RECENT_RESULTS` CALLRESULTs). A bad reply
+(CALLRESULT or CALLERROR) never earns a CALLERROR: in 1.6 and 2.0.1 it is
+dropped, in 2.1 answered with a CALLRESULTERROR.
+
 What is not the state machine lives beside it: the `$events` fields (`events`), the bus
 envelope (`envelope`), liveness (`keepalive`), the registry of sessions (`registry`), the
 handshake (`handshake`) and the socket (`transport`). Over 400 lines still, for one reason:
@@ -39,6 +47,7 @@ from engine.ocpp.schemas import SchemaRegistry, UnknownAction
 log = logging.getLogger("ocppgw.session")
 
 MAX_PENDING_UPSTREAM = 32  # CALLs of the charge point the backend has not answered yet
+MAX_RECENT_RESULTS = 32  # 2.1: CALLRESULTs remembered per direction, for the CALLRESULTERROR that may follow
 MAX_CACHED_TOPICS = 64  # per session: the actions a charge point sends are few, unless it is hostile
 WARN_EVERY = 60.0  # seconds: at most one warning per charge point about frames it cannot send us
 
@@ -151,9 +160,13 @@ class Session:
             "proto_ver": proto_ver,
             "node": ctx.node,
         }
-        self._topic_cache: dict[tuple[int, str], str] = {}
+        self._topic_cache: dict[tuple[int, str, str], str] = {}
         self._generation = ctx.generation
         self._pending_upstream: OrderedDict[str, str] = OrderedDict()  # UniqueId → Action
+        self._v21 = frames.is_v21(proto_ver)  # has CALLRESULTERROR and SEND
+        # 2.1 only: UniqueId → Action of the CALLRESULTs sent to the charge point / received from it
+        self._results_sent: OrderedDict[str, str] = OrderedDict()
+        self._results_received: OrderedDict[str, str] = OrderedDict()
         self._queue: deque[_Outgoing] = deque()
         self._inflight: _Outgoing | None = None
         self._subscription: Subscription | None = None
@@ -270,12 +283,17 @@ class Session:
             if self._idle_timer:
                 self._idle_timer.cancel()
                 self._idle_timer = None
+        metrics.received_by_type[frame.type_id] += 1
         if type(frame) is frames.Call:
             self._upstream_call(frame, text)
         elif type(frame) is frames.CallResult:
             self._upstream_reply(frame, None, text)
-        else:
+        elif type(frame) is frames.CallError:
             self._upstream_reply(frame, frame, text)
+        elif type(frame) is frames.Send:
+            self._upstream_send(frame, text)
+        else:
+            self._upstream_result_error(frame, text)
 
     def on_binary(self, data: bytes) -> None:
         if self.closed:
@@ -288,16 +306,32 @@ class Session:
         ), data)
 
     def _refuse(self, exc: frames.FrameError, raw: str | bytes) -> None:
-        """Answer a bad frame with a CALLERROR and tell the rules; publish nothing upstream."""
-        self._send(frames.encode_error(exc.unique_id, exc.code, exc.description))
-        self.ctx.metrics.errors[exc.code] += 1
+        """Answer a bad frame with a CALLERROR (a bad reply: see `_bad_reply`) and tell the rules;
+        publish nothing upstream."""
+        if frames.is_reply_type(exc.type_id, self.proto_ver):
+            self._bad_reply(exc.type_id, exc.unique_id, exc.code, exc.description)
+        else:
+            self._send(frames.encode_error(exc.unique_id, exc.code, exc.description), frames.CALLERROR)
+            self.ctx.metrics.errors[exc.code] += 1
         self._dropped_event("invalid_frame", raw if isinstance(raw, str) else raw[:1024].hex(), exc.description)
 
-    def _unpublishable(self, unique_id: str, exc: _Unpublishable, text: str) -> None:
+    def _bad_reply(self, type_id: int | None, unique_id: str, code: str, description: str) -> None:
+        """A CALLRESULT or CALLERROR we cannot process earns no CALLERROR (that answers a CALL only):
+        in 2.1 a CALLRESULTERROR, in 1.6 and 2.0.1 nothing (the caller drops it). A bad SEND or
+        CALLRESULTERROR is never answered."""
+        if (self._v21 and type_id in (frames.CALLRESULT, frames.CALLERROR)
+                and 0 < len(unique_id) <= frames.MAX_UNIQUE_ID and unique_id != frames.UNKNOWN_ID):
+            self._send(frames.encode_result_error(unique_id, code, description[:512]), frames.CALLRESULTERROR)
+            self.ctx.metrics.result_errors[code] += 1
+
+    def _unpublishable(self, unique_id: str, exc: _Unpublishable, text: str, type_id: int = frames.CALL) -> None:
         """A valid frame the bus cannot carry (its topic or its JSON): the same answer as a bad frame,
         and one log line now and then: a charge point sending thousands must not flood the log."""
-        self._send(frames.encode_error(unique_id, exc.code, exc.description[:512]))
-        self.ctx.metrics.errors[exc.code] += 1
+        if type_id == frames.CALL:
+            self._send(frames.encode_error(unique_id, exc.code, exc.description[:512]), frames.CALLERROR)
+            self.ctx.metrics.errors[exc.code] += 1
+        else:
+            self._bad_reply(type_id, unique_id, exc.code, exc.description)
         self._dropped_event(exc.reason, text, exc.description)
         if self._unpublishable_lines is None:
             self._unpublishable_lines = Throttle(WARN_EVERY)
@@ -328,7 +362,7 @@ class Session:
             violation = self._check(call.action, "request", call.payload)
             if violation is not None:
                 code, description = violation
-                self._send(frames.encode_error(call.unique_id, code, description))
+                self._send(frames.encode_error(call.unique_id, code, description), frames.CALLERROR)
                 self.ctx.metrics.errors[code] += 1
                 self._dropped_event("schema_violation", text, description)
                 return
@@ -353,6 +387,7 @@ class Session:
         if action is not None and error is None and self.ctx.checks_upstream(self.cid, self._listener.checking):
             violation = self._check(action, "response", frame.payload)  # type: ignore[union-attr]  # error is None: a CallResult
             if violation is not None:
+                self._bad_reply(frames.CALLRESULT, frame.unique_id, *violation)
                 self._dropped_event("schema_violation", text, violation[1])
                 if out is not None and out.reply is not None and not out.reply.done():
                     out.reply.set_exception(TimeoutError(f"the answer was refused by schema checking: {violation[1]}"))
@@ -371,7 +406,7 @@ class Session:
         try:
             topic, payload = self._prepare(template, action or "", type_, frame.unique_id, body)
         except _Unpublishable as exc:
-            self._unpublishable(frame.unique_id, exc, text)
+            self._unpublishable(frame.unique_id, exc, text, frame.type_id)
             if action is not None:  # answered, though not forwardable: the next command may go
                 if out is not None and out.reply is not None and not out.reply.done():
                     out.reply.set_exception(TimeoutError(f"the answer cannot be published: {exc.description}"))
@@ -379,9 +414,39 @@ class Session:
             return
         self._publish(topic, payload, body)
         if action is not None:
+            if self._v21 and error is None:
+                _remember(self._results_received, frame.unique_id, action)
             if out is not None and out.reply is not None and not out.reply.done():
                 out.reply.set_result(body)
             self._finish_inflight()
+
+    def _upstream_send(self, send: frames.Send, text: str) -> None:
+        """2.1 SEND: checked and published like a CALL, never answered (not even when refused)."""
+        if self.ctx.checks_upstream(self.cid, self._listener.checking):
+            violation = self._check(send.action, "request", send.payload)
+            if violation is not None:
+                self._dropped_event("schema_violation", text, violation[1])
+                return
+        body = envelope.send_body(send.unique_id, send.action, send.payload)
+        template = self.ctx.override_topics.get(send.action, self.ctx.call_topic)
+        try:
+            topic, payload = self._prepare(template, send.action, "6", send.unique_id, body)
+        except _Unpublishable as exc:
+            self._unpublishable(send.unique_id, exc, text, frames.SEND)
+            return
+        self._publish(topic, payload, body)
+
+    def _upstream_result_error(self, error: frames.CallResultError, text: str) -> None:
+        """2.1 CALLRESULTERROR: the charge point could not process a CALLRESULT the backend sent it;
+        published on the error topic with the Action of the CALL that CALLRESULT answered (if remembered)."""
+        action = self._results_sent.pop(error.unique_id, None)
+        body = envelope.result_error_body(error.unique_id, action, error)
+        try:
+            topic, payload = self._prepare(self.ctx.error_topic, action or "", "5", error.unique_id, body)
+        except _Unpublishable as exc:
+            self._unpublishable(error.unique_id, exc, text, frames.CALLRESULTERROR)
+            return
+        self._publish(topic, payload, body)
 
     def _check(self, action: str, kind: Literal["request", "response"], payload: Any) -> tuple[str, str] | None:
         registry = self.ctx.registry
@@ -393,6 +458,7 @@ class Session:
         return None if violation is None else (violation.code, violation.description)
 
     def _topic(self, template: TopicTemplate, action: str, type_: str, unique_id: str) -> str:
+        # cached per (template, action, type): a CALL and a SEND of one action share a template
         if self._generation != self.ctx.generation:
             self._topic_cache.clear()
             self._generation = self.ctx.generation
@@ -400,7 +466,7 @@ class Session:
             topic = self.mountpoint + template.render(self._vars(action, type_, unique_id))
             validate_name(topic)
             return topic
-        key = (id(template), action)
+        key = (id(template), action, type_)
         cached = self._topic_cache.get(key)
         if cached is None:
             topic = self.mountpoint + template.render(self._vars(action, type_))
@@ -437,8 +503,51 @@ class Session:
         type_id = body["MessageTypeId"]
         if type_id == frames.CALL:
             self._downstream_call(body, message)
-        else:
+        elif type_id <= frames.CALLERROR:
             self._downstream_reply(body, message)
+        elif not self._v21:
+            self._dropped_event("unsupported_message_type", _text(message.payload),
+                                f"{frames.TYPE_NAMES[type_id]} is OCPP 2.1; this charge point speaks {self.proto_ver}",
+                                message)
+        elif type_id == frames.SEND:
+            self._downstream_send(body, message)
+        else:
+            self._downstream_result_error(body, message)
+
+    def _downstream_send(self, body: dict[str, Any], message: Message) -> None:
+        """2.1 SEND: out at once (beside the in-flight CALL, never queued), no answer awaited."""
+        action = body["Action"]
+        payload = body.get("Payload", {})
+        if self.ctx.checks_dnstream(self.cid, self._listener.checking):
+            violation = self._check(action, "request", payload)
+            if violation is not None:
+                self._dropped_event("schema_violation", _text(message.payload), violation[1], message)
+                return
+        unique_id = body.get("UniqueId") or uuid.uuid4().hex[:36]
+        try:
+            text = self._outbound(lambda: frames.encode_send(unique_id, action, payload))
+        except Unsendable as exc:
+            self._dropped_event(exc.reason, _text(message.payload), exc.description, message)
+            return
+        self._send(text, frames.SEND)
+        self._delivered_event(message)
+
+    def _downstream_result_error(self, body: dict[str, Any], message: Message) -> None:
+        """2.1 CALLRESULTERROR: only about a CALLRESULT this charge point sent (recently)."""
+        unique_id = body["UniqueId"]
+        action = self._results_received.pop(unique_id, None)
+        if action is None:
+            self._dropped_event("unknown_unique_id", _text(message.payload),
+                                f"no recent CALLRESULT {unique_id!r} of this charge point", message)
+            return
+        try:
+            text = self._outbound(lambda: envelope.downstream_error_frame(unique_id, body))
+        except Unsendable as exc:
+            self._results_received[unique_id] = action
+            self._dropped_event(exc.reason, _text(message.payload), exc.description, message)
+            return
+        self._send(text, frames.CALLRESULTERROR)
+        self._delivered_event(message)
 
     def _downstream_call(self, body: dict[str, Any], message: Message) -> None:
         action = body["Action"]
@@ -468,7 +577,7 @@ class Session:
             self._dropped_event(exc.reason, _text(out.message.payload), exc.description, out.message)
             return False
         self._inflight = out
-        self._send(text)
+        self._send(text, frames.CALL)
         self._delivered_event(out.message)
         out.timer = self._loop.call_later(self.ctx.settings.dnstream.awaiting_timeout, self._call_timed_out, out)
         return True
@@ -521,7 +630,9 @@ class Session:
                 self._pending_upstream[unique_id] = action  # still unanswered: a good reply may follow
                 self._dropped_event(exc.reason, _text(message.payload), exc.description, message)
                 return
-            self._send(text)
+            self._send(text, frames.CALLRESULT)
+            if self._v21:
+                _remember(self._results_sent, unique_id, action)
             if action == "BootNotification" and isinstance(payload, dict) and payload.get("status") == "Accepted":
                 interval = payload.get("interval")
                 if isinstance(interval, (int, float)) and not isinstance(interval, bool) and interval > 0:
@@ -533,18 +644,19 @@ class Session:
                 self._pending_upstream[unique_id] = action
                 self._dropped_event(exc.reason, _text(message.payload), exc.description, message)
                 return
-            self._send(text)
+            self._send(text, frames.CALLERROR)
         self._delivered_event(message)
 
     # --- output and events ------------------------------------------------------------------
 
-    def _send(self, text: str) -> None:
+    def _send(self, text: str, type_id: int) -> None:
         if self.closed:
             return
         self.transport.send_text(text)
         self.send_cnt += 1
         metrics = self.ctx.metrics
         metrics.frames_out += 1
+        metrics.sent_by_type[type_id] += 1
         metrics.bytes_out += len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))  # bytes
 
     def _delivered_event(self, message: Message) -> None:
@@ -609,6 +721,14 @@ class Session:
             "recv_cnt": self.recv_cnt,
             "send_cnt": self.send_cnt,
         }
+
+
+def _remember(recent: OrderedDict[str, str], unique_id: str, action: str) -> None:
+    """Keep `unique_id` → `action` among the last MAX_RECENT_RESULTS."""
+    recent[unique_id] = action
+    recent.move_to_end(unique_id)
+    if len(recent) > MAX_RECENT_RESULTS:
+        recent.popitem(last=False)
 
 
 def _short(text: str, limit: int = 64) -> str:

@@ -6,6 +6,9 @@ ConnectionLost. Frames in (read by `engine.ocpp.frames`, the gateway's own
 codec) resolve the CALL in flight, or are the CSMS's CALLs, handed to the
 `answer` function the channel was given (the charge point's answer table)
 and answered at once. Every frame and byte is counted in the fleet's stats.
+OCPP 2.1: `notify()` sends a SEND (unconfirmed); a SEND received is counted,
+never answered; a CALLRESULTERROR received (the CSMS could not process a
+CALLRESULT of ours) is counted as a protocol error.
 
 `CallChannel` is one part of a charge point, held by it (`Charger.channel`);
 it knows the WebSocket (`link`) and nothing of the charge point above it.
@@ -111,6 +114,12 @@ class CallChannel:
         """A CALL whose answer nobody waits for."""
         self.call(action, payload).add_done_callback(retrieve)
 
+    def notify(self, action: str, payload: dict[str, Any]) -> None:
+        """2.1: a SEND, unconfirmed: out at once, beside the CALL in flight; nothing waits for it."""
+        self.uid += 1
+        self._write(frames.send_bytes(str(self.uid), action, payload))
+        self.stats.sends_sent += 1
+
     def _send_call(self, call: Call) -> None:
         self.uid += 1
         call.uid = str(self.uid)
@@ -204,8 +213,14 @@ class CallChannel:
             self._on_result(frame.unique_id, frame.payload)
         elif isinstance(frame, frames.CallError):
             self._on_error(frame.unique_id, frame.code, frame.description)
-        else:
+        elif isinstance(frame, frames.Call):
             self._on_call(frame.unique_id, frame.action, frame.payload)
+        elif isinstance(frame, frames.Send):
+            stats.sends_received += 1
+        else:
+            stats.callresulterrors_received += 1
+            stats.protocol_error("callresulterror")
+            log.debug("%s: CALLRESULTERROR %s %s for %s", self.cid, frame.code, frame.description, frame.unique_id)
 
     def _answered(self, uid: str) -> Call | None:
         """The CALL in flight if `uid` answers it (its timer stopped); None, a protocol error, if not."""

@@ -102,6 +102,11 @@ def meter_value(version: str, ts: str, energy_wh: float, power_w: float, context
     ]}
 
 
+def periodic_event_stream(stream_id: int, ts: str, power_w: float) -> dict[str, Any]:
+    """2.1 NotifyPeriodicEventStream (a SEND): one data element, the power (W) at `ts`."""
+    return {"id": stream_id, "pending": 0, "basetime": ts, "data": [{"t": 0, "v": str(int(power_w))}]}
+
+
 def meter_values(version: str, connector: int, sample: dict[str, Any], transaction_id: int | None = None) -> dict[str, Any]:
     if is_v16(version):
         payload: dict[str, Any] = {"connectorId": connector}

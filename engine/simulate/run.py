@@ -293,6 +293,8 @@ def format_summary(summary: dict[str, Any]) -> str:
         (f"  server calls {s['server_calls_received']} (answered {s['server_calls_answered']}, "
          f"CALLERROR {s['server_callerrors_sent']})"),
         f"  frames sent {s['frames_sent']:,} / received {s['frames_received']:,}",
+        (f"  2.1: SENDs sent {s['sends_sent']:,} / received {s['sends_received']:,}, "
+         f"CALLRESULTERRORs received {s['callresulterrors_received']}"),
         f"  protocol errors {s['protocol_errors']} {s['protocol_error_kinds'] or ''}".rstrip(),
         "  per action (sent/answered/errors): " + ", ".join(
             f"{name} {a['sent']}/{a['answered']}/{a['errors']}" for name, a in s["actions"].items()),

@@ -123,6 +123,8 @@ async def _charge(cp: Charger, c: Connector, tx: Tx) -> None:
         tx.last_sample = now
         c.advance(now)
         await cp.call(*transactions.meter(cp.version, c, tx, "Sample.Periodic", "MeterValuePeriodic"))
+        if cp.version == "ocpp2.1":  # and the power as a periodic event stream: a SEND, unconfirmed
+            cp.channel.notify("NotifyPeriodicEventStream", m.periodic_event_stream(c.id, m.timestamp(), c.effective_power()))
 
 
 async def _stop(cp: Charger, c: Connector, tx: Tx, reason: str) -> None:

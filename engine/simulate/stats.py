@@ -84,6 +84,9 @@ class Stats:
         self.server_calls: Counter[str] = Counter()
         self.server_calls_answered = 0
         self.server_callerrors_sent = 0
+        self.sends_sent = 0  # 2.1 SENDs (unconfirmed)
+        self.sends_received = 0
+        self.callresulterrors_received = 0  # 2.1: the CSMS could not process a CALLRESULT of ours
         self.sent: Counter[str] = Counter()
         self.answered: Counter[str] = Counter()
         self.errored: Counter[str] = Counter()
@@ -140,6 +143,9 @@ class Stats:
             "server_calls_answered": self.server_calls_answered,
             "server_callerrors_sent": self.server_callerrors_sent,
             "server_actions": dict(sorted(self.server_calls.items())),
+            "sends_sent": self.sends_sent,
+            "sends_received": self.sends_received,
+            "callresulterrors_received": self.callresulterrors_received,
             "frames_sent": self.frames_sent,
             "frames_received": self.frames_received,
             "bytes_sent": self.bytes_sent,
