@@ -254,6 +254,11 @@ async def test_callresulterror_downstream_only_about_a_callresult_of_that_charge
             await eventually(lambda: gw.ctx.metrics.drops["unknown_unique_id"] == 3)
             await heartbeat_round_trip(ws, backend, "R21", "hb")
             assert gw.ctx.metrics.sent_by_type[frames.CALLRESULTERROR] == 1
+            # about the CALLRESULT the backend sent R21 (the Heartbeat's answer "hb"): goes out too
+            backend.publish("ocpp/cs/R21", {"MessageTypeId": 5, "UniqueId": "hb", "ErrorCode": "GenericError",
+                                            "ErrorDescription": "", "ErrorDetails": {}})
+            assert await recv_json(ws) == [5, "hb", "GenericError", "", {}]
+            assert gw.ctx.metrics.sent_by_type[frames.CALLRESULTERROR] == 2
         backend.close()
 
 

@@ -10,8 +10,9 @@ of this charge point that is still waiting.
 OCPP 2.1's SEND (unconfirmed, never answered) is published like a CALL and goes
 downstream at once, beside the in-flight CALL. Its CALLRESULTERROR concerns a
 CALLRESULT: upstream it names the Action of the charge point's CALL the backend
-answered; downstream it goes out only for a CALLRESULT the charge point sent
-(each side remembers its last `MAX_RECENT_RESULTS` CALLRESULTs). A bad reply
+answered; downstream it goes out only about a recent CALLRESULT of that charge
+point's exchanges, one it sent or one the backend sent it (each side remembers
+its last `MAX_RECENT_RESULTS` CALLRESULTs). A bad reply
 (CALLRESULT or CALLERROR) never earns a CALLERROR: in 1.6 and 2.0.1 it is
 dropped, in 2.1 answered with a CALLRESULTERROR.
 
@@ -533,9 +534,11 @@ class Session:
         self._delivered_event(message)
 
     def _downstream_result_error(self, body: dict[str, Any], message: Message) -> None:
-        """2.1 CALLRESULTERROR: only about a CALLRESULT this charge point sent (recently)."""
+        """2.1 CALLRESULTERROR: only about a recent CALLRESULT of this charge point's exchanges: one it
+        sent (the spec's case: the backend could not process it), or one the backend sent it (kept for
+        the charge point's own CALLRESULTERROR about it, so not forgotten here)."""
         unique_id = body["UniqueId"]
-        action = self._results_received.pop(unique_id, None)
+        action = self._results_received.pop(unique_id, None) or self._results_sent.get(unique_id)
         if action is None:
             self._dropped_event("unknown_unique_id", _text(message.payload),
                                 f"no recent CALLRESULT {unique_id!r} of this charge point", message)
