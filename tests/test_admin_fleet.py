@@ -138,6 +138,24 @@ async def test_status_and_protocol_filters(tmp_path, mosquitto):
                 assert response.json()["code"] == "BAD_REQUEST"
 
 
+async def test_inflight_and_queued_commands(tmp_path, mosquitto):
+    async with running_gateway(tmp_path, mosquitto.port) as gw, admin(gw) as http:
+        async with websockets.connect(gw.url("CPQ"), subprotocols=["ocpp1.6"]) as ws:
+            await eventually(lambda: "CPQ" in gw.ctx.sessions)
+            body = {"action": "Reset", "payload": {"type": "Soft"}, "timeout": "20s"}
+            first = asyncio.create_task(http.post(f"{CLIENTS}/CPQ/call", json=body))
+            got = await until(http, "CPQ", lambda c: c["inflight"] == 1)
+            assert got["queued"] == 0
+            second = asyncio.create_task(http.post(f"{CLIENTS}/CPQ/call", json=body))
+            got = await until(http, "CPQ", lambda c: c["queued"] == 1)
+            assert got["inflight"] == 1
+            for task in (first, second):
+                frame = orjson.loads(await asyncio.wait_for(ws.recv(), 10))
+                await ws.send(orjson.dumps([3, frame[1], {"status": "Accepted"}]).decode())
+                assert (await task).json()["Payload"] == {"status": "Accepted"}
+            got = await until(http, "CPQ", lambda c: c["inflight"] == 0 and c["queued"] == 0)
+
+
 class FakeSession:
     """The little of a session the list and the metrics read."""
 
