@@ -1,7 +1,7 @@
 """The charge point list of the admin API: filters and paging that stay fast at 20,000 charge points.
 
-The registry keeps its charge point ids sorted (sorted again only when one connects or leaves), so
-a request is one pass over the ids with cheap checks, and only the page asked for is rendered: no
+The registry keeps its sessions sorted by id (sorted again only when one connects or leaves), so
+a request is one pass over them with cheap checks, and only the page asked for is rendered: no
 sort per request, no dict per charge point that is not on the page.
 
 Filters (EMQX's names where EMQX has them): `clientid`, `username`, `ip_address`, `proto_ver`
@@ -13,8 +13,8 @@ charge point matches when any of its connectors last reported it, e.g. `status=F
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any, cast
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from starlette.datastructures import QueryParams
 
@@ -67,7 +67,7 @@ def checks(q: QueryParams, parse_time: Callable[[str, str], float]) -> tuple[str
     if status is not None:
         if not _STATUS.fullmatch(status):
             raise bad_request("status: expected a connector status such as Available, Charging or Faulted")
-        found.append(lambda s: s.fleet is not None and s.fleet.has_status(status))
+        found.append(lambda s: s.fleet is not None and status in s.fleet.statuses)
     return cid, found
 
 
@@ -75,6 +75,15 @@ def _bound(bound: float, below: bool) -> Check:
     if below:
         return lambda s: s.connected_at <= bound
     return lambda s: s.connected_at >= bound
+
+
+def _every(checks: list[Check]) -> Check:
+    """One check for all of `checks` (nested `and`s: cheaper per session than all() over a generator)."""
+    first = checks[0]
+    if len(checks) == 1:
+        return first
+    rest = _every(checks[1:])
+    return lambda s: first(s) and rest(s)
 
 
 def matching(ctx: GatewayContext | None, q: QueryParams, parse_time: Callable[[str, str], float],
@@ -86,29 +95,23 @@ def matching(ctx: GatewayContext | None, q: QueryParams, parse_time: Callable[[s
         return [], 0
     registry = ctx.sessions
     if cid is not None:
-        ids: list[str] | tuple[str, ...] = (cid,) if cid in registry else ()
+        one = registry.get(cid)
+        sessions: list[Any] = [one] if one is not None else []
     else:
-        ids = registry.sorted_ids()
+        sessions = registry.in_order()
+    if like is not None:
+        found.insert(0, lambda s: like in s.cid)
+    keep = _every(found) if found else None
     start, stop = (page - 1) * limit, page * limit
     count = 0
     page_items: list[Session] = []
-    for session in _live(registry, ids, like):
-        if found and not all(check(session) for check in found):
+    for session in sessions:
+        if session.closed or (keep is not None and not keep(session)):
             continue
         if start <= count < stop:
             page_items.append(session)
         count += 1
     return page_items, count
-
-
-def _live(registry: Any, ids: list[str] | tuple[str, ...], like: str | None) -> Iterator[Session]:
-    get = registry.get
-    for cid in ids:
-        if like is not None and like not in cid:
-            continue
-        session = get(cid)
-        if session is not None and not session.closed:
-            yield cast("Session", session)
 
 
 def fleet_fields(session: Session) -> dict[str, Any]:

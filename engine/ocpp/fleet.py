@@ -42,15 +42,13 @@ def rfc3339(ms: float) -> str:
 class FleetInfo:
     """The boot identity and connector statuses of one charge point (kept on its session)."""
 
-    __slots__ = ("boot", "connectors")
+    __slots__ = ("boot", "connectors", "statuses")
 
     def __init__(self) -> None:
         self.boot: dict[str, str | None] | None = None
         # (evse_id, connector_id) → [status, error_code, updated_at ms]
         self.connectors: dict[tuple[int | None, int], list[Any]] = {}
-
-    def has_status(self, status: str) -> bool:
-        return any(entry[0] == status for entry in self.connectors.values())
+        self.statuses: frozenset[str] = frozenset()  # of the connectors now: what the list's filter reads
 
     def as_dict(self) -> dict[str, Any]:
         def order(key: tuple[int | None, int]) -> tuple[int, int]:
@@ -70,6 +68,7 @@ class FleetInfo:
         if key not in self.connectors and len(self.connectors) >= MAX_CONNECTORS:
             return
         self.connectors[key] = [status, error_code, time.time() * 1000]
+        self.statuses = frozenset(entry[0] for entry in self.connectors.values())
 
 
 def note(info: FleetInfo, proto_ver: str, action: str, payload: Any) -> None:

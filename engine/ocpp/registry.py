@@ -50,7 +50,7 @@ class SessionRegistry(Mapping[str, S], Generic[S]):
 
     def __init__(self) -> None:
         self._by_cid: dict[str, S] = {}
-        self._sorted: list[str] | None = None  # the cids in order, made when asked, dropped when one comes or goes
+        self._sorted: list[S] | None = None  # the sessions by cid, made when asked, dropped when one comes or goes
 
     def add(self, session: S) -> None:
         """List `session` under its cid, closing the session it replaces (`takenover`)."""
@@ -58,8 +58,7 @@ class SessionRegistry(Mapping[str, S], Generic[S]):
         if old is not None and old is not session:
             log.info("charge point %s connected again: the old connection is taken over", session.cid)
             old.close("takenover", 1000)  # it removes itself
-        if session.cid not in self._by_cid:
-            self._sorted = None
+        self._sorted = None
         self._by_cid[session.cid] = session
 
     def remove(self, session: ConnectedSession) -> None:
@@ -68,11 +67,12 @@ class SessionRegistry(Mapping[str, S], Generic[S]):
             del self._by_cid[session.cid]
             self._sorted = None
 
-    def sorted_ids(self) -> list[str]:
-        """The cids in order (do not change the list): sorted once per change of who is connected,
-        so paging through 20,000 charge points does not sort them on every request."""
+    def in_order(self) -> list[S]:
+        """The sessions sorted by cid (do not change the list): sorted once per change of who is
+        connected, so paging through 20,000 charge points does not sort them on every request."""
         if self._sorted is None:
-            self._sorted = sorted(self._by_cid)
+            by_cid = self._by_cid
+            self._sorted = [by_cid[cid] for cid in sorted(by_cid)]
         return self._sorted
 
     def take_over(self, cid: str, connected_at: float) -> bool:
