@@ -56,17 +56,17 @@ def build_parser() -> argparse.ArgumentParser:
     bench = commands.add_parser(
         "bench", help="run the performance scenarios",
         description="Run the performance scenarios (B1 round trip over MQTT, B2 answered by a rule, B3 schema checking, "
-        "B4 connections, B5 compiled rule, B6 reload under load, B7 connect storm: docs/benchmarks.md); "
+        "B4 connections, B5 compiled rule, B6 reload under load, B7 connect storm, B8 dashboard cost: docs/benchmarks.md); "
         "one JSON line each.",
     )
-    bench.add_argument("--scenario", default="all", choices=["B1", "B2", "B3", "B4", "B5", "B6", "B7", "all"],
+    bench.add_argument("--scenario", default="all", choices=["B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "all"],
                        help="which scenario (default all, in order)")
     bench.add_argument("--scale", default="full", choices=["full", "small"],
                        help="full: the sizes of the bars (200 charge points, B4 50,000, B7 10,000); small: a quick check")
     bench.add_argument("--seconds", type=float, help="each measured phase (default 10 full, 2 small; B6's reload phase 30 full)")
     bench.add_argument("--warmup", type=float, help="before each measured phase (default 2 full, 0.5 small)")
     bench.add_argument("--cps", type=int, help="B1, B2, B3, B6: charge points (default 200 full, 20 small)")
-    bench.add_argument("--connections", type=int, help="B4, B7: charge points (default 50,000 / 10,000 full, 500 small)")
+    bench.add_argument("--connections", type=int, help="B4, B7, B8: charge points (default 50,000 / 10,000 / 10,000 full, 500 / 500 / 200 small)")
     bench.add_argument("--conn-rate", type=int, help="B7: the gateway's max_conn_rate (default 1000 full, 250 small)")
     bench.add_argument("--messages", type=int, help="B5: messages per round (default 100,000 full, 10,000 small)")
     bench.add_argument("--no-pin", action="store_true", help="do not pin the processes to cores with taskset")

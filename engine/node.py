@@ -23,6 +23,7 @@ from connectors.registry import ResourceConfigError, Resources
 from engine.bus import Bus
 from engine.config.schema import AuthenticationSettings, Settings
 from engine.metrics import LoopLagMonitor
+from engine.monitor import Monitor
 from engine.ocpp.context import GatewayContext
 from engine.ocpp.listener import ListenerError, OcppListener
 from engine.ocpp.takeover import TakeoverNotices
@@ -72,6 +73,7 @@ class Node:
         self.started = False
         self.started_at = 0.0
         self.loop_lag = LoopLagMonitor()  # read by the metrics collector
+        self.monitor = Monitor(self)  # samples every 10 s and the alarms, read by the admin API
 
     async def start(self) -> None:
         s = self.settings
@@ -116,6 +118,7 @@ class Node:
         await self._start_admin()
         self.started = True
         self.started_at = time.time()
+        self.monitor.start()
         log.info("node %s started", s.node.name)
 
     async def _start_ocpp(self) -> None:
@@ -225,6 +228,7 @@ class Node:
 
         log.info("node %s stopping", self.settings.node.name)
         stop_background_loader()
+        await self.monitor.stop()
         if self.admin_server is not None:
             await self.admin_server.shutdown()
             self.admin_server = None

@@ -17,7 +17,7 @@ import pytest
 
 from engine.bench.load import Histogram, rate_check
 
-SCENARIOS = ["B1", "B2", "B3", "B4", "B5", "B6", "B7"]
+SCENARIOS = ["B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8"]
 
 
 def _bench(*args: str, timeout: float = 100) -> subprocess.CompletedProcess[str]:
@@ -63,6 +63,10 @@ def test_scenario_runs_at_small_scale(scenario: str) -> None:
         for key in ("connected", "gateway_connections", "stamps", "max_in_1s", "bucket_excess"):
             assert _number_or_none(g[key]), (key, g)
         assert isinstance(g["refused"], dict)
+    if scenario == "B8":
+        for key in ("connections", "cpu_quiet_pct", "cpu_dashboard_pct", "cpu_rise_points"):
+            assert _number_or_none(g[key]), (key, g)
+        assert g["dashboard"]["requests"] > 0 and g["dashboard"]["errors"] == 0, g
 
 
 def test_unknown_scenario_is_a_usage_error() -> None:

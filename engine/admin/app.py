@@ -14,6 +14,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from engine import __version__
 from engine.admin import authn_api, config_api, emqx_gateway, gateway_api, listeners_api, metrics_api, rules_api
+from engine.admin import monitor_api, schemas_api
 from engine.admin.common import (
     ApiError,
     basic_credentials,
@@ -141,6 +142,8 @@ def create_app(node: NodeView) -> ASGIApp:
 
     routes = [Route("/api/v5/status", status)]
     for module in (emqx_gateway, listeners_api, authn_api, gateway_api, rules_api, config_api, metrics_api):
+        routes.extend(module.routes(node))
+    for module in (monitor_api, schemas_api):  # the dashboard's data (issue 16)
         routes.extend(module.routes(node))
     app = Starlette(routes=routes, exception_handlers={ApiError: _api_error, HTTPException: _http_error, Exception: _unexpected})
     return _Authenticated(app, node)

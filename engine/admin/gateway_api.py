@@ -35,6 +35,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from engine.admin import fleet
 from engine.admin.common import (
     ApiError,
     bad_request,
@@ -150,6 +151,9 @@ class GatewayApi:
         info.setdefault("clean_start", True)
         info.setdefault("expiry_interval", 0)
         info.setdefault("inflight_max", 1)  # one CALL in flight per charge point
+        info["inflight"] = info.get("inflight_cnt", 0)  # the dashboard's names (issue 16)
+        info["queued"] = info.get("mqueue_len", 0)
+        info.update(fleet.fleet_fields(session))
         ctx = self.node.ocpp
         if ctx is not None:
             info.setdefault("mqueue_max", ctx.settings.dnstream.max_mqueue_len)
@@ -164,30 +168,11 @@ class GatewayApi:
 
     async def clients(self, request: Request) -> Response:
         page, limit = page_args(request)
-        q = request.query_params
-        exact = {k: q[k] for k in ("clientid", "username", "ip_address", "proto_ver") if k in q}
-        like = {k[len("like_"):]: q[k] for k in ("like_clientid", "like_username") if k in q}
-        bounds = {k: _parse_time(k, q[k]) for k in ("gte_connected_at", "lte_connected_at") if k in q}
-        fields = {"clientid": "cid", "username": "username", "ip_address": "ip", "proto_ver": "proto_ver"}
-
-        def value(session: Session, field: str) -> Any:
-            return session.peer[0] if field == "ip_address" else getattr(session, fields[field])
-
-        def keep(session: Session) -> bool:
-            if any(value(session, k) != v for k, v in exact.items()):
-                return False
-            if any(v not in (value(session, k) or "") for k, v in like.items()):
-                return False
-            if "gte_connected_at" in bounds and session.connected_at < bounds["gte_connected_at"]:
-                return False
-            if "lte_connected_at" in bounds and session.connected_at > bounds["lte_connected_at"]:
-                return False
-            return True
-
-        matching = sorted((s for s in self._sessions() if keep(s)), key=lambda s: s.cid)
-        result = paged(matching, page, limit)
-        result["data"] = [self._client_info(s) for s in result["data"]]
-        return json_response(result)
+        sessions, count = fleet.matching(self.node.ocpp, request.query_params, _parse_time, page, limit)
+        return json_response({
+            "data": [self._client_info(s) for s in sessions],
+            "meta": {"page": page, "limit": limit, "count": count, "hasnext": page * limit < count},
+        })
 
     async def client(self, request: Request) -> Response:
         return json_response(self._client_info(self._session(request.path_params["clientid"])))

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from engine.admin.lockout import AdminStats
     from engine.auth import UserStore
     from engine.config.schema import Settings
+    from engine.monitor import Monitor
     from engine.ocpp.context import GatewayContext
     from engine.ocpp.listener import OcppListener
     from engine.reload import ReloadReport
@@ -47,6 +48,9 @@ class NodeView(Protocol):
 
     @property
     def user_store(self) -> UserStore | None: ...  # opened before the admin app
+
+    @property
+    def monitor(self) -> Monitor: ...  # samples and alarms (engine/monitor.py)
 
     admin_stats: AdminStats | None  # the admin app puts its own here for the metrics collector
 

@@ -38,8 +38,9 @@ import orjson
 from engine.bus import Bus, Message, Subscription, TopicError, validate_name
 from engine.config.schema import OcppSettings
 from engine.log import Throttle
-from engine.ocpp import envelope, events, frames
+from engine.ocpp import envelope, events, fleet, frames
 from engine.ocpp.context import GatewayMetrics, TopicTemplate
+from engine.ocpp.fleet import FleetInfo
 from engine.ocpp.keepalive import Keepalive
 from engine.ocpp.outbound import Unsendable, frame_text
 from engine.ocpp.registry import SessionRegistry
@@ -176,6 +177,7 @@ class Session:
         self._idle_timer: asyncio.TimerHandle | None = None
         self._keepalive_timer: asyncio.TimerHandle | None = None
         self._unpublishable_lines: Throttle | None = None  # made on the first such frame
+        self.fleet: FleetInfo | None = None  # boot identity, connector statuses (engine/ocpp/fleet.py)
 
     # --- lifecycle --------------------------------------------------------------------
 
@@ -367,6 +369,10 @@ class Session:
                 self.ctx.metrics.errors[code] += 1
                 self._dropped_event("schema_violation", text, description)
                 return
+        if call.action in fleet.WATCHED:  # what the dashboard shows: boot identity, connector statuses
+            if self.fleet is None:
+                self.fleet = FleetInfo()
+            fleet.note(self.fleet, self.proto_ver, call.action, call.payload)
         # envelope.call_body, inlined on the hot path (tests/test_ocpp_envelope.py holds them equal)
         body = {"MessageTypeId": frames.CALL, "UniqueId": call.unique_id, "Action": call.action, "Payload": call.payload}
         template = self.ctx.override_topics.get(call.action, self.ctx.call_topic)
@@ -705,6 +711,13 @@ class Session:
         else:
             self._queue.append(out)
         return out.reply
+
+    @property
+    def last_message_at(self) -> float | None:
+        """When the last frame came from the charge point (ms since the epoch), None before the first."""
+        if not self._got_frame:
+            return None
+        return time.time() * 1000 - (self._loop.time() - self._last_frame) * 1000
 
     def info(self) -> dict[str, Any]:
         """The charge point as the admin API lists it (EMQX's client fields)."""
