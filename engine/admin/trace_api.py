@@ -188,7 +188,9 @@ class FrameStream(Response):
     media_type = "text/event-stream"
 
     def __init__(self, tracer: Tracer, watcher: Watcher) -> None:
-        super().__init__(headers={"cache-control": "no-cache", "x-accel-buffering": "no"})
+        super().__init__()
+        self.raw_headers = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache"),
+                            (b"x-accel-buffering", b"no")]  # no content-length: it streams until the reader leaves
         self.tracer = tracer
         self.watcher = watcher
 
