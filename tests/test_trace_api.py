@@ -68,6 +68,7 @@ async def test_trace_records_exactly_its_charge_points_frames(tmp_path, mosquitt
         async with charge_point(gw, "CP1") as ws1, charge_point(gw, "CP2") as ws2:
             wire = await exchange(http, ws1, "CP1")
             await exchange(http, ws2, "CP2")  # not traced
+            assert gw.ctx.sessions["CP2"].tap is None  # and paying nothing for CP1's trace
             wire += await exchange(http, ws1, "CP1")
         await eventually(lambda: "CP1" not in gw.ctx.sessions)
         download = await http.get("/trace/t1/download")
@@ -113,10 +114,10 @@ async def test_trace_records_exactly_its_charge_points_frames(tmp_path, mosquitt
 
 async def test_a_trace_waits_for_its_start_and_stops_at_its_end(tmp_path, mosquitto):
     async with running_gateway(tmp_path, mosquitto.port) as gw, admin(gw) as http:
-        start = time.time() + 1.0
+        start = time.time() + 3.0  # room for a slow machine to connect before it starts
         start_text = datetime.fromtimestamp(start, UTC).isoformat().replace("+00:00", "Z")
         created = await http.post("/trace", json={"name": "later", "type": "clientid", "clientid": "CPW",
-                                                  "start_at": start_text, "end_at": int(start) + 3})
+                                                  "start_at": start_text, "end_at": int(start) + 2})
         assert created.status_code == 200, created.text
         assert created.json()["status"] == "waiting"
         async with charge_point(gw, "CPW") as ws:
