@@ -158,3 +158,21 @@ async def test_the_number_of_streams_is_capped_and_a_slot_frees(tmp_path, mosqui
             assert again.status_code == 200
         anonymous = await httpx.AsyncClient().get(gw.admin_url + FRAMES.format("C"))
         assert anonymous.status_code == 401
+
+
+async def test_an_idle_stream_sends_keepalive_comments(tmp_path, mosquitto, monkeypatch):
+    from engine.admin import trace_api
+
+    monkeypatch.setattr(trace_api, "KEEPALIVE", 0.2)  # 15 s in service
+    async with running_gateway(tmp_path, mosquitto.port) as gw, admin(gw) as http:
+        async with http.stream("GET", FRAMES.format("IDLE")) as response:
+            lines = response.aiter_lines()
+
+            async def keepalives(n: int) -> None:
+                seen = 0
+                async for line in lines:
+                    seen += line == ": keepalive"
+                    if seen == n:
+                        return
+
+            await asyncio.wait_for(keepalives(2), 10)
