@@ -206,3 +206,29 @@ async def test_max_traces(tmp_path, mosquitto):
         assert refused.status_code == 400 and "trace.max_traces" in refused.json()["message"]
         assert (await http.delete("/trace/a")).status_code == 204
         assert (await http.post("/trace", json={"name": "c", "type": "clientid", "clientid": "X"})).status_code == 200
+
+
+async def test_traces_outlive_a_restart_of_the_node(tmp_path, mosquitto):
+    async with running_gateway(tmp_path, mosquitto.port) as gw, admin(gw) as http:
+        for name, cid in (("keeps", "CPR"), ("done", "CPD")):
+            assert (await http.post("/trace", json={"name": name, "type": "clientid", "clientid": cid})).status_code == 200
+        assert (await http.put("/trace/done/stop")).status_code == 200
+        async with charge_point(gw, "CPR") as ws:
+            await ws.send("before the restart")
+            await asyncio.wait_for(ws.recv(), 5)
+        before = (await http.get("/trace/keeps/download")).content
+        (tmp_path / "data" / "trace" / "junk.meta.json").write_text("{not json")  # left alone, no failure
+    async with running_gateway(tmp_path, mosquitto.port) as gw, admin(gw) as http:
+        listed = {t["name"]: t for t in (await http.get("/trace")).json()}
+        assert set(listed) == {"keeps", "done"}
+        assert listed["keeps"]["status"] == "running" and listed["keeps"]["clientid"] == "CPR"
+        assert listed["done"]["status"] == "stopped" and listed["done"]["stop_reason"] == "stopped"
+        assert listed["keeps"]["log_size"] == {"gw-test": len(before)}
+        async with charge_point(gw, "CPR") as ws:
+            await ws.send("after the restart")
+            await asyncio.wait_for(ws.recv(), 5)
+        after = (await http.get("/trace/keeps/download")).content
+        assert after.startswith(before)
+        assert "after the restart" in [r.get("frame") for r in records(after[len(before):])]
+        assert (await http.delete("/trace")).status_code == 204
+        assert sorted(p.name for p in (tmp_path / "data" / "trace").iterdir()) == ["junk.meta.json"]

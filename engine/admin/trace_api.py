@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
 import time
 from collections.abc import Iterator
 from datetime import datetime
@@ -25,9 +24,8 @@ from starlette.types import Receive, Scope, Send
 
 from engine.admin.common import ApiError, bad_request, check_fields, json_body, json_response, not_found
 from engine.admin.nodeview import NodeView
-from engine.ocpp.trace import Recording, TooManyWatchers, TraceExists, Tracer, Watcher
+from engine.ocpp.trace import NAME, Recording, TooManyWatchers, TraceExists, Tracer, Watcher
 
-NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 MAX_CLIENTID = 256
 DEFAULT_DURATION = 600.0  # EMQX: a trace without end_at ends 10 minutes after it starts
 MAX_LOG_BYTES = 1024 * 1024
@@ -235,6 +233,8 @@ class FrameStream(Response):
 
 def routes(node: NodeView) -> list[Route]:
     api = TraceApi(node)
+    if node.ocpp is not None:  # the traces of the node's previous run: listed again, recording on
+        node.ocpp.tracer.restore(Path(node.settings.node.data_dir) / "trace", node.settings.trace.max_file_size)
     return [
         Route("/api/v5/trace", api.list_traces, methods=["GET"]),
         Route("/api/v5/trace", api.create, methods=["POST"]),

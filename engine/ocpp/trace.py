@@ -13,6 +13,8 @@ Two kinds of sinks hang on a charge point id:
 
 One record per frame: {"time", "clientid", "direction": "in"|"out", "frame": text as on the
 wire}; `connected`/`disconnected` records (with "event" instead of a frame) mark the sessions.
+Beside each file, <name>.meta.json keeps what the trace is, so a restarted node lists it again
+and goes on recording a trace whose end has not come (`restore`).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import asyncio
 import json
 import logging
 import os
+import re
 import time
 from collections import deque
 from collections.abc import Callable
@@ -33,6 +36,7 @@ import orjson
 log = logging.getLogger("ocppgw.trace")
 
 Tap = Callable[[str, str, str], None]  # (clientid, "in" | "out", frame text)
+NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")  # a trace's name is a plain file name
 
 
 class TracedSession(Protocol):
@@ -100,6 +104,18 @@ class Recording:
         self.file.write(line)
         self.size += len(line)
         return True
+
+    @property
+    def meta_path(self) -> Path:
+        return self.path.with_name(f"{self.name}.meta.json")
+
+    def save_meta(self) -> None:
+        try:
+            self.meta_path.write_bytes(orjson.dumps({
+                "name": self.name, "type": "clientid", "clientid": self.clientid, "start_at": self.start_at,
+                "end_at": self.end_at, "stopped": self.stopped, "stop_reason": self.stop_reason}))
+        except OSError as exc:
+            log.warning("trace %s: cannot write %s: %s", self.name, self.meta_path, exc.strerror or exc)
 
     def describe(self, node: str) -> dict[str, Any]:
         return {"name": self.name, "type": "clientid", "clientid": self.clientid, "status": self.status(),
@@ -191,13 +207,45 @@ class Tracer:
         with open(path, "wb"):
             pass  # an empty file from the start: the trace can be downloaded while it waits
         recording = self.recordings[name] = Recording(name, clientid, start_at, end_at, path, max_size)
+        recording.save_meta()
+        self._schedule(recording)
+        return recording
+
+    def restore(self, directory: Path, max_size: int) -> int:
+        """The traces a previous run of the node left in `directory`; those not ended record on."""
+        restored = 0
+        for meta in sorted(directory.glob("*.meta.json")) if directory.is_dir() else ():
+            try:
+                m = orjson.loads(meta.read_bytes())
+                name, clientid = m["name"], m["clientid"]
+                start_at, end_at = float(m["start_at"]), float(m["end_at"])
+                if not (isinstance(name, str) and NAME.fullmatch(name) and isinstance(clientid, str)):
+                    raise ValueError("bad name or clientid")
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                log.warning("trace: %s is not a trace's description (%s): left alone", meta, exc)
+                continue
+            path = directory / f"{name}.jsonl"
+            if name in self.recordings or not path.is_file():
+                continue
+            recording = self.recordings[name] = Recording(name, clientid, start_at, end_at, path, max_size)
+            recording.size = path.stat().st_size
+            if m.get("stopped") or end_at <= time.time():
+                recording.stopped = True
+                recording.stop_reason = m.get("stop_reason") or "end_at"
+            else:
+                self._schedule(recording)
+            restored += 1
+        if restored:
+            log.info("trace: %d trace(s) of the previous run restored from %s", restored, directory)
+        return restored
+
+    def _schedule(self, recording: Recording) -> None:
         loop = asyncio.get_running_loop()
-        delay = start_at - time.time()
+        delay = recording.start_at - time.time()
         if delay > 0:
             recording.timers.append(loop.call_later(delay, self._begin, recording))
         else:
             self._begin(recording)
-        return recording
 
     def _begin(self, recording: Recording) -> None:
         if recording.stopped:
@@ -225,6 +273,8 @@ class Tracer:
                 del self._live[recording.clientid]
         if recording.file is not None:
             recording.file.close()
+        if reason != "deleted":
+            recording.save_meta()
         self._retap(recording.clientid)
 
     def stop(self, name: str) -> Recording | None:
@@ -238,10 +288,11 @@ class Tracer:
         if recording is None:
             return False
         self._finish(recording, "deleted")
-        try:
-            os.unlink(recording.path)
-        except FileNotFoundError:
-            pass
+        for path in (recording.path, recording.meta_path):
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
         return True
 
     def clear(self) -> None:
