@@ -146,22 +146,24 @@ async def test_a_trace_waits_for_its_start_and_stops_at_its_end(tmp_path, mosqui
 
 async def test_the_size_cap_stops_the_trace_at_a_record_boundary(tmp_path, mosquitto):
     async with running_gateway(tmp_path, mosquitto.port, "trace.max_file_size = 2KB\n") as gw, admin(gw) as http:
-        assert (await http.post("/trace", json={"name": "cap", "type": "clientid", "clientid": "CPZ"})).status_code == 200
+        for name in ("cap", "cap2"):  # two traces of one charge point: both reach the cap on the same record
+            assert (await http.post("/trace", json={"name": name, "type": "clientid", "clientid": "CPZ"})).status_code == 200
         async with charge_point(gw, "CPZ") as ws:
             for i in range(40):
                 await ws.send(f"frame number {i} " + "x" * 40)
                 await asyncio.wait_for(ws.recv(), 5)
             await eventually(lambda: gw.ctx.sessions["CPZ"].tap is None)
-        listed = (await http.get("/trace")).json()[0]
-        assert listed["status"] == "stopped" and listed["stop_reason"] == "max_file_size"
+        for listed in (await http.get("/trace")).json():
+            assert listed["status"] == "stopped" and listed["stop_reason"] == "max_file_size"
         body = (tmp_path / "data" / "trace" / "cap.jsonl").read_bytes()
+        assert (tmp_path / "data" / "trace" / "cap2.jsonl").read_bytes() == body
         assert 1000 < len(body) <= 2048 and body.endswith(b"\n")
         got = records(body)  # every line a whole record
         assert [r["frame"] for r in got if r.get("direction") == "in"] == [
             f"frame number {i} " + "x" * 40 for i in range(len([r for r in got if r.get("direction") == "in"]))]
-        assert gw.ctx.tracer.stats.stopped_by_size == 1
+        assert gw.ctx.tracer.stats.stopped_by_size == 2
         scrape = await http.get("/prometheus/stats")
-        assert "ocppgw_traces_stopped_by_size_total 1.0" in scrape.text
+        assert "ocppgw_traces_stopped_by_size_total 2.0" in scrape.text
 
 
 @pytest.mark.parametrize("body, field", [
@@ -232,3 +234,18 @@ async def test_traces_outlive_a_restart_of_the_node(tmp_path, mosquitto):
         assert "after the restart" in [r.get("frame") for r in records(after[len(before):])]
         assert (await http.delete("/trace")).status_code == 204
         assert sorted(p.name for p in (tmp_path / "data" / "trace").iterdir()) == ["junk.meta.json"]
+
+
+async def test_traces_of_one_charge_point_reaching_the_cap_together_stop_on_the_same_record(tmp_path):
+    from engine.ocpp.trace import Tracer
+
+    tracer = Tracer({})
+    now = time.time()
+    for name in ("a", "b", "c"):
+        tracer.create(name, "CP", now - 1, now + 60, tmp_path, 1000)
+    tracer.frame("CP", "in", "x" * 700)
+    tracer.frame("CP", "in", "y" * 400)  # fits none: all three stop here
+    tracer.frame("CP", "out", "z")  # would fit, but they stopped
+    bodies = {name: (tmp_path / f"{name}.jsonl").read_bytes() for name in ("a", "b", "c")}
+    assert len(set(bodies.values())) == 1 and b"z" not in bodies["a"]
+    assert all(r.stop_reason == "max_file_size" for r in tracer.recordings.values())

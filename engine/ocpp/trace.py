@@ -171,7 +171,7 @@ class Tracer:
                                             "event": "disconnected", "reason": reason}))
 
     def _emit(self, cid: str, record: bytes) -> None:
-        for recording in self._live.get(cid, ()):
+        for recording in tuple(self._live.get(cid, ())):  # a full one leaves the list
             try:
                 written = recording.write(record + b"\n")
             except OSError as exc:
