@@ -87,6 +87,7 @@ class NodeCollector(Collector):
             ("rules", self._rules), ("actions", self._actions), ("bridge", self._bridge),
             ("bus", self._bus), ("process", self._process), ("admission", self._admission),
             ("admin", self._admin),
+            ("trace", self._trace),
         ]
         for name, section in sections:
             try:
@@ -304,6 +305,25 @@ class NodeCollector(Collector):
         subscriptions = _gauge("bus_subscriptions", "Subscriptions on the node's internal bus.")
         subscriptions.add_metric([], bus.subscription_count())
         return [published, errors, subscriptions]
+
+    def _trace(self) -> list[Metric]:
+        """The frame trace (engine/ocpp/trace.py): recordings, live streams and what they refused."""
+        ctx = getattr(self.node, "ocpp", None)
+        tracer = getattr(ctx, "tracer", None)
+        if tracer is None:
+            return []
+        st = tracer.stats
+        running = _gauge("traces_running", "Frame traces recording now.")
+        running.add_metric([], sum(1 for r in tracer.recordings.values() if r.status() == "running"))
+        watchers = _gauge("trace_watchers", "Live frame streams open now.")
+        watchers.add_metric([], tracer.watcher_count)
+        refused = _counter("trace_watchers_refused", "Live frame streams refused: dashboard.max_trace_watchers reached.")
+        refused.add_metric([], st.watchers_refused)
+        lost = _counter("trace_frames_lost", "Frames a slow live-stream reader lost (dashboard.trace_watcher_queue).")
+        lost.add_metric([], st.frames_lost)
+        capped = _counter("traces_stopped_by_size", "Frame traces stopped by trace.max_file_size.")
+        capped.add_metric([], st.stopped_by_size)
+        return [running, watchers, refused, lost, capped]
 
     def _admin(self) -> list[Metric]:
         stats = getattr(self.node, "admin_stats", None)  # set by the admin app (engine.admin.lockout.AdminStats)

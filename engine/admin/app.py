@@ -13,6 +13,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from engine import __version__
+from engine.admin import trace_api
 from engine.admin import authn_api, config_api, emqx_gateway, gateway_api, listeners_api, metrics_api, rules_api
 from engine.admin import monitor_api, schemas_api
 from engine.admin.common import (
@@ -145,5 +146,6 @@ def create_app(node: NodeView) -> ASGIApp:
         routes.extend(module.routes(node))
     for module in (monitor_api, schemas_api):  # the dashboard's data (issue 16)
         routes.extend(module.routes(node))
+    routes.extend(trace_api.routes(node))  # the trace API and the live frame stream
     app = Starlette(routes=routes, exception_handlers={ApiError: _api_error, HTTPException: _http_error, Exception: _unexpected})
     return _Authenticated(app, node)

@@ -577,6 +577,19 @@ class DashboardSettings:
     unsuccessful_login_interval: Duration = Duration(300)
     # request bodies above this are refused with 413 before they are read (EMQX has no such key)
     max_request_body: Size = Size(1024 * 1024)
+    # live frame streams (GET .../clients/{clientid}/frames) open at once; more are answered 503
+    max_trace_watchers: Positive = 32
+    # frames waiting for one slow live-stream reader; beyond, frames are lost (an `event: lost`)
+    trace_watcher_queue: Positive = 1000
+
+
+@dataclass(frozen=True)
+class TraceSettings:
+    """The frame trace (POST /api/v5/trace): one charge point's frames to JSON Lines in
+    <node.data_dir>/trace/<name>.jsonl."""
+
+    max_file_size: Size = Size(64 * 1024 * 1024)  # a trace's file reaching this stops the trace
+    max_traces: Positive = 30  # traces kept at once (running, waiting or stopped)
 
 
 @dataclass(frozen=True)
@@ -623,5 +636,6 @@ class Settings:
     connectors: ConnectorsSettings = field(default_factory=ConnectorsSettings)
     actions: ActionsSettings = field(default_factory=ActionsSettings)
     dashboard: DashboardSettings = field(default_factory=DashboardSettings)
+    trace: TraceSettings = field(default_factory=TraceSettings)
     flapping_detect: FlappingDetectSettings = field(default_factory=FlappingDetectSettings)
     prometheus: PrometheusSettings = field(default_factory=PrometheusSettings)

@@ -20,6 +20,7 @@ from engine.config.schema import OcppSettings
 from engine.ocpp.admission import Guards
 from engine.ocpp.events import EVENT_NAMES
 from engine.ocpp.registry import ConnectedSession, SessionRegistry
+from engine.ocpp.trace import Tracer
 
 if TYPE_CHECKING:
     from engine.ocpp.schemas import SchemaRegistry
@@ -77,6 +78,7 @@ class GatewayContext:
         self.sessions: SessionRegistry[ConnectedSession] = SessionRegistry()
         self.metrics = GatewayMetrics()
         self.guards = Guards()  # per-client admission: bans, per-source and per-id rates
+        self.tracer = Tracer(self.sessions)  # frame traces and live streams: sessions' `tap`
         self._wanted: dict[str, tuple[int, bool]] = {}
         self.apply(settings, registry)
 

@@ -45,6 +45,7 @@ from engine.ocpp.keepalive import Keepalive
 from engine.ocpp.outbound import Unsendable, frame_text
 from engine.ocpp.registry import SessionRegistry
 from engine.ocpp.schemas import SchemaRegistry, UnknownAction
+from engine.ocpp.trace import Tap, Tracer
 
 log = logging.getLogger("ocppgw.session")
 
@@ -75,6 +76,7 @@ class SessionContext(Protocol):
     error_topic: TopicTemplate
     override_topics: dict[str, TopicTemplate]
     dnstream_topic: TopicTemplate
+    tracer: Tracer  # frame traces: sets `tap` on the sessions of the ids it traces
 
     def checks_upstream(self, cid: str, listener_mode: str | None = None) -> bool: ...
     def checks_dnstream(self, cid: str, listener_mode: str | None = None) -> bool: ...
@@ -178,12 +180,14 @@ class Session:
         self._keepalive_timer: asyncio.TimerHandle | None = None
         self._unpublishable_lines: Throttle | None = None  # made on the first such frame
         self.fleet: FleetInfo | None = None  # boot identity, connector statuses (engine/ocpp/fleet.py)
+        self.tap: Tap | None = None  # set by the tracer while somebody traces this id
 
     # --- lifecycle --------------------------------------------------------------------
 
     def start(self) -> None:
         """Subscribe downstream, announce the connection, arm the timers."""
         self._subscribe()
+        self.ctx.tracer.attach(self)
         self.ctx.publish_event("client_connected", events.client_connected(
             self, keepalive=self.keepalive, connected_at=self.connected_at, mountpoint=self.mountpoint,
         ))
@@ -227,6 +231,8 @@ class Session:
             self._inflight = None
         while self._queue:
             self._drop_outgoing(self._queue.popleft(), "client_disconnected")
+        if self.tap is not None:
+            self.ctx.tracer.detach(self, reason)
         self.ctx.publish_event("client_disconnected", events.client_disconnected(
             self, reason=reason, connected_at=self.connected_at,
         ))
@@ -276,6 +282,8 @@ class Session:
         metrics.bytes_in += len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))  # bytes
         self.recv_cnt += 1
         self._last_frame = self._loop.time()
+        if self.tap is not None:
+            self.tap(self.cid, "in", text)
         try:
             frame = frames.parse(text, self.proto_ver)
         except frames.FrameError as exc:
@@ -662,6 +670,8 @@ class Session:
         if self.closed:
             return
         self.transport.send_text(text)
+        if self.tap is not None:
+            self.tap(self.cid, "out", text)
         self.send_cnt += 1
         metrics = self.ctx.metrics
         metrics.frames_out += 1

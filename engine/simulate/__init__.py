@@ -18,6 +18,7 @@ only imported when a fleet runs.
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 from engine.simulate.options import PROTOCOLS, SCENARIOS, SimOptions
@@ -36,7 +37,8 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
         "Exit 0 if every charge point connected (booted, for boot) with no protocol error, 1 otherwise, "
         "2 for bad options.",
     )
-    p.add_argument("--url", required=True, help="endpoint: ws[s]://HOST:PORT/PATH; each charge point connects to URL/<id>")
+    p.add_argument("--url", help="endpoint: ws[s]://HOST:PORT/PATH; each charge point connects to URL/<id> "
+                   "(required, except with --replay: default ws://127.0.0.1:33033/ocpp)")
     p.add_argument("-n", "--count", type=int, default=1, help="number of charge points (default 1)")
     p.add_argument("--proto", choices=PROTOCOLS, default="ocpp1.6", help="OCPP version (default ocpp1.6)")
     p.add_argument("--scenario", choices=SCENARIOS, default="idle",
@@ -73,6 +75,11 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=1, help="random seed (tags, powers, session lengths)")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     p.add_argument("-q", "--quiet", action="store_true", help="no live progress line on stderr")
+    p.add_argument("--replay", metavar="FILE", help="instead of a fleet: replay the upstream frames of a recorded "
+                   "trace (JSON Lines of GET /api/v5/trace/NAME/download) as its charge point, with the recorded timing")
+    p.add_argument("--speed", type=float, default=1.0, metavar="N",
+                   help="--replay: N times faster than recorded (default 1: the original timing)")
+    p.add_argument("--verbose", action="store_true", help="--replay: print every frame sent and received on stderr")
     return p
 
 
@@ -80,6 +87,17 @@ def run_cli(args: argparse.Namespace) -> int:
     from engine import gctune
     from engine.simulate.run import main
 
+    if args.replay is not None:
+        from engine.simulate.replay import DEFAULT_URL, ReplayOptions
+        from engine.simulate.replay import main as replay
+
+        return replay(args.replay, ReplayOptions(
+            url=args.url or DEFAULT_URL, speed=args.speed, proto=args.proto, auth=args.auth, tls_ca=args.tls_ca, tls_cert=args.tls_cert,
+            tls_key=args.tls_key, tls_insecure=args.tls_insecure, verbose=args.verbose,
+        ), args.json)
+    if args.url is None:
+        print("simulate: --url is required (except with --replay)", file=sys.stderr)
+        return 2
     gctune.tune()  # thousands of connections here too
     return main(args)
 
