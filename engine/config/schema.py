@@ -577,6 +577,8 @@ class DashboardSettings:
     unsuccessful_login_interval: Duration = Duration(300)
     # request bodies above this are refused with 413 before they are read (EMQX has no such key)
     max_request_body: Size = Size(1024 * 1024)
+    # a dashboard session (POST /api/v5/login) ends after this long without a request from it (EMQX's key)
+    token_expired_time: Duration = Duration(3600)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,152 @@
+// Config: the effective HOCON, edited in place; validate (each error shown at its key's line),
+// apply (hot reload), and reload from the files.
+
+import { api, get, message } from './api.js';
+import { h, replace } from './dom.js';
+
+// full dotted key → line number (1-based) in a HOCON text as the gateway prints it
+export function keyLines(text) {
+  const lines = new Map();
+  const stack = [];
+  text.split('\n').forEach((raw, i) => {
+    const line = raw.trim();
+    const unquote = (k) => k.replace(/"/g, '');
+    let m;
+    if ((m = /^([\w"$.\-]+)\s*\{$/.exec(line))) {
+      stack.push(unquote(m[1]));
+      lines.set(stack.join('.'), i + 1);
+    } else if (/^\}/.test(line)) {
+      stack.pop();
+    } else if ((m = /^([\w"$.\-]+)\s*[=:]/.exec(line))) {
+      lines.set([...stack, unquote(m[1])].join('.'), i + 1);
+    }
+  });
+  return lines;
+}
+
+// the key an error names, and its line: the longest dotted name in the message the text has
+export function locate(error, lines) {
+  let best = null;
+  for (const [candidate] of error.matchAll(/[A-Za-z_][\w-]*(?:\.[\w$-]+)+/g)) {
+    const parts = candidate.split('.');
+    for (let n = parts.length; n > 0; n--) {
+      const key = parts.slice(0, n).join('.');
+      if (lines.has(key)) {
+        if (!best || key.length > best.key.length) best = { key, line: lines.get(key) };
+        break;
+      }
+    }
+    if (!best) best = { key: candidate, line: null };
+  }
+  return best;
+}
+
+export function render(root) {
+  const text = h('textarea', { id: 'config-text', rows: 30, spellcheck: 'false', wrap: 'off' });
+  const gutter = h('pre', { id: 'config-gutter', class: 'gutter', 'aria-hidden': 'true' });
+  const validate = h('button', { type: 'button', id: 'config-validate' }, 'Validate');
+  const apply = h('button', { type: 'button', id: 'config-apply' }, 'Apply');
+  const reload = h('button', { type: 'button', id: 'config-reload' }, 'Reload from files');
+  const revert = h('button', { type: 'button', id: 'config-revert' }, 'Revert');
+  const state = h('p', { id: 'config-state' });
+  const errors = h('ul', { id: 'config-errors', class: 'errors' });
+  replace(root, h('h2', {}, 'Config'),
+    h('p', { class: 'muted' }, 'The effective config. Apply stores it as the node\'s overlay (what the config API keeps) and reloads; Reload from files re-reads the config file and the overlay.'),
+    h('div', { class: 'toolbar' }, validate, apply, reload, revert), state, errors,
+    h('div', { class: 'editor' }, gutter, text));
+
+  let marked = new Map();
+  function paintGutter() {
+    const count = text.value.split('\n').length;
+    replace(gutter, Array.from({ length: count }, (_, i) => {
+      const why = marked.get(i + 1);
+      return h('span', { class: why ? 'err' : '', title: why || undefined }, `${String(i + 1).padStart(4)}${why ? ' ●' : '  '}\n`);
+    }));
+  }
+  text.addEventListener('scroll', () => { gutter.scrollTop = text.scrollTop; });
+  text.addEventListener('input', () => { if (marked.size) { marked = new Map(); } paintGutter(); });
+
+  function goTo(line) {
+    const all = text.value.split('\n');
+    const start = all.slice(0, line - 1).reduce((n, l) => n + l.length + 1, 0);
+    text.focus();
+    text.setSelectionRange(start, start + all[line - 1].length);
+    text.scrollTop = Math.max(0, (line - 5) * 16);
+  }
+
+  function show(list) {
+    const lines = keyLines(text.value);
+    marked = new Map();
+    replace(errors, list.map((error) => {
+      const at = locate(error, lines);
+      if (at && at.line) marked.set(at.line, error);
+      const item = h('li', { class: 'error', 'data-key': at ? at.key : '', 'data-line': at && at.line ? at.line : '' },
+        at && at.line ? h('a', { href: '#/config', class: 'at' }, `line ${at.line}`) : null, at && at.line ? ' ' : null,
+        h('strong', {}, at ? at.key : 'config'), ': ', error);
+      if (at && at.line) item.addEventListener('click', (event) => { event.preventDefault(); goTo(at.line); });
+      return item;
+    }));
+    paintGutter();
+  }
+
+  async function load() {
+    const answer = await get('/configs');
+    if (!answer.ok) { state.className = 'error'; state.textContent = message(answer); return; }
+    text.value = answer.data;
+    marked = new Map();
+    replace(errors);
+    paintGutter();
+  }
+
+  validate.addEventListener('click', async () => {
+    state.className = '';
+    state.textContent = 'Validating…';
+    const answer = await api('POST', '/configs/validate?mode=replace', text.value);
+    if (answer.status === 404 && answer.data && answer.data.code === 'NOT_FOUND') {
+      state.textContent = 'Validation is not available on this gateway: Apply checks the config before applying it.';
+      return;
+    }
+    if (!answer.ok) { state.className = 'error'; state.textContent = message(answer); return; }
+    if (answer.data.valid) {
+      state.className = 'ok';
+      state.textContent = 'The config is valid.';
+      show([]);
+    } else {
+      state.className = 'error';
+      state.textContent = `${answer.data.errors.length} error(s): nothing was applied.`;
+      show(answer.data.errors);
+    }
+  });
+  apply.addEventListener('click', async () => {
+    state.className = '';
+    state.textContent = 'Applying…';
+    const answer = await api('PUT', '/configs?mode=replace', text.value);
+    if (answer.ok) {
+      state.className = 'ok';
+      state.textContent = `Applied: ${answer.data.status}.`;
+      show([]);
+      load();
+    } else {
+      state.className = 'error';
+      state.textContent = 'Refused: nothing was applied.';
+      show(answer.data && answer.data.errors ? answer.data.errors : [message(answer)]);
+    }
+  });
+  reload.addEventListener('click', async () => {
+    state.className = '';
+    state.textContent = 'Reloading…';
+    const answer = await api('POST', '/configs/reload');
+    if (answer.ok) {
+      state.className = 'ok';
+      state.textContent = `Reloaded from the files: ${answer.data.status}.`;
+      load();
+    } else {
+      state.className = 'error';
+      state.textContent = 'The reload was refused: the node runs as before.';
+      show(answer.data && answer.data.errors ? answer.data.errors : [message(answer)]);
+    }
+  });
+  revert.addEventListener('click', load);
+  load();
+  return () => {};
+}
