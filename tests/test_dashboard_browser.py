@@ -101,6 +101,17 @@ def test_overview_shows_the_node_and_each_panel_or_says_it_is_not_available(page
     if api_get(gw, "/alarms").status_code == 404:
         assert "GET /api/v5/alarms" in alarms.text
     screenshot(page, tmp_path, "overview")
+    # the plot the last hour is drawn with, on samples of the monitor's shape
+    drawn = page.execute_async_script("""
+        const done = arguments[arguments.length - 1];
+        import('/dashboard/plot.js').then((m) => {
+          const figure = m.linePlot('test plot', [
+            {label: 'received', cls: 's1', points: [[1700000000000, 1], [1700000010000, 4], [1700000020000, 2]]},
+            {label: 'sent', cls: 's2', points: []}]);
+          document.body.append(figure);
+          done([figure.querySelectorAll('path.series').length, figure.querySelector('.legend').textContent]);
+        });""")
+    assert drawn == [1, "received: 2sent"]
 
 
 def test_charge_points_list_search_one_charge_point_command_and_kick(page, gw, tmp_path):
@@ -236,6 +247,9 @@ def test_break_the_config_see_the_error_at_its_key_fix_apply_and_reload(page, gw
     marked = page.find_elements(By.CSS_SELECTOR, "#config-gutter span.err")  # the line is marked beside the text
     assert [m.get_attribute("textContent").split()[0] for m in marked] == [str(at + 1)]
     assert "expected a size" in marked[0].get_attribute("title")
+    error.click()  # takes the operator to the line
+    selected = page.execute_script("const t = arguments[0]; return t.value.slice(t.selectionStart, t.selectionEnd)", text)
+    assert selected == broken[at]
     screenshot(page, tmp_path, "config-error")
     page.find_element(By.CSS_SELECTOR, "#config-apply").click()
     wait(page, "#config-state", "Refused")
