@@ -4,24 +4,55 @@
 import { api, get, message } from './api.js';
 import { h, replace } from './dom.js';
 
-// full dotted key → line number (1-based) in a HOCON text as the gateway prints it
-export function keyLines(text) {
-  const lines = new Map();
+const KEY = String.raw`("(?:[^"\\]|\\.)*"|[\w$.\-]+)`;
+const OPEN = new RegExp(`^${KEY}\\s*\\{$`);
+const EMPTY = new RegExp(`^${KEY}\\s*\\{\\}$`);
+const LEAF = new RegExp(`^${KEY}\\s*[=:]\\s*(.*)$`);
+
+// The HOCON text as the gateway prints it (one value per line), read line by line: every object and
+// value with its path (as written, quotes kept), its line (1-based) and its value's text.
+// `parsed` is false when a line is not of that shape (then the text is sent whole).
+export function parseLines(text) {
+  const entries = [];
   const stack = [];
+  let parsed = true;
   text.split('\n').forEach((raw, i) => {
     const line = raw.trim();
-    const unquote = (k) => k.replace(/"/g, '');
     let m;
-    if ((m = /^([\w"$.\-]+)\s*\{$/.exec(line))) {
-      stack.push(unquote(m[1]));
-      lines.set(stack.join('.'), i + 1);
-    } else if (/^\}/.test(line)) {
+    if (!line || line.startsWith('#') || line.startsWith('//')) return;
+    if ((m = OPEN.exec(line))) {
+      stack.push(m[1]);
+      entries.push({ path: [...stack], line: i + 1, value: null });
+    } else if ((m = EMPTY.exec(line))) {
+      entries.push({ path: [...stack, m[1]], line: i + 1, value: '{}' });
+    } else if (line === '}') {
+      if (!stack.length) parsed = false;
       stack.pop();
-    } else if ((m = /^([\w"$.\-]+)\s*[=:]/.exec(line))) {
-      lines.set([...stack, unquote(m[1])].join('.'), i + 1);
+    } else if ((m = LEAF.exec(line))) {
+      entries.push({ path: [...stack, m[1]], line: i + 1, value: m[2].trim() });
+    } else {
+      parsed = false;
     }
   });
-  return lines;
+  return { entries, parsed: parsed && !stack.length };
+}
+
+const plain = (path) => path.map((k) => k.replace(/^"|"$/g, '')).join('.');
+
+// full dotted key (unquoted) → line number (1-based)
+export function keyLines(text) {
+  return new Map(parseLines(text).entries.map((e) => [plain(e.path), e.line]));
+}
+
+// What the operator changed, as HOCON lines `path = value` (null: send the whole text). A line
+// showing a masked secret ("******") is never sent: the secret stays as it is.
+export function changedLines(before, after) {
+  const old = parseLines(before), now = parseLines(after);
+  if (!now.parsed || !old.parsed) return null;
+  const was = new Map(old.entries.filter((e) => e.value !== null).map((e) => [e.path.join('.'), e.value]));
+  return now.entries
+    .filter((e) => e.value !== null && e.value !== '"******"' && was.get(e.path.join('.')) !== e.value)
+    .map((e) => `${e.path.join('.')} = ${e.value}`);
 }
 
 // the key an error names, and its line: the longest dotted name in the message the text has
@@ -47,6 +78,13 @@ export function withoutMaskedSecrets(text) {
   return text.split('\n').filter((line) => !/^\s*[\w"$-]+\s*=\s*"\*{6}"\s*$/.test(line)).join('\n');
 }
 
+// The body Validate and Apply send: the changed lines, or the whole text (masked secrets left out)
+// when it is not in the gateway's one-value-per-line shape.
+function body(before, after) {
+  const lines = changedLines(before, after);
+  return lines === null ? withoutMaskedSecrets(after) : lines.join('\n');
+}
+
 export function render(root) {
   const text = h('textarea', { id: 'config-text', rows: 30, spellcheck: 'false', wrap: 'off' });
   const gutter = h('pre', { id: 'config-gutter', class: 'gutter', 'aria-hidden': 'true' });
@@ -57,11 +95,12 @@ export function render(root) {
   const state = h('p', { id: 'config-state' });
   const errors = h('ul', { id: 'config-errors', class: 'errors' });
   replace(root, h('h2', {}, 'Config'),
-    h('p', { class: 'muted' }, 'The effective config. Apply merges it into the node\'s overlay (what the config API keeps) and reloads the node; a key deleted here is not deleted there. Secrets show as "******" and are kept as they are. Reload from files re-reads the config file and the overlay.'),
+    h('p', { class: 'muted' }, 'The effective config. Apply sends the values you changed to the node\'s overlay (what the config API keeps, over the config file) and reloads the node; deleting a line changes nothing. Secrets show as "******" and are kept as they are unless you type a new one. Reload from files re-reads the config file and the overlay.'),
     h('div', { class: 'toolbar' }, validate, apply, reload, revert), state, errors,
     h('div', { class: 'editor' }, gutter, text));
 
   let marked = new Map();
+  let loaded = '';
   function paintGutter() {
     const count = text.value.split('\n').length;
     replace(gutter, Array.from({ length: count }, (_, i) => {
@@ -98,7 +137,7 @@ export function render(root) {
   async function load() {
     const answer = await get('/configs');
     if (!answer.ok) { state.className = 'error'; state.textContent = message(answer); return; }
-    text.value = answer.data;
+    text.value = loaded = answer.data;
     marked = new Map();
     replace(errors);
     paintGutter();
@@ -106,8 +145,10 @@ export function render(root) {
 
   validate.addEventListener('click', async () => {
     state.className = '';
+    const sent = body(loaded, text.value);
+    if (!sent.trim()) { state.className = 'muted'; state.textContent = 'Nothing changed.'; show([]); return; }
     state.textContent = 'Validating…';
-    const answer = await api('POST', '/configs/validate?mode=merge', withoutMaskedSecrets(text.value));
+    const answer = await api('POST', '/configs/validate?mode=merge', sent);
     if (answer.status === 404 && answer.data && answer.data.code === 'NOT_FOUND') {
       state.textContent = 'Validation is not available on this gateway: Apply checks the config before applying it.';
       return;
@@ -125,13 +166,14 @@ export function render(root) {
   });
   apply.addEventListener('click', async () => {
     state.className = '';
+    const sent = body(loaded, text.value);
+    if (!sent.trim()) { state.className = 'muted'; state.textContent = 'Nothing changed: nothing to apply.'; return; }
     state.textContent = 'Applying…';
-    const answer = await api('PUT', '/configs?mode=merge', withoutMaskedSecrets(text.value));
+    const answer = await api('PUT', '/configs?mode=merge', sent);
     if (answer.ok) {
+      await load(); // the text is the effective config again before the page says so
       state.className = 'ok';
       state.textContent = `Applied: ${answer.data.status}.`;
-      show([]);
-      load();
     } else {
       state.className = 'error';
       state.textContent = 'Refused: nothing was applied.';
@@ -143,9 +185,9 @@ export function render(root) {
     state.textContent = 'Reloading…';
     const answer = await api('POST', '/configs/reload');
     if (answer.ok) {
+      await load();
       state.className = 'ok';
       state.textContent = `Reloaded from the files: ${answer.data.status}.`;
-      load();
     } else {
       state.className = 'error';
       state.textContent = 'The reload was refused: the node runs as before.';
