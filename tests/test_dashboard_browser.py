@@ -5,6 +5,8 @@ the browser console free of errors. Screenshots: DASHBOARD_SCREENSHOTS=docs/img 
 
 from __future__ import annotations
 
+import json
+import time
 from collections.abc import Iterator
 
 import httpx
@@ -187,6 +189,25 @@ def test_the_live_trace_shows_a_frame_as_it_happens(page, gw, tmp_path):
         page.find_element(By.CSS_SELECTOR, "#trace-clear").click()
         assert page.find_elements(By.CSS_SELECTOR, "#trace-lines li") == []
 
+        # recorded to a file on the node (EMQX's trace API), downloaded as JSON Lines
+        page.find_element(By.CSS_SELECTOR, "#recording-start").click()
+        wait(page, "#recordings-rows tr[data-trace] td", "UI-CP4-")
+        wait(page, "#recordings-rows tr[data-trace]", "running")
+        cp.call("StatusNotification", {"connectorId": 1, "errorCode": "NoError", "status": "Available"})
+        link = page.find_element(By.CSS_SELECTOR, "#recordings-rows tr[data-trace] a").get_attribute("href")
+        text = ""
+        for _ in range(50):
+            text = page.execute_async_script(
+                "const done = arguments[arguments.length - 1]; fetch(arguments[0]).then((r) => r.text()).then(done);", link)
+            if "StatusNotification" in text:
+                break
+            time.sleep(0.1)
+        assert any('"StatusNotification"' in json.loads(line)["frame"] for line in text.splitlines() if "frame" in line)
+        page.find_element(By.CSS_SELECTOR, "#recordings-rows button.trace-stop").click()
+        wait(page, "#recordings-rows tr[data-trace]", "stopped")
+        page.find_element(By.CSS_SELECTOR, "#recordings-rows button.trace-delete").click()
+        wait_gone(page, "#recordings-rows tr[data-trace]")
+
 
 def test_the_live_trace_panel_says_when_the_gateway_has_no_stream(page, gw):
     if api_get(gw, "/trace").status_code != 404:
@@ -195,6 +216,7 @@ def test_the_live_trace_panel_says_when_the_gateway_has_no_stream(page, gw):
         log_in(page, base(gw))
         page.get(base(gw) + "/#/clients/UI-CP5")
         wait(page, "#trace-panel .unavailable", "/frames")
+        wait(page, "#recordings .unavailable", "GET /api/v5/trace")
 
 
 def test_create_a_rule_with_the_tester_then_disable_it(page, gw, tmp_path):

@@ -3,6 +3,7 @@
 import { api, get, missing, message, stream } from './api.js';
 import { h, replace, unavailable, fmtTime, json } from './dom.js';
 import { connectorChips, boot } from './page_clients.js';
+import { recordingsPanel } from './recordings.js';
 
 const FALLBACK_ACTIONS = {
   'ocpp1.6': ['CancelReservation', 'ChangeAvailability', 'ChangeConfiguration', 'ClearCache', 'ClearChargingProfile',
@@ -138,9 +139,10 @@ export function render(root, cid) {
   const kick = h('button', { type: 'button', id: 'client-kick', class: 'danger' }, 'Kick');
   const kickState = h('span', { id: 'kick-state' });
   const trace = tracePanel(cid);
+  const recordings = recordingsPanel(cid);
   const side = h('div', { id: 'client-side' });
   replace(root, h('h2', {}, h('a', { href: '#/clients' }, 'Charge points'), ' / ', h('span', { id: 'client-id' }, cid)),
-    h('div', { class: 'toolbar' }, kick, kickState), h('div', { class: 'two' }, head, side), trace.panel);
+    h('div', { class: 'toolbar' }, kick, kickState), h('div', { class: 'two' }, head, side), trace.panel, recordings.panel);
   let formShown = false;
   async function load() {
     const answer = await get('/gateways/ocpp/clients/' + encodeURIComponent(cid));
@@ -171,5 +173,5 @@ export function render(root, cid) {
   });
   load();
   const timer = setInterval(load, 5_000);
-  return () => { clearInterval(timer); trace.stop(); };
+  return () => { clearInterval(timer); trace.stop(); recordings.stop(); };
 }
