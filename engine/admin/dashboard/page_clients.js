@@ -10,7 +10,7 @@ export const STATUSES = ['Available', 'Preparing', 'Charging', 'SuspendedEV', 'S
   'Reserved', 'Occupied', 'Unavailable', 'Faulted'];
 
 export function connectorChips(connectors) {
-  if (!Array.isArray(connectors)) return h('span', { class: 'muted' }, '—');
+  if (!Array.isArray(connectors) || !connectors.length) return h('span', { class: 'muted' }, '—');
   return h('span', { class: 'chips' }, connectors.map((c) => h('span', {
     class: `chip status-${String(c.status || 'unknown').toLowerCase()}`,
     title: `${c.evse_id != null ? 'EVSE ' + c.evse_id + ' ' : ''}connector ${c.connector_id}: ${c.status}${c.error_code && c.error_code !== 'NoError' ? ' (' + c.error_code + ')' : ''}`,
