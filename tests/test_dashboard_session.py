@@ -147,3 +147,10 @@ async def test_validate_checks_a_config_without_applying_it(tmp_path, mosquitto)
         assert gw.node.settings is before  # nothing applied
         assert (await api.post("/configs/validate", content="")).status_code == 400
         assert (await api.post("/configs/validate?mode=x", content="a=1")).status_code == 400
+
+
+async def test_head_of_the_page_has_its_length_and_no_body(tmp_path, mosquitto):
+    async with running_gateway(tmp_path, mosquitto.port) as gw, httpx.AsyncClient(base_url=root(gw)) as web:
+        head = await web.head("/")
+        assert head.status_code == 200 and head.content == b""
+        assert int(head.headers["content-length"]) == (FOLDER / "index.html").stat().st_size

@@ -53,4 +53,4 @@ def dashboard_response(path: str, method: str) -> Response:
     if found is None:
         return error_response(ApiError(404, "NOT_FOUND", f"{path[:200]} not found"))
     body, media_type = found
-    return Response(b"" if method == "HEAD" else body, media_type=media_type, headers=HEADERS)
+    return Response(body, media_type=media_type, headers=HEADERS)  # the server leaves a HEAD's body out
