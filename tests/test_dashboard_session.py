@@ -154,3 +154,11 @@ async def test_head_of_the_page_has_its_length_and_no_body(tmp_path, mosquitto):
         head = await web.head("/")
         assert head.status_code == 200 and head.content == b""
         assert int(head.headers["content-length"]) == (FOLDER / "index.html").stat().st_size
+
+
+def test_every_screenshot_docs_dashboard_shows_is_there_and_small():
+    docs = FOLDER.parents[2] / "docs"
+    shown = set(re.findall(r"!\[[^\]]*\]\((img/[^)]+)\)", (docs / "dashboard.md").read_text(encoding="utf-8")))
+    on_disk = {f"img/{p.name}" for p in (docs / "img").glob("dashboard-*.png")}
+    assert shown == on_disk and len(shown) >= 8
+    assert all((docs / p).stat().st_size < 200_000 for p in shown)
