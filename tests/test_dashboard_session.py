@@ -101,9 +101,13 @@ async def test_a_cookie_request_that_changes_something_needs_the_page_header_and
         assert elsewhere.status_code == 403 and "another origin" in elsewhere.json()["message"]
         own = f"http://127.0.0.1:{gw.admin_port}"
         assert (await web.post("/api/v5/rule_test", json=body, headers={**UI, "origin": own})).status_code == 200
+        proxied = f"https://127.0.0.1:{gw.admin_port}"  # a proxy that ends TLS: the same host
+        assert (await web.post("/api/v5/rule_test", json=body, headers={**UI, "origin": proxied})).status_code == 200
+        port = await web.post("/api/v5/rule_test", json=body, headers={**UI, "origin": "http://127.0.0.1:1"})
+        assert port.status_code == 403
         assert (await web.get("/api/v5/rules")).status_code == 200  # reading needs no header
-        assert gw.node.admin_stats.refused["csrf"] == 2
-        assert (await scrape(gw)).value("ocppgw_admin_requests_refused_total", reason="csrf") == 2
+        assert gw.node.admin_stats.refused["csrf"] == 3
+        assert (await scrape(gw)).value("ocppgw_admin_requests_refused_total", reason="csrf") == 3
 
 
 async def test_a_session_expires_after_token_expired_time_without_a_request(tmp_path, mosquitto):

@@ -8,8 +8,8 @@ was opened with change (a reload that changes the password or removes the API ke
 
 A request authenticated by the cookie that changes anything (any method but GET/HEAD/OPTIONS) must
 also carry `x-requested-with` (which a page of another origin cannot set without a CORS preflight,
-which is never answered) and, when the browser sends one, an `Origin` equal to this listener's
-own; otherwise it is refused 403 before it reaches an endpoint.
+which is never answered) and, when the browser sends one, an `Origin` whose host and port are
+the request's `Host`; otherwise it is refused 403 before it reaches an endpoint.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from starlette.requests import Request
 
@@ -99,8 +100,8 @@ def csrf_refusal(request: Request) -> str | None:
         return f"a request authenticated by the session cookie must carry the {CSRF_HEADER} header"
     origin = request.headers.get("origin")
     if origin is not None:
-        own = f"{request.url.scheme}://{request.headers.get('host', '')}"
-        if origin.lower() != own.lower():
+        # host and port only: behind a proxy that ends TLS the scheme differs, the host does not
+        if urlsplit(origin).netloc.lower() != request.headers.get("host", "").lower():
             return f"the request comes from another origin ({origin[:100]})"
     return None
 
