@@ -129,6 +129,12 @@ def test_charge_points_list_search_one_charge_point_command_and_kick(page, gw, t
         page.find_element(By.CSS_SELECTOR, "#clients-search").send_keys("CP1")
         wait_gone(page, 'tr[data-clientid="UI-CP2"]')  # searched by the gateway (like_clientid)
         assert page.find_element(By.CSS_SELECTOR, "#clients-count").text == "1–1 of 1"
+        # the fleet is never loaded into the browser: one page of 50, searched by the gateway (the
+        # overview's count asks for one)
+        asked = page.execute_script("return performance.getEntriesByType('resource').map((e) => e.name)"
+                                    ".filter((n) => n.includes('/gateways/ocpp/clients?'))")
+        assert asked and all(url.endswith("?limit=1") or ("limit=50" in url and "page=" in url) for url in asked)
+        assert any("like_clientid=CP1" in url for url in asked)
         page.find_element(By.LINK_TEXT, "UI-CP1").click()
         wait(page, "#client-details", "ocpp1.6")
 
@@ -256,6 +262,13 @@ def test_create_a_rule_with_the_tester_then_disable_it(page, gw, tmp_path):
     page.find_element(By.CSS_SELECTOR, "#rule-save").click()
     wait(page, 'tr[data-rule="ui_rule"]')
     assert gw.node.settings.rule_engine.rules["ui_rule"].enable
+    page.find_element(By.CSS_SELECTOR, "#rule-cancel").click()
+    page.find_element(By.CSS_SELECTOR, 'button.edit[data-rule="ui_rule"]').click()
+    assert wait(page, "#rule-id").get_attribute("disabled") is not None  # the id of a rule stays
+    set_text(page, page.find_element(By.CSS_SELECTOR, "#rule-sql"), 'SELECT clientid FROM "ocpp/cp/+"')
+    page.find_element(By.CSS_SELECTOR, "#rule-save").click()
+    wait(page, 'tr[data-rule="ui_rule"] code', 'SELECT clientid FROM "ocpp/cp/+"')
+    assert gw.node.settings.rule_engine.rules["ui_rule"].sql == 'SELECT clientid FROM "ocpp/cp/+"'
     page.find_element(By.CSS_SELECTOR, 'button.toggle[data-rule="ui_rule"]').click()
     wait(page, 'button.toggle[data-rule="ui_rule"]', "Enable")
     assert not gw.node.settings.rule_engine.rules["ui_rule"].enable
