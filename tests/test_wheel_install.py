@@ -74,7 +74,7 @@ def test_the_wheel_carries_the_schemas_and_none_of_the_test_extras(installed: In
     found = installed.python(
         "import importlib.metadata as md, engine, engine.ocpp.schemas as s\n"
         "print(engine.__file__); print(s.DEFAULT_SCHEMA_DIR); print(len(s.SchemaRegistry()))\n"
-        "for name in ('pytest', 'paho-mqtt', 'aiomqtt', 'hypothesis', 'ocpp', 'jsonschema'):\n"
+        "for name in ('pytest', 'paho-mqtt', 'aiomqtt', 'hypothesis', 'ocpp', 'jsonschema', 'selenium'):\n"
         "    try: md.version(name); print('installed', name)\n"
         "    except md.PackageNotFoundError: pass\n")
     assert found.returncode == 0, found.stderr
@@ -84,6 +84,15 @@ def test_the_wheel_carries_the_schemas_and_none_of_the_test_extras(installed: In
     assert schema_dir.endswith("engine/ocpp/oca_schemas") and (Path(schema_dir) / "NOTICE.md").is_file()
     assert int(count) > 380  # every request and response schema of 1.6, 2.0.1 and 2.1 compiled
     assert extras == []
+
+
+def test_the_wheel_carries_the_dashboard(installed: Installed) -> None:
+    found = installed.python("import engine.admin.dashboard_files as d\nprint(d.FOLDER); print(' '.join(sorted(d._files())))\n")
+    assert found.returncode == 0, found.stderr
+    folder, names = found.stdout.splitlines()
+    assert folder.startswith(str(installed.root / "venv" / "lib")), folder  # not the source tree
+    shipped = {p.name for p in (ROOT / "engine" / "admin" / "dashboard").iterdir() if p.is_file()}
+    assert set(names.split()) == shipped and "index.html" in shipped
 
 
 def test_every_module_of_the_installed_package_imports(installed: Installed) -> None:

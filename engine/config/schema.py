@@ -581,6 +581,8 @@ class DashboardSettings:
     max_trace_watchers: Positive = 32
     # frames waiting for one slow live-stream reader; beyond, frames are lost (an `event: lost`)
     trace_watcher_queue: Positive = 1000
+    # a dashboard session (POST /api/v5/login) ends after this long without a request from it (EMQX's key)
+    token_expired_time: Duration = Duration(3600)
 
 
 @dataclass(frozen=True)
