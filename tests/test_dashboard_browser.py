@@ -163,10 +163,6 @@ def test_charge_points_list_search_one_charge_point_command_and_kick(page, gw, t
 
 
 def test_a_command_that_does_not_match_its_schema_is_not_sent(page, gw):
-    probe = httpx.post(gw.admin_url + "/gateways/ocpp/schemas/validate", auth=AUTH, timeout=10,
-                       json={"proto_ver": "ocpp1.6", "action": "Reset", "kind": "request", "payload": {}})
-    if probe.status_code == 404:
-        pytest.skip("needs POST /api/v5/gateways/ocpp/schemas/validate (the fleet part of issue 16)")
     with charge_point(gw.url("UI-CP6")) as cp:
         log_in(page, base(gw))
         page.get(base(gw) + "/#/clients/UI-CP6")
@@ -184,9 +180,6 @@ def test_a_command_that_does_not_match_its_schema_is_not_sent(page, gw):
 def test_a_connector_goes_from_available_to_charging_in_the_list(page, gw, tmp_path):
     with charge_point(gw.url("UI-CP3")) as cp:
         cp.call("StatusNotification", {"connectorId": 1, "errorCode": "NoError", "status": "Available"})
-        clients = api_get(gw, "/gateways/ocpp/clients?clientid=UI-CP3").json()["data"]
-        if not clients or "connectors" not in clients[0]:
-            pytest.skip("needs the connectors of GET /api/v5/gateways/ocpp/clients (the fleet part of issue 16)")
         log_in(page, base(gw))
         page.get(base(gw) + "/#/clients")
         wait(page, 'tr[data-clientid="UI-CP3"] .chip.status-available', "Available")
@@ -200,8 +193,6 @@ def test_a_connector_goes_from_available_to_charging_in_the_list(page, gw, tmp_p
 
 
 def test_the_live_trace_shows_a_frame_as_it_happens(page, gw, tmp_path):
-    if api_get(gw, "/trace").status_code == 404:
-        pytest.skip("needs GET /api/v5/trace and .../clients/{clientid}/frames (the trace part of issue 16)")
     with charge_point(gw.url("UI-CP4")) as cp:
         log_in(page, base(gw))
         page.get(base(gw) + "/#/clients/UI-CP4")
@@ -232,16 +223,6 @@ def test_the_live_trace_shows_a_frame_as_it_happens(page, gw, tmp_path):
         wait(page, "#recordings-rows tr[data-trace]", "stopped")
         page.find_element(By.CSS_SELECTOR, "#recordings-rows button.trace-delete").click()
         wait_gone(page, "#recordings-rows tr[data-trace]")
-
-
-def test_the_live_trace_panel_says_when_the_gateway_has_no_stream(page, gw):
-    if api_get(gw, "/trace").status_code != 404:
-        pytest.skip("this gateway has the live trace (tested above)")
-    with charge_point(gw.url("UI-CP5")):
-        log_in(page, base(gw))
-        page.get(base(gw) + "/#/clients/UI-CP5")
-        wait(page, "#trace-panel .unavailable", "/frames")
-        wait(page, "#recordings .unavailable", "GET /api/v5/trace")
 
 
 def test_create_a_rule_with_the_tester_then_disable_it(page, gw, tmp_path):
