@@ -140,3 +140,25 @@ async def test_concurrent_merges_keep_both_changes(tmp_path, mosquitto, monkeypa
         assert ocpp.dnstream.max_mqueue_len == 7 and ocpp.idle_timeout == 31
         stored = (tmp_path / "data" / "cluster.hocon").read_text()
         assert '"max_mqueue_len" = 7' in stored and '"idle_timeout" = "31s"' in stored
+
+
+async def test_the_effective_config_sent_back_keeps_its_masked_secrets(tmp_path, mosquitto):
+    """GET /configs prints secrets as "******"; PUT of that very text (a round trip, the dashboard's
+    or a script's) keeps each secret's value instead of storing six stars as the password. A masked
+    secret with no current value to stand for is refused."""
+    conf = 'dashboard.default_password = "s3cret-pw"\nmqtt.password = "broker-pw"\n'
+    async with running_gateway(tmp_path, mosquitto.port, conf) as gw:
+        auth = ("admin", "s3cret-pw")
+        async with httpx.AsyncClient(base_url=gw.admin_url, auth=auth) as api:
+            text = (await api.get("/configs")).text
+            assert 'default_password = "******"' in text and "s3cret-pw" not in text
+            for mode in ("merge", "replace"):
+                r = await api.put(f"/configs?mode={mode}", content=text)
+                assert r.status_code == 200, r.text
+                assert gw.node.settings.dashboard.default_password == "s3cret-pw"
+                assert gw.node.settings.mqtt.password == "broker-pw"
+            assert (await api.get("/configs")).status_code == 200  # the password still logs in
+            r = await api.put("/configs", content='connectors.pgsql.db { database = "x", password = "******" }')
+            assert r.status_code == 400 and "connectors.pgsql.db.password" in r.text and "masked" in r.text
+            r = await api.post("/configs/validate", content=text)
+            assert r.status_code == 200 and r.json()["valid"] is True, r.text

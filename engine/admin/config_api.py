@@ -15,6 +15,7 @@ from starlette.routing import Route
 from engine.admin.common import bad_request, json_response
 from engine.admin.nodeview import NodeView
 from engine.config import ConfigError, dump_hocon
+from engine.config.dump import secrets_of
 from engine.config.loader import log_warnings
 from engine.config.background import in_background
 from engine.config.overlay import read_overlay, settings_for_overlay, settings_for_upload, write_overlay_text
@@ -98,7 +99,8 @@ def routes(node: NodeView) -> list[Route]:
             raise bad_request("the body is not UTF-8 text") from None
         if not text.strip():
             raise bad_request("a HOCON body is required")
-        return await _apply(node, settings_for_upload, lambda: (node.settings.node.data_dir, text, mode))
+        return await _apply(node, settings_for_upload,
+                            lambda: (node.settings.node.data_dir, text, mode, secrets_of(node.settings)))
 
     async def reload_configs(request: Request) -> Response:
         try:

@@ -18,6 +18,7 @@ from engine.admin.common import bad_request, json_response
 from engine.admin.nodeview import NodeView
 from engine.config import ConfigError
 from engine.config.background import in_background
+from engine.config.dump import secrets_of
 from engine.config.overlay import settings_for_upload
 
 
@@ -35,7 +36,7 @@ def routes(node: NodeView) -> list[Route]:
             raise bad_request("a HOCON body is required")
         try:
             _, _, warnings = await in_background(settings_for_upload, node.config_path, dict(os.environ),
-                                                 node.settings.node.data_dir, text, mode)
+                                                 node.settings.node.data_dir, text, mode, secrets_of(node.settings))
         except ConfigError as exc:
             return json_response({"valid": False, "errors": exc.errors})
         except RecursionError:

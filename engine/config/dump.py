@@ -12,6 +12,23 @@ from engine.config.schema import NoEffect
 from engine.config.types import UNLIMITED_COUNT, Bind, Count, Duration, Size
 
 SECRET_KEYS = frozenset({"password", "default_password", "secret"})
+MASKED = "******"  # how a secret is printed; a body sending it back means "the current value"
+
+
+def secrets_of(settings: Any) -> dict[str, Any]:
+    """The secrets of `settings` as a nested tree of their key paths (nothing else), for putting a
+    `"******"` sent back in an uploaded config back to the value it stands for."""
+    out: dict[str, Any] = {}
+    items = ((f.name, getattr(settings, f.name)) for f in dataclasses.fields(settings)) \
+        if dataclasses.is_dataclass(settings) else settings.items() if isinstance(settings, dict) else ()
+    for name, value in items:
+        if name in SECRET_KEYS and isinstance(value, str) and value:
+            out[name] = value
+        elif dataclasses.is_dataclass(value) or isinstance(value, dict):
+            inner = secrets_of(value)
+            if inner:
+                out[name] = inner
+    return out
 
 
 def dump_hocon(settings: Any, *, show_secrets: bool = False) -> str:
@@ -70,7 +87,7 @@ def _object_body(obj: dict[str, Any], depth: int, lines: list[str], show_secrets
             _object_body(value, depth + 1, lines, show_secrets)
             lines.append(f"{pad}}}")
         elif name in SECRET_KEYS and value and not show_secrets:
-            lines.append(f'{pad}{_key(name)} = "******"')
+            lines.append(f"{pad}{_key(name)} = {json.dumps(MASKED)}")
         elif isinstance(value, list):
             lines.append(f"{pad}{_key(name)} = [{', '.join(_scalar(v) if not isinstance(v, dict) else json.dumps(v) for v in value)}]")
         else:

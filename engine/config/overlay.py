@@ -20,6 +20,7 @@ from typing import Any
 from pyhocon import ConfigFactory
 
 from engine.config.loader import OVERLAY_NAME, ConfigError, _parse_text, _plain, load_settings_with_warnings
+from engine.config.dump import MASKED, SECRET_KEYS
 from engine.config.schema import Settings
 from engine.config.untrusted import parse_untrusted
 
@@ -184,8 +185,24 @@ def _as_written(value: Any) -> Any:
 
 
 def settings_for_upload(config_path: str | None, env: dict[str, str], data_dir: str, body: str,
-                        mode: str) -> tuple[Settings, str, list[str]]:
-    """A `PUT /configs` body (untrusted HOCON) merged into or replacing the stored overlay."""
+                        mode: str, secrets: dict[str, Any] | None = None) -> tuple[Settings, str, list[str]]:
+    """A `PUT /configs` body (untrusted HOCON) merged into or replacing the stored overlay. A secret
+    sent back as printed (`"******"`, as `GET /configs` shows it) keeps its current value (`secrets`,
+    from `dump.secrets_of`), so the effective config round-trips without changing a password."""
     tree = parse_untrusted(body)
+    restore_masked(tree, secrets or {}, ())
     current = read_overlay(data_dir) if mode == "merge" else {}
     return settings_for_overlay(config_path, env, merge(current, tree))
+
+
+def restore_masked(tree: dict[str, Any], secrets: dict[str, Any], path: tuple[str, ...]) -> None:
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            inner = secrets.get(key)
+            restore_masked(value, inner if isinstance(inner, dict) else {}, path + (key,))
+        elif key in SECRET_KEYS and value == MASKED:
+            known = secrets.get(key)
+            if not isinstance(known, str):
+                raise ConfigError([f"the admin API's config: {'.'.join(path + (key,))} = \"{MASKED}\": a masked "
+                                   "secret stands for the current value, and there is none: send the value itself"])
+            tree[key] = known
