@@ -46,6 +46,10 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(entry).decode()
 
 
+# third-party loggers setup_logging keeps at warning unless the level is debug
+QUIETED_LOGGERS = ("amqtt", "transitions", "uvicorn", "uvicorn.error", "uvicorn.access", "websockets", "asyncio")
+
+
 def setup_logging(level: str = "info", fmt: str = "text") -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
@@ -54,7 +58,7 @@ def setup_logging(level: str = "info", fmt: str = "text") -> None:
     root.setLevel(LEVELS[level])
     # third-party chatter stays out unless asked for
     quiet = logging.DEBUG if level == "debug" else logging.WARNING
-    for name in ("amqtt", "transitions", "uvicorn", "uvicorn.error", "uvicorn.access", "websockets", "asyncio"):
+    for name in QUIETED_LOGGERS:
         logging.getLogger(name).setLevel(max(quiet, LEVELS[level]))
 
 

@@ -6,6 +6,7 @@ the browser console free of errors. Screenshots: DASHBOARD_SCREENSHOTS=docs/img 
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Iterator
 
@@ -15,6 +16,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from engine.config.overlay import read_overlay
+from engine.log import QUIETED_LOGGERS
 from tests.admin_support import gateway_in_thread
 from tests.dashboard_support import (
     browser,
@@ -34,8 +36,20 @@ AUTH = ("admin", "public")
 
 @pytest.fixture(scope="module")
 def gw(tmp_path_factory) -> Iterator[Gateway]:
-    with gateway_in_thread(tmp_path_factory.mktemp("dashboard")) as gateway:
-        yield gateway
+    # the config test applies log.level = debug through the page, and a reload sets up logging for the
+    # whole process: put the logging of this pytest process back afterwards (left at debug, the test
+    # clients' websockets loggers format every frame, invalid UTF-8 included, for the rest of the run)
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    named = {name: logging.getLogger(name).level for name in QUIETED_LOGGERS}
+    try:
+        with gateway_in_thread(tmp_path_factory.mktemp("dashboard")) as gateway:
+            yield gateway
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+        for name, was in named.items():
+            logging.getLogger(name).setLevel(was)
 
 
 @pytest.fixture(scope="module")
