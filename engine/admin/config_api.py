@@ -84,21 +84,27 @@ async def edit_overlay(node: NodeView, edit: Callable[[dict[str, Any]], None]) -
     return json_response({"status": "reloaded", **report.as_dict()})
 
 
+async def hocon_upload(request: Request) -> tuple[str, str]:
+    """A HOCON body and its `?mode=merge|replace` (PUT /configs, POST /configs/validate), or a 400."""
+    mode = request.query_params.get("mode", "merge")
+    if mode not in ("merge", "replace"):
+        raise bad_request("mode: expected merge or replace")
+    raw = await request.body()  # size-limited by the app (dashboard.max_request_body)
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise bad_request("the body is not UTF-8 text") from None
+    if not text.strip():
+        raise bad_request("a HOCON body is required")
+    return text, mode
+
+
 def routes(node: NodeView) -> list[Route]:
     async def get_configs(request: Request) -> Response:
         return Response(dump_hocon(node.settings), media_type="text/plain; charset=utf-8")
 
     async def put_configs(request: Request) -> Response:
-        mode = request.query_params.get("mode", "merge")
-        if mode not in ("merge", "replace"):
-            raise bad_request("mode: expected merge or replace")
-        raw = await request.body()  # size-limited by the app (dashboard.max_request_body)
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError:
-            raise bad_request("the body is not UTF-8 text") from None
-        if not text.strip():
-            raise bad_request("a HOCON body is required")
+        text, mode = await hocon_upload(request)
         return await _apply(node, settings_for_upload,
                             lambda: (node.settings.node.data_dir, text, mode, secrets_of(node.settings)))
 

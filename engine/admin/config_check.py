@@ -14,7 +14,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from engine.admin.common import bad_request, json_response
+from engine.admin.common import json_response
+from engine.admin.config_api import hocon_upload
 from engine.admin.nodeview import NodeView
 from engine.config import ConfigError
 from engine.config.background import in_background
@@ -24,16 +25,7 @@ from engine.config.overlay import settings_for_upload
 
 def routes(node: NodeView) -> list[Route]:
     async def validate(request: Request) -> Response:
-        mode = request.query_params.get("mode", "merge")
-        if mode not in ("merge", "replace"):
-            raise bad_request("mode: expected merge or replace")
-        raw = await request.body()  # size-limited by the app (dashboard.max_request_body)
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError:
-            raise bad_request("the body is not UTF-8 text") from None
-        if not text.strip():
-            raise bad_request("a HOCON body is required")
+        text, mode = await hocon_upload(request)
         try:
             _, _, warnings = await in_background(settings_for_upload, node.config_path, dict(os.environ),
                                                  node.settings.node.data_dir, text, mode, secrets_of(node.settings))
