@@ -531,14 +531,10 @@ class Session:
 
     def _downstream_send(self, body: dict[str, Any], message: Message) -> None:
         """2.1 SEND: out at once (beside the in-flight CALL, never queued), no answer awaited."""
-        action = body["Action"]
-        payload = body.get("Payload", {})
-        if self.ctx.checks_dnstream(self.cid, self._listener.checking):
-            violation = self._check(action, "request", payload)
-            if violation is not None:
-                self._dropped_event("schema_violation", _text(message.payload), violation[1], message)
-                return
-        unique_id = body.get("UniqueId") or uuid.uuid4().hex[:36]
+        checked = self._checked_request(body, message)
+        if checked is None:
+            return
+        action, payload, unique_id = checked
         try:
             text = self._outbound(lambda: frames.encode_send(unique_id, action, payload))
         except Unsendable as exc:
@@ -552,7 +548,8 @@ class Session:
         sent (the spec's case: the backend could not process it), or one the backend sent it (kept for
         the charge point's own CALLRESULTERROR about it, so not forgotten here)."""
         unique_id = body["UniqueId"]
-        action = self._results_received.pop(unique_id, None) or self._results_sent.get(unique_id)
+        received = self._results_received.pop(unique_id, None)
+        action = received or self._results_sent.get(unique_id)
         if action is None:
             self._dropped_event("unknown_unique_id", _text(message.payload),
                                 f"no recent CALLRESULT {unique_id!r} of this charge point", message)
@@ -560,21 +557,30 @@ class Session:
         try:
             text = self._outbound(lambda: envelope.downstream_error_frame(unique_id, body))
         except Unsendable as exc:
-            self._results_received[unique_id] = action
+            if received is not None:
+                self._results_received[unique_id] = received
             self._dropped_event(exc.reason, _text(message.payload), exc.description, message)
             return
         self._send(text, frames.CALLRESULTERROR)
         self._delivered_event(message)
 
-    def _downstream_call(self, body: dict[str, Any], message: Message) -> None:
+    def _checked_request(self, body: dict[str, Any], message: Message) -> tuple[str, Any, str] | None:
+        """A downstream CALL's or SEND's (action, payload, unique id), or None when its payload failed
+        the schema check (dropped, with its event)."""
         action = body["Action"]
         payload = body.get("Payload", {})
         if self.ctx.checks_dnstream(self.cid, self._listener.checking):
             violation = self._check(action, "request", payload)
             if violation is not None:
                 self._dropped_event("schema_violation", _text(message.payload), violation[1], message)
-                return
-        unique_id = body.get("UniqueId") or uuid.uuid4().hex[:36]
+                return None
+        return action, payload, body.get("UniqueId") or uuid.uuid4().hex[:36]
+
+    def _downstream_call(self, body: dict[str, Any], message: Message) -> None:
+        checked = self._checked_request(body, message)
+        if checked is None:
+            return
+        action, payload, unique_id = checked
         out = _Outgoing(unique_id, action, payload, message)
         if self._inflight is None:
             self._send_call(out)
