@@ -193,9 +193,12 @@ class ClusterMember:
             self._waiting.pop(rid, None)
         if answer.get("ok"):
             return answer.get("result")
-        error = answer.get("error") if isinstance(answer.get("error"), dict) else {}
-        raise RemoteError(int(error.get("status", 500)), str(error.get("code", "INTERNAL_ERROR")),
-                          str(error.get("message", f"node {node} failed")))
+        found = answer.get("error")
+        error: dict[str, Any] = found if isinstance(found, dict) else {}
+        status = error.get("status")
+        raise RemoteError(status if isinstance(status, int) and 400 <= status <= 599 else 500,
+                          str(error.get("code", "INTERNAL_ERROR"))[:64],
+                          str(error.get("message", f"node {node} failed"))[:1000])
 
     # --- receiving ----------------------------------------------------------------------------
 
