@@ -25,6 +25,24 @@ AUTH = ("admin", "public")
 KEEPALIVE = 2  # cluster.keepalive of the test nodes: a dead node shows stopped within 3 s
 
 
+def test_a_cluster_change_needs_a_restart() -> None:
+    from dataclasses import replace
+
+    from engine.config.schema import ClusterSettings, Settings
+    from engine.reload import restart_only
+
+    old = Settings()
+    assert restart_only(old, replace(old, cluster=ClusterSettings(enable=True))) == ["cluster"]
+
+
+def test_a_node_name_that_is_no_topic_level_is_refused() -> None:
+    from engine.cluster import check_node_name
+
+    assert check_node_name("gw-1") is None
+    for bad in ("a/b", "a+", "#", ""):
+        assert "node.name" in (check_node_name(bad) or "")
+
+
 def node(tmp_path: Path, broker: Mosquitto, name: str, clock_offset: float = 0.0) -> GatewayProcess:
     workdir = tmp_path / name
     workdir.mkdir()
