@@ -280,3 +280,39 @@ async def test_garbage_on_the_cluster_topics_is_ignored_and_counted(two_nodes, m
         await until(listed)
         await cp.close()
     assert "Traceback" not in a.log
+
+
+async def test_nodes_on_the_embedded_broker_see_each_other(tmp_path: Path) -> None:
+    """The embedded broker speaks MQTT 3.1.1 only: presence, requests and claims work on it too
+    (the correlation travels in the payload)."""
+    conf = 'cluster { enable = true, keepalive = 2s, request_timeout = 2s }\n'
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    a = GatewayProcess(tmp_path / "a", f'node {{ name = "a", data_dir = "{tmp_path / "a" / "data"}" }}\n' + conf)
+    b = GatewayProcess(tmp_path / "b", f'node {{ name = "b", data_dir = "{tmp_path / "b" / "data"}" }}\n'
+                       f'mqtt {{ server = "mqtt://127.0.0.1:{a.mqtt_port}", proto_ver = v4 }}\n' + conf)
+    try:
+        a.start()
+        b.start()
+        async with httpx.AsyncClient(auth=AUTH, timeout=15) as http:
+            await both_running(http, a, b)
+            cp = await connect(b, "CP-E")
+
+            async def on_b() -> bool:
+                answer = await http.get(admin(a) + "/gateways/ocpp/clients/CP-E")
+                return answer.status_code == 200 and answer.json()["node"] == "b"
+
+            await until(on_b)
+            second = await connect(a, "CP-E")
+            with pytest.raises(websockets.ConnectionClosed):
+                await asyncio.wait_for(cp.recv(), 10)
+
+            async def on_a() -> bool:
+                answer = await http.get(admin(b) + "/gateways/ocpp/clients/CP-E")
+                return answer.status_code == 200 and answer.json()["node"] == "a"
+
+            await until(on_a)
+            await second.close()
+    finally:
+        b.stop()
+        a.stop()
