@@ -7,6 +7,7 @@ points are websockets clients; the admin API is asked over HTTP.
 from __future__ import annotations
 
 import asyncio
+import queue
 import signal
 import sys
 import time
@@ -172,7 +173,21 @@ async def test_nodes_clients_call_kick_and_stats_from_the_other_node(two_nodes) 
         await cp_a.close()
 
 
-async def test_a_silent_node_is_named_and_a_dead_one_shows_stopped(two_nodes) -> None:
+def retained_presence(broker: Mosquitto, name: str) -> dict:
+    got: queue.Queue[bytes] = queue.Queue()
+    reader = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="presence-reader")
+    reader.on_message = lambda client, userdata, message: got.put(message.payload)
+    reader.connect("127.0.0.1", broker.port)
+    reader.subscribe(f"ocppgw/cluster/nodes/{name}", qos=1)
+    reader.loop_start()
+    try:
+        return orjson.loads(got.get(timeout=10))
+    finally:
+        reader.loop_stop()
+        reader.disconnect()
+
+
+async def test_a_silent_node_is_named_and_a_dead_one_shows_stopped(two_nodes, mosquitto: Mosquitto) -> None:
     a, b = two_nodes
     async with httpx.AsyncClient(auth=AUTH, timeout=15) as http:
         await both_running(http, a, b)
@@ -204,6 +219,8 @@ async def test_a_silent_node_is_named_and_a_dead_one_shows_stopped(two_nodes) ->
         await until(stopped, timeout=KEEPALIVE * 1.5 + 5)
         assert time.monotonic() - killed < KEEPALIVE * 1.5 + 5
         assert (await node_status(http, admin(a)))["a"] == "running"
+        # the broker says so too: b's last will replaced its retained presence
+        assert retained_presence(mosquitto, "b")["node_status"] == "stopped"
         await cp.close()
 
 

@@ -225,8 +225,11 @@ class ClusterMember:
             if data is None:
                 self.presence.pop(name, None)  # a retained record cleared
             elif isinstance(data, dict) and data.get("node") == name and data.get("node_status") in ("running", "stopped"):
-                if name != self.name or data["node_status"] == "running":
+                if name != self.name:
                     self.presence[name] = data
+                elif data["node_status"] == "stopped" and not self._stopping and self._client is not None:
+                    # an old connection's last will (a restart under the same name) said we are gone: we are not
+                    self._client.publish(topic, self._presence_record("running"), 1, True)
             else:
                 self._bad(topic, "not a presence record")
         elif kind == "rpc" and name == self.name:
