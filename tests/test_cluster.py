@@ -262,8 +262,11 @@ async def test_garbage_on_the_cluster_topics_is_ignored_and_counted(two_nodes, m
     a, b = two_nodes
     async with httpx.AsyncClient(auth=AUTH, timeout=15) as http:
         await both_running(http, a, b)
+        answers: queue.Queue[bytes] = queue.Queue()
         rogue = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="rogue")
+        rogue.on_message = lambda client, userdata, message: answers.put(message.payload)
         rogue.connect("127.0.0.1", mosquitto.port)
+        rogue.subscribe("ocppgw/cluster/reply/r", qos=1)
         rogue.loop_start()
         try:
             for topic, payload in [
@@ -273,11 +276,17 @@ async def test_garbage_on_the_cluster_topics_is_ignored_and_counted(two_nodes, m
                 ("ocppgw/cluster/rpc/a", b'{"id": "1", "reply": "elsewhere/x", "op": "kick", "args": {}}'),
                 ("ocppgw/cluster/rpc/a", b'{"id": "2", "reply": "ocppgw/cluster/reply/r", "op": "call", '
                                          b'"args": {"clientid": ["x"]}}'),
+                ("ocppgw/cluster/rpc/a", b'{"id": "3", "reply": "ocppgw/cluster/reply/r", "op": "call", '
+                                         b'"args": {"clientid": "x", "action": "Reset", "payload": {}, "timeout": -1}}'),
+                ("ocppgw/cluster/rpc/a", b'{"id": "4", "reply": "ocppgw/cluster/reply/r", "op": "nonsense"}'),
                 ("ocppgw/cluster/reply/a", b"[1, 2]"),
                 ("ocppgw/cluster/claims", b'{"clientid": 5}'),
                 ("ocppgw/cluster/claims", b"\x00\x01"),
             ]:
                 rogue.publish(topic, payload, qos=1).wait_for_publish(5)
+            # a request that is well-formed but asks for nonsense is answered as the API would
+            got = sorted((r["id"], r["ok"], r["error"]["status"]) for r in (orjson.loads(answers.get(timeout=10)) for _ in range(3)))
+            assert got == [("2", False, 400), ("3", False, 400), ("4", False, 400)]
         finally:
             rogue.loop_stop()
             rogue.disconnect()

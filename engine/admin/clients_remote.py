@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from engine.admin.common import bad_request
-from engine.admin.gateway_api import GatewayApi
+from engine.admin.gateway_api import MAX_CALL_TIMEOUT, GatewayApi
 from engine.admin.nodeview import ClusterView, NodeView
 
 
@@ -42,7 +42,8 @@ def serve_clients(node: NodeView, cluster: ClusterView) -> None:
 
     async def call(args: dict[str, Any]) -> Any:
         payload, timeout = args.get("payload"), args.get("timeout")
-        if not isinstance(payload, dict) or not (timeout is None or isinstance(timeout, (int, float))):
+        if not isinstance(payload, dict) or not (timeout is None or (
+                isinstance(timeout, (int, float)) and 0 < timeout <= MAX_CALL_TIMEOUT)):
             raise bad_request("call: expected a payload object and a timeout in seconds")
         return await api.call_here(_text(args, "clientid"), _text(args, "action"), payload,
                                    None if timeout is None else float(timeout))

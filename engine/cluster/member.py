@@ -34,6 +34,7 @@ log = logging.getLogger("ocppgw.cluster")
 
 Handler = Callable[[dict[str, Any]], Awaitable[Any]]
 RETRY = (0.5, 1.0, 2.0, 5.0)  # seconds between connection attempts
+MAX_NODES = 1000  # presence records kept: names beyond are refused (a rogue publisher's flood)
 
 
 class NodeUnreachable(Exception):
@@ -226,7 +227,10 @@ class ClusterMember:
                 self.presence.pop(name, None)  # a retained record cleared
             elif isinstance(data, dict) and data.get("node") == name and data.get("node_status") in ("running", "stopped"):
                 if name != self.name:
-                    self.presence[name] = data
+                    if name in self.presence or len(self.presence) < MAX_NODES:
+                        self.presence[name] = data
+                    else:
+                        self._bad(topic, f"more than {MAX_NODES} nodes")
                 elif data["node_status"] == "stopped" and not self._stopping and self._client is not None:
                     # an old connection's last will (a restart under the same name) said we are gone: we are not
                     self._client.publish(topic, self._presence_record("running"), 1, True)
