@@ -44,6 +44,21 @@ def test_a_node_name_that_is_no_topic_level_is_refused() -> None:
         assert "node.name" in (check_node_name(bad) or "")
 
 
+def test_cluster_keys_are_checked(tmp_path: Path) -> None:
+    from engine.config import ConfigError, load_settings
+
+    path = tmp_path / "gateway.conf"
+    path.write_text('node.name = "a/b"\n'
+                    'cluster { enable = true, topic_prefix = "$sys/x", request_timeout = 0s, keepalive = 0s }\n')
+    with pytest.raises(ConfigError) as found:
+        load_settings(path, {})
+    text = "\n".join(found.value.errors)
+    for key in ("node.name", "cluster.topic_prefix", "cluster.request_timeout", "cluster.keepalive"):
+        assert key in text, text
+    path.write_text('node.name = "a/b"\n')  # no cluster: the name is not a topic level
+    load_settings(path, {})
+
+
 def node(tmp_path: Path, broker: Mosquitto, name: str, clock_offset: float = 0.0) -> GatewayProcess:
     workdir = tmp_path / name
     workdir.mkdir()
