@@ -88,6 +88,7 @@ class NodeCollector(Collector):
             ("bus", self._bus), ("process", self._process), ("admission", self._admission),
             ("admin", self._admin),
             ("trace", self._trace),
+            ("cluster", self._cluster),
         ]
         for name, section in sections:
             try:
@@ -305,6 +306,23 @@ class NodeCollector(Collector):
         subscriptions = _gauge("bus_subscriptions", "Subscriptions on the node's internal bus.")
         subscriptions.add_metric([], bus.subscription_count())
         return [published, errors, subscriptions]
+
+    def _cluster(self) -> list[Metric]:
+        """cluster.enable (engine/cluster/): nodes seen, messages ignored, takeovers in broker order."""
+        cluster = getattr(self.node, "cluster", None)
+        if cluster is None:
+            return []
+        claims = getattr(self.node, "claims", None)
+        running = _gauge("cluster_nodes_running", "Nodes of the cluster that say they are running, this one included.")
+        running.add_metric([], 1 + len(cluster.peers()))
+        malformed = _counter("cluster_messages_malformed", "Messages under cluster.topic_prefix ignored as malformed.")
+        malformed.add_metric([], cluster.malformed + (claims.malformed if claims is not None else 0))
+        served = _counter("cluster_requests_served", "Admin requests other nodes carried here and this node answered.")
+        served.add_metric([], cluster.requests_served)
+        taken = _counter("cluster_takeovers", "Sessions closed because the charge point connected to another node "
+                         "(its claim came later in broker order).")
+        taken.add_metric([], claims.taken_over if claims is not None else 0)
+        return [running, malformed, served, taken]
 
     def _trace(self) -> list[Metric]:
         """The frame trace (engine/ocpp/trace.py): recordings, live streams and what they refused."""

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from connectors.mqtt import EmbeddedBroker, MqttBridge
+from connectors.mqtt.bridge import BridgeOptions
 from connectors.mqtt.setup import properties_dropped
 from connectors.registry import ResourceConfigError, Resources
 from engine.bus import Bus
@@ -26,7 +27,7 @@ from engine.metrics import LoopLagMonitor
 from engine.monitor import Monitor
 from engine.ocpp.context import GatewayContext
 from engine.ocpp.listener import ListenerError, OcppListener
-from engine.ocpp.takeover import TakeoverNotices
+from engine.ocpp.takeover import ClaimOrder, TakeoverNotices
 from engine.parts import (  # NodeError is imported from here too (CLI, tests)
     NodeError,
     admin_credentials,
@@ -46,6 +47,7 @@ if TYPE_CHECKING:
     from engine.admin.credentials import Credentials
     from engine.admin.lockout import AdminStats
     from engine.auth import Authenticator, UserStore
+    from engine.cluster import ClusterMember
 
 log = logging.getLogger("ocppgw.node")
 
@@ -61,6 +63,8 @@ class Node:
         self.listeners: dict[str, OcppListener] = {}
         self.authenticator: Authenticator | None = None
         self.takeover: TakeoverNotices | None = None
+        self.claims: ClaimOrder | None = None  # takeover in broker order (cluster.enable)
+        self.cluster: ClusterMember | None = None  # cluster.enable: the other nodes on the broker
         self.rules: RuleEngine | None = None
         self.resources: Resources | None = None
         self.admin_server: Server | None = None
@@ -114,19 +118,45 @@ class Node:
             # the broker is ours and up: wait for the bridge so `run` is ready when it says so
             await self.bridge.wait_connected(s.mqtt.embedded.start_timeout)
         self.user_store = open_user_store(s)
+        self._join_cluster(options)
         await self._start_ocpp()
+        if self.cluster is not None:
+            from engine.admin.nodes_api import serve_cluster
+
+            serve_cluster(self)  # the requests other nodes' admin APIs send here
+            await self.cluster.start()
         await self._start_admin()
         self.started = True
         self.started_at = time.time()
         self.monitor.start()
         log.info("node %s started", s.node.name)
 
+    def _join_cluster(self, options: BridgeOptions) -> None:
+        c = self.settings.cluster
+        if not c.enable:
+            return
+        from engine.cluster import ClusterMember, check_node_name
+
+        problem = check_node_name(self.settings.node.name)
+        if problem:
+            raise NodeError(problem)
+        self.cluster = ClusterMember(options, self.settings.node.name, c.topic_prefix, float(c.keepalive),
+                                     float(c.request_timeout))
+        self.cluster.on("claims", self._on_claim)
+
+    def _on_claim(self, payload: bytes) -> None:
+        if self.claims is not None:
+            self.claims.on_claim(payload)
+
     async def _start_ocpp(self) -> None:
         ocpp = self.settings.gateway.ocpp
         if not ocpp.enable:
             return
         self.ocpp = GatewayContext(ocpp, self.bus, self.settings.node.name, schema_registry(self.settings))
-        if ocpp.takeover_topic and self.settings.mqtt.server != "embedded":
+        cluster = self.cluster
+        if cluster is not None:  # broker order decides, not clocks
+            self.claims = ClaimOrder(self.ocpp, lambda payload: cluster.publish("claims", payload))
+        elif ocpp.takeover_topic and self.settings.mqtt.server != "embedded":
             self.takeover = TakeoverNotices(self.ocpp, ocpp.takeover_topic)
         authenticator = self._apply_authentication(ocpp.authentication)
         for kind, name, listener_settings in enabled_listeners(ocpp).values():
@@ -235,6 +265,8 @@ class Node:
         if self._admin_sock is not None:
             self._admin_sock.close()
             self._admin_sock = None
+        if self.cluster is not None:
+            await self.cluster.stop()  # the others see it stopped now, not at its keepalive
         for listener in self.listeners.values():
             listener.stop_accepting()
         for listener in self.listeners.values():
@@ -246,6 +278,8 @@ class Node:
             await self.resources.stop()  # after the rules: what they queued is flushed
         if self.takeover is not None:
             self.takeover.close()
+        if self.claims is not None:
+            self.claims.close()
         if self.authenticator is not None:
             self.authenticator.close()
         if self.bridge:

@@ -63,6 +63,8 @@ def restart_only(old: Settings, new: Settings) -> list[str]:
     o, n = old.gateway.ocpp, new.gateway.ocpp
     if o.enable != n.enable or o.takeover_topic != n.takeover_topic:
         keys.append("gateway.ocpp.enable/takeover_topic")
+    if old.cluster != new.cluster:
+        keys.append("cluster")  # the cluster member is built at start (engine/node.py)
     return keys
 
 

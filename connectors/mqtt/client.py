@@ -97,7 +97,10 @@ class MqttClient(asyncio.Protocol):
         cls, host: str, port: int, *, client_id: str, on_message: Callable[[str, bytes, int, bool], None],
         v5: bool = True, username: str = "", password: str = "", keepalive: int = 60,
         tls: ssl.SSLContext | None = None, timeout: float = 10.0,
+        will: tuple[str, bytes, int, bool] | None = None,
     ) -> MqttClient:
+        """`will`: (topic, payload, qos, retain) the broker publishes when the connection ends without
+        a DISCONNECT (the process died, or the keepalive ran out)."""
         loop = asyncio.get_running_loop()
         try:
             _, client = await asyncio.wait_for(
@@ -105,7 +108,7 @@ class MqttClient(asyncio.Protocol):
                                        server_hostname=host if tls else None), timeout)
         except (OSError, ssl.SSLError, asyncio.TimeoutError) as exc:
             raise MqttError(f"cannot connect to {host}:{port}: {exc or type(exc).__name__}") from None
-        client._send_connect(client_id, username, password, keepalive)
+        client._send_connect(client_id, username, password, keepalive, will)
         try:
             await asyncio.wait_for(asyncio.shield(client._connack), timeout)
         except asyncio.TimeoutError:
@@ -117,9 +120,14 @@ class MqttClient(asyncio.Protocol):
         client._keepalive_task = loop.create_task(client._keepalive(keepalive))
         return client
 
-    def _send_connect(self, client_id: str, username: str, password: str, keepalive: int) -> None:
+    def _send_connect(self, client_id: str, username: str, password: str, keepalive: int,
+                      will: tuple[str, bytes, int, bool] | None = None) -> None:
         flags = 0x02  # clean session / clean start: the bridge restores its own state
         payload = _string(client_id)
+        if will is not None:
+            topic, message, qos, retain = will
+            flags |= 0x04 | (qos << 3) | (0x20 if retain else 0)
+            payload += (b"\x00" if self.v5 else b"") + _string(topic) + _string(message)  # v5: no will properties
         if username:
             flags |= 0x80
         if password:

@@ -18,6 +18,11 @@ Decisions where EMQX leaves room or has no counterpart:
   `Session.on_downstream`, which would drop it as a schema violation. Here it is refused
   with a 400 before anything is sent, so the API is no way around the check. An action
   with no schema in the charge point's version is refused the same way.
+- With `cluster.enable`, the clients endpoints answer for every node (engine/cluster/): the
+  list merges each node's matching charge points sorted by clientid, then pages (a node that
+  does not answer in `cluster.request_timeout` is named in `meta.unavailable_nodes`); GET,
+  DELETE and call of a charge point on another node are carried to it, 503 naming a node
+  that does not answer. With no other node running, nothing goes over the broker.
 - 504 means no answer came in time: the API's `timeout`, the gateway's
   `dnstream.awaiting_timeout`, or the charge point disconnected while the CALL waited.
   A CALL still queued when the API's own timeout fires stays in the queue and is sent
@@ -33,6 +38,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.datastructures import QueryParams
 from starlette.routing import Route
 
 from engine.admin import fleet
@@ -45,7 +51,9 @@ from engine.admin.common import (
     page_args,
     paged,
 )
+from engine.admin.cluster_calls import ask_each, cluster_of
 from engine.admin.nodeview import NodeView
+from engine.cluster import NodeUnreachable, RemoteError
 from engine.auth import KEEP, MAX_USER_ID, AuthStoreError, UserExists, UserNotFound, check_security_profile
 from engine.config.types import ConfigValueError, Duration
 from engine.ocpp.handshake import connection_profile
@@ -168,17 +176,69 @@ class GatewayApi:
 
     async def clients(self, request: Request) -> Response:
         page, limit = page_args(request)
-        sessions, count = fleet.matching(self.node.ocpp, request.query_params, _parse_time, page, limit)
-        return json_response({
-            "data": [self._client_info(s) for s in sessions],
-            "meta": {"page": page, "limit": limit, "count": count, "hasnext": page * limit < count},
-        })
+        cluster = cluster_of(self.node)
+        peers = cluster.peers() if cluster is not None else []
+        if cluster is None or not peers:
+            sessions, count = fleet.matching(self.node.ocpp, request.query_params, _parse_time, page, limit)
+            return json_response({
+                "data": [self._client_info(s) for s in sessions],
+                "meta": {"page": page, "limit": limit, "count": count, "hasnext": page * limit < count},
+            })
+        query = [list(item) for item in request.query_params.multi_items() if item[0] not in ("page", "limit")]
+        rows, count = self.matching_rows(query, page * limit)  # a bad filter is a 400 before anyone is asked
+        answers, silent = await ask_each(cluster, peers, "clients", {"query": query, "first": page * limit})
+        for answer in answers.values():
+            rows.extend(answer["data"])
+            count += answer["count"]
+        rows.sort(key=lambda row: row["clientid"])
+        start = (page - 1) * limit
+        meta: dict[str, Any] = {"page": page, "limit": limit, "count": count, "hasnext": page * limit < count}
+        if silent:
+            meta["unavailable_nodes"] = silent
+        return json_response({"data": rows[start : start + limit], "meta": meta})
+
+    def matching_rows(self, query: list[list[str]], first: int) -> tuple[list[dict[str, Any]], int]:
+        """The first `first` charge points here that match `query` (rendered), and how many match."""
+        sessions, count = fleet.matching(self.node.ocpp, QueryParams([(k, v) for k, v in query]), _parse_time, 1, first)
+        return [self._client_info(s) for s in sessions], count
+
+    async def _elsewhere(self, cid: str, op: str, args: dict[str, Any], timeout: float | None = None) -> Any:
+        """`op` carried to the node that holds `cid`: its answer, or the error it answered."""
+        cluster = cluster_of(self.node)
+        peers = cluster.peers() if cluster is not None else []
+        if cluster is None or not peers:
+            raise _client_not_found(cid)
+        found, silent = await ask_each(cluster, peers, "locate", {"clientid": cid})
+        holders = [name for name, here in found.items() if here]
+        if not holders:
+            if silent:
+                raise ApiError(503, "SERVICE_UNAVAILABLE", f"client {cid!r} is on no node that answered; "
+                               f"node {', '.join(silent)} did not answer within cluster.request_timeout")
+            raise ApiError(404, "RESOURCE_NOT_FOUND", f"client {cid!r} not found (not connected to any node)")
+        try:
+            return await cluster.request(holders[0], op, args, timeout)
+        except NodeUnreachable as exc:
+            raise ApiError(503, "SERVICE_UNAVAILABLE", str(exc)) from None
+        except RemoteError as exc:
+            raise ApiError(exc.status, exc.code, exc.message) from None
+
+    def _held_here(self, cid: str) -> bool:
+        ctx = self.node.ocpp
+        session = ctx.sessions.get(cid) if ctx is not None else None
+        return session is not None and not session.closed
 
     async def client(self, request: Request) -> Response:
-        return json_response(self._client_info(self._session(request.path_params["clientid"])))
+        cid = request.path_params["clientid"]
+        if self._held_here(cid):
+            return json_response(self._client_info(self._session(cid)))
+        return json_response(await self._elsewhere(cid, "client", {"clientid": cid}))
 
     async def kick(self, request: Request) -> Response:
-        self._session(request.path_params["clientid"]).close("kicked", 1000)
+        cid = request.path_params["clientid"]
+        if self._held_here(cid):
+            self._session(cid).close("kicked", 1000)
+        else:
+            await self._elsewhere(cid, "kick", {"clientid": cid})
         return Response(status_code=204)
 
     def _check_call_payload(self, session: Session, action: str, payload: dict[str, Any]) -> None:
@@ -209,6 +269,17 @@ class GatewayApi:
         timeout = _seconds("timeout", body.get("timeout"))
         if timeout is not None and not (0 < timeout <= MAX_CALL_TIMEOUT and math.isfinite(timeout)):
             raise bad_request(f"timeout: must be greater than 0 and at most {MAX_CALL_TIMEOUT:g} seconds")
+        if not self._held_here(cid):
+            cluster_timeout = float(self.node.settings.cluster.request_timeout)
+            wait = (timeout if timeout is not None else float(self.node.settings.gateway.ocpp.dnstream.awaiting_timeout))
+            return json_response(await self._elsewhere(
+                cid, "call", {"clientid": cid, "action": action, "payload": payload, "timeout": timeout},
+                wait + cluster_timeout))
+        reply = await self.call_here(cid, action, payload, timeout)
+        return json_response(reply)
+
+    async def call_here(self, cid: str, action: str, payload: dict[str, Any], timeout: float | None) -> Any:
+        """A CALL to a charge point connected to this node: its answer, or an ApiError."""
         session = self._session(cid)
         self._check_call_payload(session, action, payload)
         if timeout is None:
@@ -220,7 +291,7 @@ class GatewayApi:
         except InvalidCommand as exc:  # cannot be encoded, or over the listener's websocket.max_frame_size
             raise bad_request(f"payload: {exc}") from None
         try:
-            reply = await asyncio.wait_for(future, timeout)
+            return await asyncio.wait_for(future, timeout)
         except InvalidCommand as exc:  # found when its turn came (a command queued behind others)
             raise bad_request(f"payload: {exc}") from None
         except TimeoutError:
@@ -234,7 +305,6 @@ class GatewayApi:
             else:
                 message = f"{cid} did not answer the {action} CALL within {timeout:g}s"
             raise ApiError(504, "TIMEOUT", message) from None
-        return json_response(reply)
 
     # --- users of the built-in authenticator ---------------------------------------------------
 

@@ -7,7 +7,8 @@ endpoints it calls read.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -22,6 +23,22 @@ if TYPE_CHECKING:
     from engine.ocpp.listener import OcppListener
     from engine.reload import ReloadReport
     from rules.runtime import RuleEngine
+
+
+class ClusterView(Protocol):
+    """The cluster room (engine/cluster/) as the admin API asks it: which nodes there are, and a
+    request carried to one of them (raises NodeUnreachable or RemoteError)."""
+
+    @property
+    def name(self) -> str: ...
+
+    def nodes(self) -> dict[str, dict[str, Any]]: ...  # every node heard of, this one too: its presence
+
+    def peers(self) -> list[str]: ...  # the other nodes that say they are running
+
+    def serve(self, op: str, handler: Callable[[dict[str, Any]], Awaitable[Any]]) -> None: ...
+
+    async def request(self, node: str, op: str, args: dict[str, Any], timeout: float | None = None) -> Any: ...
 
 
 class NodeView(Protocol):
@@ -51,6 +68,9 @@ class NodeView(Protocol):
 
     @property
     def monitor(self) -> Monitor: ...  # samples and alarms (engine/monitor.py)
+
+    @property
+    def cluster(self) -> ClusterView | None: ...  # cluster.enable; read with getattr (stand-ins may lack it)
 
     admin_stats: AdminStats | None  # the admin app puts its own here for the metrics collector
 

@@ -17,6 +17,24 @@ def check_settings(settings: Settings, fail: Fail) -> None:
     _check_mqtt(settings, fail)
     _check_ocpp(settings, fail)
     _check_dashboard(settings, fail)
+    _check_cluster(settings, fail)
+
+
+def _check_cluster(settings: Settings, fail: Fail) -> None:
+    """cluster {}: the node's name and the prefix become topic levels (engine/cluster/)."""
+    c = settings.cluster
+    if not c.enable:
+        return
+    name = settings.node.name
+    if not name or any(ch in name for ch in "+#/\0"):
+        fail(("node", "name"), name, "with cluster.enable the name is a topic level: non-empty, without + # / or NUL")
+    prefix = c.topic_prefix
+    if not prefix.strip("/") or prefix.startswith("$") or any(ch in prefix for ch in "+#\0"):
+        fail(("cluster", "topic_prefix"), prefix, "a topic prefix: not empty, not starting with $, without + # or NUL")
+    if c.request_timeout <= 0:
+        fail(("cluster", "request_timeout"), str(c.request_timeout), "must be more than 0s")
+    if c.keepalive < 1:
+        fail(("cluster", "keepalive"), str(c.keepalive), "must be at least 1s")
 
 
 def is_loopback(host: str) -> bool:

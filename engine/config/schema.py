@@ -629,6 +629,18 @@ class PrometheusSettings:
 
 
 @dataclass(frozen=True)
+class ClusterSettings:
+    """Nodes that share a broker see each other (engine/cluster/): presence, the cluster-wide admin
+    API, takeover in broker order. Anyone who may publish under topic_prefix can kick charge points
+    and call them: protect it with the broker's ACL."""
+
+    enable: bool = False
+    topic_prefix: str = "ocppgw/cluster"
+    request_timeout: Duration = Duration(5)  # an admin request carried to another node
+    keepalive: Duration = Duration(15)  # of the cluster connection: a dead node shows stopped within 1.5x
+
+
+@dataclass(frozen=True)
 class Settings:
     node: NodeSettings = field(default_factory=NodeSettings)
     log: LogSettings = field(default_factory=LogSettings)
@@ -641,3 +653,4 @@ class Settings:
     trace: TraceSettings = field(default_factory=TraceSettings)
     flapping_detect: FlappingDetectSettings = field(default_factory=FlappingDetectSettings)
     prometheus: PrometheusSettings = field(default_factory=PrometheusSettings)
+    cluster: ClusterSettings = field(default_factory=ClusterSettings)
