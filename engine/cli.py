@@ -32,6 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     run = commands.add_parser("run", help="run the gateway", description="Run the gateway until SIGINT or SIGTERM.")
     _add_config_arg(run)
+    run.add_argument("--workers", metavar="N",
+                     help="processes sharing every port, each a node <node.name>-<i> (node.workers; a number or auto)")
+    run.add_argument("--worker", type=int, help=argparse.SUPPRESS)  # set by the supervisor: I am worker I
     check = commands.add_parser(
         "check-config", help="validate a config and print the effective one",
         description="Validate the config (file and OCPPGW_* environment overrides) and print "
@@ -228,11 +231,25 @@ def cmd_run(args: argparse.Namespace) -> int:
     from engine.config.loader import log_warnings
     from engine.log import setup_logging
 
+    from engine import workers
+
     loaded = _load(args.config)
     settings = loaded.settings
+    try:
+        count = workers.worker_count(args.workers if args.workers is not None else settings.node.workers)
+    except workers.WorkersError as exc:
+        print(f"config error: {'--workers' if args.workers is not None else 'node.workers'}: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
     if _refused_by_preflight(settings):
         return EXIT_CONFIG
     setup_logging(settings.log.level, settings.log.format)
+    if args.worker is not None:
+        from engine.serve import share_ports
+
+        share_ports()  # a worker: every port is shared with the others
+    elif count > 1:
+        with eventloop.runner() as runner:
+            return runner.run(workers.Supervisor(settings, args.config, count).run())
     log_warnings(loaded.warnings)
     _raise_open_file_limit(settings)
     gctune.tune()
