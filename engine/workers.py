@@ -84,6 +84,14 @@ def exit_reason(code: int) -> str:
     return f"exit code {code}"
 
 
+def _in_worker() -> None:
+    """Between fork and exec: die with the supervisor, and ignore SIGHUP until the node handles it
+    (an ignored signal stays ignored across exec; a SIGHUP passed on while the worker starts would
+    otherwise end it)."""
+    die_with_parent()
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+
+
 @dataclass
 class Worker:
     index: int
@@ -115,7 +123,7 @@ class Supervisor:
     async def spawn(self, worker: Worker) -> None:
         env = dict(os.environ, **worker_env(self.settings, worker.index, self.broker_url))
         worker.process = await asyncio.create_subprocess_exec(
-            *self.command(worker), env=env, stdin=asyncio.subprocess.DEVNULL, preexec_fn=die_with_parent)
+            *self.command(worker), env=env, stdin=asyncio.subprocess.DEVNULL, preexec_fn=_in_worker)
         worker.started_at = time.monotonic()
         worker.waiter = asyncio.ensure_future(worker.process.wait())
         log.info("worker %d (%s) started, pid %d", worker.index, worker.name, worker.process.pid)
