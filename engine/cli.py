@@ -72,6 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--connections", type=int, help="B4, B7, B8: charge points (default 50,000 / 10,000 / 10,000 full, 500 / 500 / 200 small)")
     bench.add_argument("--conn-rate", type=int, help="B7: the gateway's max_conn_rate (default 1000 full, 250 small)")
     bench.add_argument("--messages", type=int, help="B5: messages per round (default 100,000 full, 10,000 small)")
+    bench.add_argument("--workers", type=int, help="B4: the gateway runs node.workers = N, the charge points come from "
+                       "several load processes (50,000 under an open-file limit of 20,000 per process)")
     bench.add_argument("--no-pin", action="store_true", help="do not pin the processes to cores with taskset")
     ctl.add_parser(commands)
     simulate.add_parser(commands)
@@ -273,14 +275,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     from engine.bench import scenarios
 
-    for name in ("seconds", "warmup", "cps", "connections", "conn_rate", "messages"):
+    for name in ("seconds", "warmup", "cps", "connections", "conn_rate", "messages", "workers"):
         value = getattr(args, name)
         if value is not None and (value < 0 if name == "warmup" else value <= 0):
             print(f"--{name.replace('_', '-')} must be {'0 or more' if name == 'warmup' else 'positive'}", file=sys.stderr)
             return EXIT_CONFIG
     opts = scenarios.Options(
         scale=args.scale, seconds=args.seconds, warmup=args.warmup, cps=args.cps, connections=args.connections,
-        messages=args.messages, conn_rate=args.conn_rate, pin=not args.no_pin,
+        messages=args.messages, conn_rate=args.conn_rate, pin=not args.no_pin, workers=args.workers,
     )
     scenarios.prepare(opts)
     failed = 0

@@ -20,9 +20,13 @@ import signal
 import sys
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from engine.children import die_with_parent
 from engine.config.schema import Settings
+
+if TYPE_CHECKING:
+    from connectors.mqtt import EmbeddedBroker
 
 log = logging.getLogger("ocppgw.workers")
 
@@ -112,7 +116,7 @@ class Supervisor:
         self.broker_url: str | None = None
         self.restarts = 0  # over all workers, since the start
         self._stop = asyncio.Event()
-        self._broker = None
+        self._broker: EmbeddedBroker | None = None
 
     def command(self, worker: Worker) -> list[str]:
         args = [sys.executable, "-m", "engine.cli", "run", "--worker", str(worker.index)]
@@ -141,7 +145,11 @@ class Supervisor:
 
         embedded = self.settings.mqtt.embedded
         self._broker = EmbeddedBroker(embedded.bind.host, embedded.bind.port, start_timeout=embedded.start_timeout)
-        await self._broker.start()
+        try:
+            await self._broker.start()
+        except Exception:
+            self._broker = None
+            raise
         self.broker_url = embedded_broker_url(embedded.bind.host, embedded.bind.port)
 
     async def run(self) -> int:
