@@ -79,6 +79,11 @@ def embedded_broker_url(host: str, port: int) -> str:
     return f"mqtt://[{host}]:{port}" if ":" in host else f"mqtt://{host}:{port}"
 
 
+def backoff(failures: int) -> float:
+    """The wait before a restart, after `failures` deaths in a row (each within STEADY of its start)."""
+    return float(min(BACKOFF_FIRST * 2 ** (max(failures, 1) - 1), BACKOFF_MAX))
+
+
 def exit_reason(code: int) -> str:
     if code < 0:
         try:
@@ -204,7 +209,7 @@ class Supervisor:
     async def _restart_later(self, worker: Worker, code: int) -> None:
         ran = time.monotonic() - worker.started_at
         worker.failures = 1 if ran >= STEADY else worker.failures + 1
-        delay = min(BACKOFF_FIRST * 2 ** (worker.failures - 1), BACKOFF_MAX)
+        delay = backoff(worker.failures)
         worker.restarts += 1
         self.restarts += 1
         pid = worker.process.pid if worker.process is not None else 0

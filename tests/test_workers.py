@@ -19,8 +19,9 @@ import psutil
 import pytest
 import websockets
 
-from engine.serve import BindError, bind_socket, share_ports
 from engine.config.types import Bind
+from engine.serve import BindError, bind_socket, share_ports
+from engine.workers import WorkersError, backoff, embedded_broker_url, worker_count
 from tests.gateway import BIN, GatewayProcess, pid_alive, wait_dead
 from tests.servers import free_port
 
@@ -213,3 +214,18 @@ def test_shared_ports_bind_twice_and_only_then():
         b.close()
     finally:
         share_ports(False)
+
+
+def test_restart_backoff_doubles_up_to_its_cap():
+    assert [backoff(n) for n in (1, 2, 3, 4)] == [0.5, 1.0, 2.0, 4.0]
+    assert backoff(50) == 30.0
+
+
+def test_worker_count_and_broker_url():
+    assert worker_count("3") == 3 and worker_count(2) == 2
+    assert worker_count("AUTO") == len(os.sched_getaffinity(0))
+    for bad in ("0", "-1", "x", "1.5"):
+        with pytest.raises(WorkersError):
+            worker_count(bad)
+    assert embedded_broker_url("0.0.0.0", 1883) == "mqtt://127.0.0.1:1883"
+    assert embedded_broker_url("::", 1883) == "mqtt://[::1]:1883"
