@@ -171,8 +171,11 @@ class Supervisor:
                 except Exception as exc:  # noqa: BLE001 - its message says what failed
                     print(f"cannot start: {exc}", file=sys.stderr)
                     return EXIT_START
-            log.info("%d workers (node.workers), each a node named %s-<i>, sharing each port", self.count,
-                     self.settings.node.name)
+            from engine import fds
+
+            _, limit = fds.raise_nofile_limit()  # inherited by the workers
+            log.info("%d workers (node.workers), each a node named %s-<i>, sharing each port, each with an "
+                     "open-file limit of %d of its own", self.count, self.settings.node.name, limit)
             for worker in self.workers:
                 await self.spawn(worker)
             code = await self._watch()
@@ -198,7 +201,8 @@ class Supervisor:
                     worker = waiters[task]  # type: ignore[index]
                     worker.waiter = None
                     code = task.result()
-                    if code in (EXIT_CONFIG, EXIT_START):
+                    if code in (EXIT_CONFIG, EXIT_START) and worker.restarts == 0:
+                        # at the first start: as a single node, `run` fails (a restart would fail the same)
                         log.error("worker %d (%s) cannot start (%s): stopping every worker", worker.index,
                                   worker.name, exit_reason(code))
                         return code
@@ -213,9 +217,14 @@ class Supervisor:
         worker.restarts += 1
         self.restarts += 1
         pid = worker.process.pid if worker.process is not None else 0
-        log.warning("worker %d (%s, pid %d) died (%s) after %.1f s: restart %d of this worker (%d in all) in %.1f s; "
-                    "its charge points reconnect to the other workers", worker.index, worker.name, pid,
-                    exit_reason(code), ran, worker.restarts, self.restarts, delay)
+        if code in (EXIT_CONFIG, EXIT_START):  # a restart that failed (the config file broken since?)
+            log.error("worker %d (%s, pid %d) cannot start (%s; its log says why): restart %d of this worker "
+                      "(%d in all) in %.1f s", worker.index, worker.name, pid, exit_reason(code), worker.restarts,
+                      self.restarts, delay)
+        else:
+            log.warning("worker %d (%s, pid %d) died (%s) after %.1f s: restart %d of this worker (%d in all) in "
+                        "%.1f s; its charge points reconnect to the other workers", worker.index, worker.name, pid,
+                        exit_reason(code), ran, worker.restarts, self.restarts, delay)
 
         async def later() -> int:
             try:

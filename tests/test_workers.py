@@ -146,6 +146,23 @@ def test_sighup_reloads_every_worker_and_run_workers_overrides_the_config(tmp_pa
         gw.stop()
 
 
+def test_a_restart_that_fails_is_retried_and_the_node_keeps_serving(tmp_path):
+    gw = start_workers(tmp_path, 2, "node.workers = 2\n")
+    try:
+        conf = tmp_path / "gateway.conf"
+        good = conf.read_text()
+        conf.write_text(good + "gateway.ocpp.listeners.ws.default.max_connections = lots\n")
+        os.kill(started_workers(gw)[1], signal.SIGKILL)
+        gw.wait_log(r"worker 1 \(gw-1, pid \d+\) cannot start \(exit code 2; its log says why\): restart 2 ")
+        assert gw.proc is not None and gw.proc.poll() is None, "the supervisor keeps running"
+        assert pid_alive(started_workers(gw)[0]), "the other worker keeps serving"
+        conf.write_text(good)
+        gw.wait_count("node gw-1 started", 2)
+        assert gw.stop() == 0
+    finally:
+        gw.stop()
+
+
 def test_workers_auto_is_one_per_core(tmp_path):
     cores = len(os.sched_getaffinity(0))
     gw = start_workers(tmp_path, cores, 'node.workers = "auto"\n')
