@@ -32,6 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     run = commands.add_parser("run", help="run the gateway", description="Run the gateway until SIGINT or SIGTERM.")
     _add_config_arg(run)
+    run.add_argument("--workers", metavar="N",
+                     help="processes sharing every port, each a node <node.name>-<i> (node.workers; a number or auto)")
+    run.add_argument("--worker", type=int, help=argparse.SUPPRESS)  # set by the supervisor: I am worker I
     check = commands.add_parser(
         "check-config", help="validate a config and print the effective one",
         description="Validate the config (file and OCPPGW_* environment overrides) and print "
@@ -69,6 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--connections", type=int, help="B4, B7, B8: charge points (default 50,000 / 10,000 / 10,000 full, 500 / 500 / 200 small)")
     bench.add_argument("--conn-rate", type=int, help="B7: the gateway's max_conn_rate (default 1000 full, 250 small)")
     bench.add_argument("--messages", type=int, help="B5: messages per round (default 100,000 full, 10,000 small)")
+    bench.add_argument("--workers", type=int, help="B4: the gateway runs node.workers = N, the charge points come from "
+                       "several load processes (50,000 under an open-file limit of 20,000 per process)")
     bench.add_argument("--no-pin", action="store_true", help="do not pin the processes to cores with taskset")
     ctl.add_parser(commands)
     simulate.add_parser(commands)
@@ -228,11 +233,25 @@ def cmd_run(args: argparse.Namespace) -> int:
     from engine.config.loader import log_warnings
     from engine.log import setup_logging
 
+    from engine import workers
+
     loaded = _load(args.config)
     settings = loaded.settings
+    try:
+        count = workers.worker_count(args.workers if args.workers is not None else settings.node.workers)
+    except workers.WorkersError as exc:
+        print(f"config error: {'--workers' if args.workers is not None else 'node.workers'}: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
     if _refused_by_preflight(settings):
         return EXIT_CONFIG
     setup_logging(settings.log.level, settings.log.format)
+    if args.worker is not None:
+        from engine.serve import share_ports
+
+        share_ports()  # a worker: every port is shared with the others
+    elif count > 1:
+        with eventloop.runner() as runner:
+            return runner.run(workers.Supervisor(settings, args.config, count).run())
     log_warnings(loaded.warnings)
     _raise_open_file_limit(settings)
     gctune.tune()
@@ -256,14 +275,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     from engine.bench import scenarios
 
-    for name in ("seconds", "warmup", "cps", "connections", "conn_rate", "messages"):
+    for name in ("seconds", "warmup", "cps", "connections", "conn_rate", "messages", "workers"):
         value = getattr(args, name)
         if value is not None and (value < 0 if name == "warmup" else value <= 0):
             print(f"--{name.replace('_', '-')} must be {'0 or more' if name == 'warmup' else 'positive'}", file=sys.stderr)
             return EXIT_CONFIG
     opts = scenarios.Options(
         scale=args.scale, seconds=args.seconds, warmup=args.warmup, cps=args.cps, connections=args.connections,
-        messages=args.messages, conn_rate=args.conn_rate, pin=not args.no_pin,
+        messages=args.messages, conn_rate=args.conn_rate, pin=not args.no_pin, workers=args.workers,
     )
     scenarios.prepare(opts)
     failed = 0

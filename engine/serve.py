@@ -21,11 +21,23 @@ class BindError(Exception):
     pass
 
 
+# True in a worker of `node.workers` (engine/workers.py): every server socket is bound with
+# SO_REUSEPORT, so the workers share each port and the kernel spreads the connections over them
+_share_ports = False
+
+
+def share_ports(share: bool = True) -> None:
+    global _share_ports
+    _share_ports = share
+
+
 def bind_socket(bind: Bind, key: str, reuseaddr: bool = True) -> socket.socket:
     family = socket.AF_INET6 if ":" in bind.host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     if reuseaddr:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if _share_ports:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     try:
         sock.bind((bind.host, bind.port))
     except OSError as exc:

@@ -18,6 +18,7 @@ def check_settings(settings: Settings, fail: Fail) -> None:
     _check_ocpp(settings, fail)
     _check_dashboard(settings, fail)
     _check_cluster(settings, fail)
+    _check_workers(settings, fail)
 
 
 def _check_cluster(settings: Settings, fail: Fail) -> None:
@@ -59,6 +60,12 @@ def _check_dashboard(settings: Settings, fail: Fail) -> None:
     elif (d.default_username, d.default_password) == ("admin", "public"):
         fail(("dashboard", "default_password"), "public", f"refusing to serve the admin API beyond loopback "
              f"with the default credentials admin/public ({where}); set dashboard.default_password")
+
+
+def _check_workers(settings: Settings, fail: Fail) -> None:
+    workers = settings.node.workers.strip().lower()
+    if workers != "auto" and not (workers.isdigit() and int(workers) >= 1):
+        fail(("node", "workers"), settings.node.workers, "expected a positive whole number or auto")
 
 
 def parse_mqtt_server(server: str) -> tuple[str, str, int]:

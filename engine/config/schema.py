@@ -57,6 +57,8 @@ def _default_node_name() -> str:
 class NodeSettings:
     name: str = field(default_factory=_default_node_name)
     data_dir: str = "data"
+    # processes sharing every port (SO_REUSEPORT), each a node named <name>-<i>: a whole number, or "auto" (cores)
+    workers: str = "1"
 
 
 @dataclass(frozen=True)

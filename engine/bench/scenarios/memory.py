@@ -65,6 +65,10 @@ async def _hold(url: str, server: Service, n: int, every: float, hold: float, wa
 async def b4(opts: Options) -> dict[str, Any]:
     """N charge points connected, booted (the auto-accept rule) and heartbeating; RSS growth per
     connection of the gateway process, and of the baseline endpoint holding the same."""
+    if opts.workers is not None and opts.workers > 1:
+        from engine.bench.scenarios.memory_workers import b4_workers
+
+        return await b4_workers(opts, opts.workers)
     cores = opts.plan()
     wanted = opts.connections or (B4_BAR_CONNECTIONS if opts.full else 500)
     nofile = raise_nofile()

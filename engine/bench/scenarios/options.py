@@ -17,6 +17,7 @@ class Options:
     messages: int | None = None  # B5
     conn_rate: int | None = None  # B7: the gateway's max_conn_rate
     pin: bool = True
+    workers: int | None = None  # B4: the gateway's node.workers (more than 1: engine/bench/scenarios/memory_workers.py)
     cores: Cores | None = None  # planned once, before this process pins itself (see prepare)
 
     def plan(self) -> Cores:
