@@ -67,6 +67,9 @@ def worker_env(settings: Settings, index: int, broker: str | None) -> dict[str, 
         env["OCPPGW_MQTT__CLIENT_ID"] = worker_name(client_id, index)
     if broker is not None:  # the embedded broker, started by the supervisor (amqtt: MQTT 3.1.1 only)
         env.update({"OCPPGW_MQTT__SERVER": broker, "OCPPGW_MQTT__PROTO_VER": "v4"})
+    # the workers are one cluster (engine/cluster): whichever worker the kernel hands an admin request
+    # answers for all of them (clients, call, kick, nodes, stats), and takeover needs no clock
+    env["OCPPGW_CLUSTER__ENABLE"] = "true"
     return env
 
 

@@ -14,6 +14,7 @@ import socket
 import subprocess
 from pathlib import Path
 
+import httpx
 import orjson
 import psutil
 import pytest
@@ -106,6 +107,15 @@ async def test_workers_share_the_port_and_a_killed_worker_is_restarted(tmp_path)
         await until(lambda: all(owner(pids, cp.local) for cp in cps))
         owners = {cp.url: owner(pids, cp.local) for cp in cps}
         assert set(owners.values()) == set(pids), "the connections are spread over both workers"
+        # the workers are one cluster: whichever worker answers, it lists every charge point
+        admin = "http://" + gw.env["OCPPGW_DASHBOARD__LISTENERS__HTTP__BIND"] + "/api/v5"
+        async with httpx.AsyncClient(auth=("admin", "public"), timeout=10) as api:
+            for _ in range(6):  # new connections each time: the kernel picks the worker
+                listed = (await api.get(f"{admin}/gateways/ocpp/clients?limit=100", headers={"connection": "close"})).json()
+                assert sorted(c["clientid"] for c in listed["data"]) == sorted(f"cp{i}" for i in range(30)), listed["meta"]
+                assert {c["node"] for c in listed["data"]} == {"gw-0", "gw-1"}
+            nodes = (await api.get(f"{admin}/nodes")).json()
+            assert sorted(n["node"] for n in nodes if n["node_status"] == "running") == ["gw-0", "gw-1"]
 
         victim = first[1]
         on_victim = [cp for cp in cps if owners[cp.url] == victim]
