@@ -3,14 +3,19 @@ one real mosquitto, asked over HTTP."""
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import signal
 from pathlib import Path
 
 import httpx
+import orjson
 import pytest
+import websockets
+from websockets.exceptions import InvalidStatus
 
 from tests.servers import Mosquitto
-from tests.test_cluster import AUTH, admin, node, until
+from tests.test_cluster import AUTH, admin, cp_url, node, until
 
 
 async def configs(http: httpx.AsyncClient, gw) -> str:
@@ -86,3 +91,71 @@ async def test_a_config_change_on_one_node_applies_on_every_node(nodes) -> None:
         await until(b_has_it)
         for gw in (a, b, c):
             assert has(await configs(http, gw), 12)
+
+
+BOOT = ["BootNotification", {"chargePointVendor": "v", "chargePointModel": "m"}]
+BOOT_ACCEPT = {
+    "id": "boot_accept",
+    "sql": """SELECT clientid, payload.UniqueId AS id FROM "ocpp/cp/+" WHERE payload.Action = 'BootNotification'""",
+    "actions": [{"function": "republish", "args": {
+        "topic": "ocpp/cs/${clientid}",
+        "payload": '{"MessageTypeId": 3, "UniqueId": "${id}", "Payload": {"status": "Accepted", '
+                   '"interval": 300, "currentTime": "2024-01-01T00:00:00Z"}}'}}],
+}
+EMQX_AUTHN = {"mechanism": "password_based", "backend": "built_in_database", "user_id_type": "username",
+              "password_hash_algorithm": {"name": "sha256", "salt_position": "suffix"}, "enable": True}
+OCPP = "/gateways/ocpp"
+
+
+def basic(user: str, password: str) -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
+
+
+async def login_status(gw, cid: str, headers: dict[str, str] | None = None) -> int:
+    try:
+        async with websockets.connect(cp_url(gw, cid), subprotocols=["ocpp1.6"], additional_headers=headers or {}):
+            return 101
+    except InvalidStatus as exc:
+        return exc.response.status_code
+
+
+async def test_a_rule_and_a_user_made_on_one_node_work_on_every_node(nodes) -> None:
+    a, b, c = nodes["a"], nodes["b"], nodes["c"]
+    a.start()
+    b.start()
+    async with httpx.AsyncClient(auth=AUTH, timeout=10) as http:
+        await running(http, a, {"a", "b"})
+        answer = await http.post(admin(a) + "/rules", json=BOOT_ACCEPT)
+        assert answer.status_code == 201, answer.text
+        async with websockets.connect(cp_url(b, "CP1"), subprotocols=["ocpp1.6"]) as ws:
+            await ws.send(orjson.dumps([2, "boot-1", *BOOT]).decode())
+            reply = orjson.loads(await asyncio.wait_for(ws.recv(), 10))
+        assert reply[:2] == [3, "boot-1"] and reply[2]["status"] == "Accepted", reply  # b ran a's rule
+
+        answer = await http.post(admin(a) + OCPP + "/authentication", json=EMQX_AUTHN)
+        assert answer.status_code in (200, 201), answer.text
+        assert await login_status(b, "CP2", basic("CP2", "s3cret")) == 401  # b requires logins now
+        answer = await http.post(admin(a) + OCPP + "/authentication/users", json={"user_id": "CP2", "password": "s3cret"})
+        assert answer.status_code == 201, answer.text
+        assert answer.json()["nodes"] == [{"node": "b", "status": "reloaded", "errors": []}]
+        assert "s3cret" not in (await http.get(admin(b) + OCPP + "/authentication/users/CP2")).text
+        assert await login_status(b, "CP2", basic("CP2", "s3cret")) == 101  # a user added on a logs in on b
+        assert await login_status(b, "CP2", basic("CP2", "wrong")) == 401
+
+        c.start()  # a node started later gets the rule, the authenticator and the users
+
+        async def c_has_them() -> bool:
+            try:
+                rule = await http.get(admin(c) + "/rules/boot_accept")
+            except httpx.ConnectError:
+                return False
+            return rule.status_code == 200 and await login_status(c, "CP2", basic("CP2", "wrong")) == 401
+
+        await until(c_has_them)
+        assert await login_status(c, "CP2", basic("CP2", "s3cret")) == 101
+
+        answer = await http.delete(admin(b) + OCPP + "/authentication/users/CP2")  # from b this time
+        assert answer.status_code == 204, answer.text
+        for gw in (a, c):
+            assert (await http.get(admin(gw) + OCPP + "/authentication/users/CP2")).status_code == 404
+            assert await login_status(gw, "CP2", basic("CP2", "s3cret")) == 401

@@ -7,6 +7,9 @@ running node to apply it (op `config.apply`); each answers its outcome. A node a
 if its version is newer than the one it has: versions compare as (number, node name), so two
 changes made at once on two nodes end with the same winner everywhere, and no wall clock decides.
 
+The built-in user store (engine/auth/store.py) is shared the same way, as a second `ConfigSync`
+of kind `users` (`P/users`, op `users.apply`): its text is the store's file, hashed records only.
+
 This module knows nothing of settings: `apply(text, version)` (engine/admin/config_api.py) checks,
 reloads and keeps the text, and answers `{"status": "reloaded" | "refused" | "superseded", ...}`.
 """
@@ -28,7 +31,7 @@ log = logging.getLogger("ocppgw.cluster")
 Version = tuple[int, str]
 Apply = Callable[[str, Version], Awaitable[dict[str, Any]]]
 VERSION_FILE = "cluster.version.json"
-MAX_TEXT = 4 * 1024 * 1024  # an overlay text bigger than this is not taken from the broker
+MAX_TEXT = 64 * 1024 * 1024  # a text bigger than this is not taken from the broker
 
 
 def parse_version(value: Any) -> Version | None:
@@ -39,14 +42,15 @@ def parse_version(value: Any) -> Version | None:
 
 
 class ConfigSync:
-    def __init__(self, member: ClusterMember, data_dir: str | Path, apply: Apply) -> None:
+    def __init__(self, member: ClusterMember, data_dir: str | Path, apply: Apply, kind: str = "config") -> None:
         self.member = member
-        self.path = Path(data_dir) / VERSION_FILE
+        self.kind = kind
+        self.path = Path(data_dir) / (VERSION_FILE if kind == "config" else f"cluster.{kind}.version.json")
         self.apply = apply
         self.version: Version = self._load()
         self._tasks: set[asyncio.Task[Any]] = set()
-        member.on("config", self._on_published)
-        member.serve("config.apply", self._serve)
+        member.on(kind, self._on_published)
+        member.serve(f"{kind}.apply", self._serve)
 
     def _load(self) -> Version:
         try:
@@ -65,14 +69,14 @@ class ConfigSync:
         self.path.write_bytes(orjson.dumps(list(version)))
         if publish:
             record = {"version": list(version), "node": self.member.name, "text": text}
-            if not self.member.publish("config", orjson.dumps(record), retain=True):
-                log.warning("cluster: config version %s not published (not connected to the broker)", version)
+            if not self.member.publish(self.kind, orjson.dumps(record), retain=True):
+                log.warning(f"cluster: {self.kind} version %s not published (not connected to the broker)", version)
 
     async def spread(self, version: Version, text: str) -> list[dict[str, Any]]:
         """Ask every other running node to apply `text`; each one's outcome."""
         peers = self.member.peers()
         args = {"version": list(version), "text": text}
-        found = await asyncio.gather(*(self.member.request(n, "config.apply", args) for n in peers),
+        found = await asyncio.gather(*(self.member.request(n, f"{self.kind}.apply", args) for n in peers),
                                      return_exceptions=True)
         outcomes: list[dict[str, Any]] = []
         for name, result in zip(peers, found, strict=True):
@@ -89,18 +93,18 @@ class ConfigSync:
     async def _serve(self, args: dict[str, Any]) -> dict[str, Any]:
         version, text = parse_version(args.get("version")), args.get("text")
         if version is None or not isinstance(text, str):
-            return {"status": "refused", "errors": ["config.apply: expected a version and a text"]}
+            return {"status": "refused", "errors": [f"{self.kind}.apply: expected a version and a text"]}
         return await self.apply(text, version)
 
     def _on_published(self, payload: bytes) -> None:
         if not payload:
             return  # the retained record was cleared
         if len(payload) > MAX_TEXT:
-            raise ValueError(f"config record over {MAX_TEXT} bytes")
+            raise ValueError(f"{self.kind} record over {MAX_TEXT} bytes")
         data = orjson.loads(payload)
         version = parse_version(data.get("version")) if isinstance(data, dict) else None
         if version is None or not isinstance(data.get("text"), str):
-            raise ValueError("not a config record")
+            raise ValueError(f"not a {self.kind} record")
         if version <= self.version:
             return
         task = asyncio.get_running_loop().create_task(self._take(data["text"], version))
@@ -110,7 +114,7 @@ class ConfigSync:
     async def _take(self, text: str, version: Version) -> None:
         outcome = await self.apply(text, version)
         if outcome.get("status") == "refused":
-            log.error("cluster: config version %s from node %s refused here: %s", version[0], version[1],
+            log.error("cluster: %s version %s from node %s refused here: %s", self.kind, version[0], version[1],
                       "; ".join(outcome.get("errors") or []))
         elif outcome.get("status") == "reloaded":
-            log.info("cluster: took config version %s from node %s", version[0], version[1])
+            log.info("cluster: took %s version %s from node %s", self.kind, version[0], version[1])
