@@ -79,6 +79,13 @@ async def _change(node: NodeView, fn: Callable[..., tuple[Settings, str, list[st
     return report, []
 
 
+def settings_for_cluster_text(config_path: str | None, env: dict[str, str], text: str,
+                              label: str) -> tuple[Settings, str, list[str]]:
+    """`settings_for_overlay` for an overlay's text from another node (in the background worker:
+    parsing is slow; module-level, so it is pickled by name)."""
+    return settings_for_overlay(config_path, env, parse_hocon(text, label))
+
+
 def join_config_sync(node: NodeView) -> None:
     """In a cluster: take the overlay other nodes publish, and answer their `config.apply`."""
     from engine.admin.cluster_calls import cluster_of
@@ -90,8 +97,8 @@ def join_config_sync(node: NodeView) -> None:
 
     async def apply(text: str, version: Version) -> dict[str, Any]:
         try:
-            tree = parse_hocon(text, f"the cluster's config version {version[0]} from node {version[1]}")
-            await _change(node, settings_for_overlay, lambda: (tree,), version)
+            label = f"the cluster's config version {version[0]} from node {version[1]}"
+            await _change(node, settings_for_cluster_text, lambda: (text, label), version)
         except Superseded as exc:  # "reloaded": it came first as the retained record
             return {"status": "reloaded" if exc.same else "superseded", "errors": []}
         except (Refused, ConfigError) as exc:
