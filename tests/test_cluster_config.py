@@ -66,6 +66,8 @@ async def test_a_config_change_on_one_node_applies_on_every_node(nodes) -> None:
         assert answer.status_code == 400, answer.text
         for gw in (a, b):
             assert has(await configs(http, gw), 9)
+        answer = await http.put(admin(a) + "/configs", content='node.name = "z"')  # one name for all: no
+        assert answer.status_code == 400 and "node.name" in answer.text, answer.text
 
         # a change made on b, while c is not there yet: c takes it when it starts
         answer = await http.put(admin(b) + "/configs", content="gateway.ocpp.dnstream.max_mqueue_len = 11")

@@ -65,6 +65,8 @@ async def _change(node: NodeView, fn: Callable[..., tuple[Settings, str, list[st
         try:
             settings, text, warnings = await in_background(fn, node.config_path, dict(os.environ), *args())
             log_warnings(warnings)  # made in the worker, shown on the node
+            if sync is not None:
+                _check_node_local(node.settings, settings)
             report = await node.reload(settings)
         except (ConfigError, ReloadError) as exc:
             raise Refused(exc.errors) from None
@@ -77,6 +79,15 @@ async def _change(node: NodeView, fn: Callable[..., tuple[Settings, str, list[st
     if sync is not None and mine is not None:
         return report, await sync.spread(mine, text)
     return report, []
+
+
+def _check_node_local(old: Settings, new: Settings) -> None:
+    """In a cluster the overlay is every node's: it must not name a node or its data dir."""
+    for key, before, after in (("node.name", old.node.name, new.node.name),
+                               ("node.data_dir", old.node.data_dir, new.node.data_dir)):
+        if before != after:
+            raise Refused([f"{key}: set in each node's own config file, not through the admin API, "
+                           "in a cluster (the API's config is every node's)"])
 
 
 def settings_for_cluster_text(config_path: str | None, env: dict[str, str], text: str,
