@@ -124,6 +124,12 @@ class Node:
             from engine.admin.nodes_api import serve_cluster
 
             serve_cluster(self)  # the requests other nodes' admin APIs send here
+            from engine.admin.config_api import join_config_sync
+
+            join_config_sync(self)  # the admin API's overlay is the cluster's (engine/cluster/config_sync.py)
+            from engine.admin.users_sync import join_users_sync
+
+            join_users_sync(self)  # so is the built-in user store
             await self.cluster.start()
         await self._start_admin()
         self.started = True

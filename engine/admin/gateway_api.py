@@ -53,6 +53,7 @@ from engine.admin.common import (
 )
 from engine.admin.cluster_calls import ask_each, cluster_of
 from engine.admin.nodeview import NodeView
+from engine.admin.users_sync import change_users
 from engine.cluster import NodeUnreachable, RemoteError
 from engine.auth import KEEP, MAX_USER_ID, AuthStoreError, UserExists, UserNotFound, check_security_profile
 from engine.config.types import ConfigValueError, Duration
@@ -345,14 +346,15 @@ class GatewayApi:
         if password is not None and not password:
             raise bad_request("password: must not be empty")
         try:
-            user = await asyncio.to_thread(store.add, user_id, password, body.get("is_superuser", False), profile)
+            user, nodes = await change_users(self.node, store, store.add, user_id, password,
+                                             body.get("is_superuser", False), profile)
         except UserExists:
             raise ApiError(409, "ALREADY_EXISTS", f"user {user_id!r} already exists") from None
         except ValueError as exc:  # the id, profile and emptiness are checked above: what is left is the password
             raise bad_request(f"password: {exc}") from None
         except AuthStoreError as exc:
             raise ApiError(500, "INTERNAL_ERROR", str(exc)) from None
-        return json_response(user.as_dict(), 201)
+        return json_response({**user.as_dict(), **({"nodes": nodes} if nodes else {})}, 201)
 
     async def user(self, request: Request) -> Response:
         store = self._store()
@@ -376,7 +378,8 @@ class GatewayApi:
         if not user_id or len(user_id) > MAX_USER_ID:
             raise _user_not_found(user_id)
         try:
-            user = await asyncio.to_thread(store.update, user_id, password, body.get("is_superuser"), profile)
+            user, nodes = await change_users(self.node, store, store.update, user_id, password,
+                                             body.get("is_superuser"), profile)
         except UserNotFound:
             raise _user_not_found(user_id) from None
         except ValueError as exc:
@@ -384,7 +387,7 @@ class GatewayApi:
             raise bad_request(f"{name}: {exc}") from None
         except AuthStoreError as exc:
             raise ApiError(500, "INTERNAL_ERROR", str(exc)) from None
-        return json_response(user.as_dict())
+        return json_response({**user.as_dict(), **({"nodes": nodes} if nodes else {})})
 
     async def delete_user(self, request: Request) -> Response:
         store = self._store()
@@ -392,7 +395,7 @@ class GatewayApi:
         if not user_id or len(user_id) > MAX_USER_ID:
             raise _user_not_found(user_id)
         try:
-            await asyncio.to_thread(store.delete, user_id)  # rewrites and fsyncs the file
+            await change_users(self.node, store, store.delete, user_id)  # rewrites and fsyncs the file
         except UserNotFound:
             raise _user_not_found(user_id) from None
         except AuthStoreError as exc:

@@ -48,6 +48,30 @@ def _check_user_id(user_id: str) -> None:
         raise ValueError(f"user_id longer than {MAX_USER_ID} characters")
 
 
+def _parse(text: str, label: str) -> dict[str, _Record]:
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise AuthStoreError(f"{label}: not valid JSON ({exc})") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("users"), dict):
+        raise AuthStoreError(f"{label}: expected an object with a 'users' object")
+    if doc.get("version") != FORMAT_VERSION:
+        raise AuthStoreError(f"{label}: unsupported version {doc.get('version')!r}")
+    users: dict[str, _Record] = {}
+    for user_id, raw in doc["users"].items():
+        try:
+            _check_user_id(user_id)
+            users[user_id] = _Record.from_json(raw)
+        except ValueError as exc:
+            raise AuthStoreError(f"{label}: user {user_id!r}: {exc}") from None
+    return users
+
+
+def _render(users: dict[str, _Record]) -> bytes:
+    doc = {"version": FORMAT_VERSION, "users": {u: r.to_json() for u, r in sorted(users.items())}}
+    return json.dumps(doc, indent=1).encode()
+
+
 class UserStore:
     """Users in one JSON file, rewritten whole on every change.
 
@@ -76,26 +100,21 @@ class UserStore:
         except (OSError, UnicodeDecodeError) as exc:
             why = getattr(exc, "strerror", None) or exc
             raise AuthStoreError(f"user file {self.path}: cannot read: {why}") from None
-        try:
-            doc = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise AuthStoreError(f"user file {self.path}: not valid JSON ({exc})") from None
-        if not isinstance(doc, dict) or not isinstance(doc.get("users"), dict):
-            raise AuthStoreError(f"user file {self.path}: expected an object with a 'users' object")
-        if doc.get("version") != FORMAT_VERSION:
-            raise AuthStoreError(f"user file {self.path}: unsupported version {doc.get('version')!r}")
-        users: dict[str, _Record] = {}
-        for user_id, raw in doc["users"].items():
-            try:
-                _check_user_id(user_id)
-                users[user_id] = _Record.from_json(raw)
-            except ValueError as exc:
-                raise AuthStoreError(f"user file {self.path}: user {user_id!r}: {exc}") from None
-        return users
+        return _parse(text, f"user file {self.path}")
+
+    def export(self) -> str:
+        """The whole store as its file's text: hashed records only (a cluster shares it)."""
+        return _render(self._users).decode()
+
+    def replace_all(self, text: str, label: str = "the cluster's user store") -> None:
+        """Every user from `text` (as `export` gives it), instead of the ones here; or AuthStoreError."""
+        users = _parse(text, label)
+        with self._lock:
+            self._save(users)
+            self._users = users
 
     def _save(self, users: dict[str, _Record]) -> None:
-        doc = {"version": FORMAT_VERSION, "users": {u: r.to_json() for u, r in sorted(users.items())}}
-        data = json.dumps(doc, indent=1).encode()
+        data = _render(users)
         tmp = None
         try:
             self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)

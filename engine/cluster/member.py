@@ -9,6 +9,7 @@ small traffic never waits behind the bridge's buffer and its last will is its ow
 - `P/rpc/<node>`: requests to a node, `{"id", "from", "reply", "op", "args"}`;
 - `P/reply/<node>`: the answers, `{"id", "from", "ok", "result" | "error"}`.
 - `P/claims`: takeover claims (engine/ocpp/takeover.py), one topic so the broker orders them.
+- `P/config`: the admin API's overlay and its version, retained (engine/cluster/config_sync.py).
 
 The correlation id and reply topic travel in the payload rather than as MQTT 5 properties, so
 the same code runs on the embedded broker (MQTT 3.1.1) and on any external one. A message that
@@ -167,11 +168,11 @@ class ClusterMember:
         """Call `callback(payload)` for each message on `prefix/subtopic` (before start)."""
         self._subscribers[subtopic] = callback
 
-    def publish(self, subtopic: str, payload: bytes) -> bool:
+    def publish(self, subtopic: str, payload: bytes, retain: bool = False) -> bool:
         client = self._client
         if client is None or client.closed.done():
             return False
-        client.publish(self.topic(subtopic), payload, 1, token=0)
+        client.publish(self.topic(subtopic), payload, 1, retain, token=0)
         return True
 
     async def request(self, node: str, op: str, args: dict[str, Any], timeout: float | None = None) -> Any:
