@@ -30,9 +30,10 @@ CHARGE_POINTS = 100
 NODES = ("n0", "n1", "n2")
 
 
-def haproxy_config(front: int, backends: dict[str, int]) -> str:
-    servers = "\n".join(f"    server {name} 127.0.0.1:{port} send-proxy check inter 500ms"
-                        for name, port in backends.items())
+def haproxy_config(bind: str, servers: dict[str, str]) -> str:
+    """The HAProxy configuration of this test; docs/deployment.md shows it (checked below)."""
+    lines = "\n".join(f"    server {name} {address} send-proxy check inter 500ms"
+                      for name, address in servers.items())
     return f"""global
     maxconn 4096
 defaults
@@ -41,12 +42,21 @@ defaults
     timeout client 1h
     timeout server 1h
 frontend ocpp
-    bind 127.0.0.1:{front}
+    bind {bind}
     default_backend gateways
 backend gateways
     balance roundrobin
-{servers}
+{lines}
 """
+
+
+DOC_SERVERS = {"gw1": "10.0.0.11:33033", "gw2": "10.0.0.12:33033", "gw3": "10.0.0.13:33033"}
+
+
+def test_the_docs_show_the_tested_haproxy_config() -> None:
+    text = (Path(__file__).parents[1] / "docs" / "deployment.md").read_text()
+    block = text.split("```haproxy\n", 1)[1].split("```", 1)[0]
+    assert block == haproxy_config("0.0.0.0:33033", DOC_SERVERS)
 
 
 def cluster_node(tmp_path: Path, broker: Mosquitto, name: str) -> GatewayProcess:
@@ -132,7 +142,7 @@ async def test_three_nodes_behind_haproxy_survive_a_sigkill(tmp_path: Path, mosq
     nodes = {name: cluster_node(tmp_path, mosquitto, name) for name in NODES}
     front = free_port()
     config = tmp_path / "haproxy.cfg"
-    config.write_text(haproxy_config(front, {name: gw.ocpp_port for name, gw in nodes.items()}))
+    config.write_text(haproxy_config(f"127.0.0.1:{front}", {name: f"127.0.0.1:{gw.ocpp_port}" for name, gw in nodes.items()}))
     proxy: subprocess.Popen[bytes] | None = None
     tasks: list[asyncio.Task[None]] = []
     try:
@@ -188,6 +198,11 @@ async def test_three_nodes_behind_haproxy_survive_a_sigkill(tmp_path: Path, mosq
             await asyncio.sleep(1.0)  # room for a duplicate to show up
             counts = {cid: cps[cid].calls[unique] for cid, unique in sent.items()}
             assert counts == {cid: 1 for cid in sent}, {cid: n for cid, n in counts.items() if n != 1}
+            # HAProxy's health checks (a connect and a reset, no PROXY header) are not counted as refusals
+            metrics = (await http.get(admin(nodes["n0"]) + "/prometheus/stats")).text
+            refused = [line for line in metrics.splitlines()
+                       if line.startswith("ocppgw_handshakes_refused_total") and "proxy_protocol" in line]
+            assert all(float(line.split()[-1]) == 0 for line in refused), refused
         for name in survivors:
             assert "Traceback" not in nodes[name].log, nodes[name].log
     finally:
