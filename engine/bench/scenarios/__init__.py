@@ -1,4 +1,4 @@
-"""The performance scenarios B1..B8 (docs/benchmarks.md), end to end on this machine; each returns one dict.
+"""The performance scenarios B1..B8 and B10 (docs/benchmarks.md), end to end on this machine; each returns one dict.
 
 Every dict has `scenario`, `gateway` (its figures), `baseline` (what it is compared with, measured in
 the same run; None where nothing is), `ratio` and `ratio_of` (what was divided by what), `bar` and
