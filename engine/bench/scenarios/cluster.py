@@ -15,6 +15,7 @@ from engine.bench.processes.haproxy import HAProxy
 from engine.bench.processes.mosquitto import Mosquitto
 from engine.bench.processes.service import Workdir, free_port
 from engine.bench.scenarios.common import Drain, _gateway_extras, _pinning, _probe, _ready, _round
+from engine.bench.scenarios.memory_workers import LoadProcess
 from engine.bench.scenarios.options import Options
 
 CLUSTER = 'cluster { enable = true, request_timeout = 10s }\ngateway.ocpp.listeners.ws.default.proxy_protocol = true\n'
@@ -80,17 +81,23 @@ async def b10(opts: Options) -> dict[str, Any]:
         b.update(_gateway_extras(single))
         g["per_node"] = [gw.connections_now() for gw in nodes]
         await loads["one_node"].close()
-        # the listing: top up to `listed` charge points over both nodes, straight to each node
+        # the listing: top up to `listed` charge points over both nodes, straight to each node,
         extra = max(listed - n, 0)
-        idle = [loadgen.Load(f"ws://127.0.0.1:{port}/ocpp", f"L{i}-") for i, port in enumerate(direct)]
-        for i, load in enumerate(idle):
-            share = extra // 2 + (extra % 2 if i == 0 else 0)
-            got = await load.connect(share, deadline_s=300)
-            if got["connected"] != share:
-                raise RuntimeError(f"only {got['connected']} of {share} idle charge points connected: {got}")
-        g["listing"] = await _listing(nodes[1], n + extra)
-        for load in (loads["two_nodes"], *idle):
-            await load.close(timeout=60)
+        # from one load process per node (engine.bench.hold, as B4 with workers), each under the
+        # open-file limit, booted (answered by the backend) and then quiet (heartbeat every 300 s)
+        shares = [extra // 2 + extra % 2, extra // 2]
+        idle = [await LoadProcess.start(f"ws://127.0.0.1:{port}/ocpp", share, 300.0, f"L{i}-", 20 + i)
+                for i, (port, share) in enumerate(zip(direct, shares, strict=True))]
+        try:
+            for process, share in zip(idle, shares, strict=True):
+                booted = await process.line(timeout=max(120.0, share / 50))
+                if booted.get("connected") != share:
+                    raise RuntimeError(f"only {booted.get('connected')} of {share} idle charge points: {booted}")
+            g["listing"] = await _listing(nodes[1], n + extra)
+        finally:
+            for process in idle:
+                await process.close()
+        await loads["two_nodes"].close(timeout=60)
     ratio = g["calls_per_s"] / b["calls_per_s"] if b["calls_per_s"] else None
     first_ms = g["listing"]["first_page_ms"]
     at_scale = g["listing"]["clients"] >= LISTED_FULL
