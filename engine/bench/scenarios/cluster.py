@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from engine.bench import load as loadgen
@@ -73,11 +74,12 @@ async def b10(opts: Options) -> dict[str, Any]:
         probes = {"one_node": _probe({"server": single, "mosquitto": mosquitto, "backend": backend}, cores),
                   "two_nodes": _probe({"node0": nodes[0], "node1": nodes[1], "haproxy": proxy,
                                        "mosquitto": mosquitto, "backend": backend}, cores)}
-        drains = {"one_node": Drain(single), "two_nodes": Drain(nodes[0])}
-        totals = await loadgen.alternate(loads, opts.measure_s, opts.warmup_s, probes=probes, settle=drains)
+        drain_one, drain_two = Drain(single), Drain(nodes[0])
+        settle: dict[str, Callable[[], Awaitable[Any]]] = {"one_node": drain_one, "two_nodes": drain_two}
+        totals = await loadgen.alternate(loads, opts.measure_s, opts.warmup_s, probes=probes, settle=settle)
         g, b = totals["two_nodes"].summary(), totals["one_node"].summary()
-        g.update(drains["two_nodes"].report())
-        b.update(drains["one_node"].report())
+        g.update(drain_two.report())
+        b.update(drain_one.report())
         b.update(_gateway_extras(single))
         g["per_node"] = [gw.connections_now() for gw in nodes]
         await loads["one_node"].close()
