@@ -62,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
         "B4 connections, B5 compiled rule, B6 reload under load, B7 connect storm, B8 dashboard cost: docs/benchmarks.md); "
         "one JSON line each.",
     )
-    bench.add_argument("--scenario", default="all", choices=["B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "all"],
+    bench.add_argument("--scenario", default="all", choices=["B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B10", "all"],
                        help="which scenario (default all, in order)")
     bench.add_argument("--scale", default="full", choices=["full", "small"],
                        help="full: the sizes of the bars (200 charge points, B4 50,000, B7 10,000); small: a quick check")

@@ -17,7 +17,7 @@ import pytest
 
 from engine.bench.load import Histogram, rate_check
 
-SCENARIOS = ["B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8"]
+SCENARIOS = ["B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B10"]
 
 
 def _bench(*args: str, timeout: float = 100) -> subprocess.CompletedProcess[str]:
@@ -67,6 +67,13 @@ def test_scenario_runs_at_small_scale(scenario: str) -> None:
         for key in ("connections", "cpu_quiet_pct", "cpu_dashboard_pct", "cpu_rise_points"):
             assert _number_or_none(g[key]), (key, g)
         assert g["dashboard"]["requests"] > 0 and g["dashboard"]["errors"] == 0, g
+    if scenario == "B10":
+        for key in ("calls_per_s", "p50_ms", "p99_ms", "errors"):
+            assert _number_or_none(g[key]) and _number_or_none(result["baseline"][key]), (key, g)
+        listing = g["listing"]
+        # every charge point of both nodes is listed, from one node, over all pages
+        assert listing["clients"] == listing["expected"] == listing["distinct_seen"] == result["listed"], listing
+        assert listing["nodes"] == 2 and _number_or_none(listing["first_page_ms"]), listing
 
 
 def test_unknown_scenario_is_a_usage_error() -> None:
