@@ -214,7 +214,7 @@ class Node:
                             max_header_size=int(http.max_header_size), fd_reserve=ADMIN_RESERVE)
         self.admin_server = await start_server(create_app(self), sock, limits=limits)
         self._admin_sock = sock
-        log.info("admin API on http://%s/api/v5", d.listeners.http.bind)
+        log.info("dashboard on http://%s/ (admin API: /api/v5)", d.listeners.http.bind)
 
     async def reload(self, settings: Settings) -> ReloadReport:
         """Apply a new, validated config; raise ReloadError with every problem (nothing changes)."""
