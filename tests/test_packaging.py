@@ -65,7 +65,9 @@ def test_every_source_package_is_listed_and_the_schemas_are_package_data() -> No
     setuptools = PYPROJECT["tool"]["setuptools"]
     on_disk = {str(init.parent.relative_to(ROOT)).replace("/", ".")
                for top in CODE for init in (ROOT / top).rglob("__init__.py")}
-    assert set(setuptools["packages"]) == on_disk | {"engine.ocpp.oca_schemas"}
+    assert set(setuptools["packages"]) == on_disk | {"engine.ocpp.oca_schemas", "engine.admin.dashboard"}
+    dashboard = {p.name for p in (ROOT / "engine" / "admin" / "dashboard").iterdir() if p.is_file()}
+    assert {n for n in dashboard if any(Path(n).match(g) for g in setuptools["package-data"]["engine.admin.dashboard"])} == dashboard
     assert setuptools["package-dir"] == {"engine.ocpp.oca_schemas": "schemas"}
     patterns = setuptools["package-data"]["engine.ocpp.oca_schemas"]
     shipped = {path.relative_to(ROOT / "schemas") for path in (ROOT / "schemas").rglob("*") if path.is_file()}
