@@ -322,9 +322,13 @@ class Session:
         if frames.is_reply_type(exc.type_id, self.proto_ver):
             self._bad_reply(exc.type_id, exc.unique_id, exc.code, exc.description)
         else:
-            self._send(frames.encode_error(exc.unique_id, exc.code, exc.description), frames.CALLERROR)
-            self.ctx.metrics.errors[exc.code] += 1
+            self._call_error(exc.unique_id, exc.code, exc.description)
         self._dropped_event("invalid_frame", raw if isinstance(raw, str) else raw[:1024].hex(), exc.description)
+
+    def _call_error(self, unique_id: str, code: str, description: str) -> None:
+        """Answer a CALL of the charge point with a CALLERROR, counted by code."""
+        self._send(frames.encode_error(unique_id, code, description), frames.CALLERROR)
+        self.ctx.metrics.errors[code] += 1
 
     def _bad_reply(self, type_id: int | None, unique_id: str, code: str, description: str) -> None:
         """A CALLRESULT or CALLERROR we cannot process earns no CALLERROR (that answers a CALL only):
@@ -339,8 +343,7 @@ class Session:
         """A valid frame the bus cannot carry (its topic or its JSON): the same answer as a bad frame,
         and one log line now and then: a charge point sending thousands must not flood the log."""
         if type_id == frames.CALL:
-            self._send(frames.encode_error(unique_id, exc.code, exc.description[:512]), frames.CALLERROR)
-            self.ctx.metrics.errors[exc.code] += 1
+            self._call_error(unique_id, exc.code, exc.description[:512])
         else:
             self._bad_reply(type_id, unique_id, exc.code, exc.description)
         self._dropped_event(exc.reason, text, exc.description)
@@ -373,8 +376,7 @@ class Session:
             violation = self._check(call.action, "request", call.payload)
             if violation is not None:
                 code, description = violation
-                self._send(frames.encode_error(call.unique_id, code, description), frames.CALLERROR)
-                self.ctx.metrics.errors[code] += 1
+                self._call_error(call.unique_id, code, description)
                 self._dropped_event("schema_violation", text, description)
                 return
         if call.action in fleet.WATCHED:  # what the dashboard shows: boot identity, connector statuses
