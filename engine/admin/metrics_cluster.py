@@ -164,7 +164,7 @@ def render_cluster(mode: str, found: dict[str, list[Family]], missing: dict[str,
     for node in sorted(missing):
         gap.add_sample(MISSING, {"node": node}, 1.0)
     families.append(gap)
-    text = generate_latest(_Families(families))  # type: ignore[arg-type]
+    text = generate_latest(_Families(families))
     notes = "".join(f"# node {node} is missing: no answer within {timeout:g}s (cluster.request_timeout) "
                     "or an unreadable one\n" for node in sorted(missing))
     return text + notes.encode()
