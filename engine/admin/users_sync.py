@@ -55,5 +55,7 @@ def join_users_sync(node: NodeView) -> None:
             sync.kept(version, text, publish=False)
         return {"status": "reloaded", "errors": []}
 
-    sync = ConfigSync(cluster, node.settings.node.data_dir, apply, kind="users")
+    sync = ConfigSync(cluster, node.settings.node.data_dir, apply, kind="users",
+                      max_size=int(node.settings.cluster.max_record_size),
+                      current=lambda: store.export() if sync.version != (0, "") else None)
     _syncs[node] = sync
