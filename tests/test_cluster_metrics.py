@@ -81,3 +81,31 @@ async def test_a_silent_node_is_reported_missing_and_the_scrape_still_answers(tw
         finally:
             b.proc.send_signal(signal.SIGCONT)
         assert "Traceback" not in a.log
+
+
+async def test_with_workers_any_worker_answers_for_all(tmp_path) -> None:
+    """`node.workers = 2` share the dashboard port: whichever worker the kernel hands a scrape to,
+    `mode=all_nodes_unaggregated` has both workers' series and `all_nodes_aggregated` their sum."""
+    import asyncio
+
+    from tests.test_workers import start_workers
+
+    gw = await asyncio.to_thread(start_workers, tmp_path, 2, "node.workers = 2\n")
+    try:
+        url = "http://" + gw.env["OCPPGW_DASHBOARD__LISTENERS__HTTP__BIND"] + "/api/v5/prometheus/stats"
+        async with httpx.AsyncClient(auth=AUTH, timeout=30) as http:
+            async def both_seen() -> bool:
+                text = (await http.get(url, params={"mode": "all_nodes_aggregated"},
+                                       headers={"connection": "close"})).text
+                return samples(text, "ocppgw_cluster_nodes_running") == {(): 4}
+
+            await until(both_seen, 60)
+            for _ in range(6):  # new connections each time: the kernel picks the worker
+                answer = await http.get(url, params={"mode": "all_nodes_unaggregated"}, headers={"connection": "close"})
+                assert answer.status_code == 200, answer.text
+                running = samples(answer.text, "ocppgw_cluster_nodes_running")
+                assert running == {(("node", "gw-0"),): 2, (("node", "gw-1"),): 2}, running
+                assert samples(answer.text, "ocppgw_cluster_scrape_missing") == {}
+        assert "Traceback" not in gw.log
+    finally:
+        gw.stop()

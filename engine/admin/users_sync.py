@@ -31,7 +31,7 @@ async def change_users(node: NodeView, store: UserStore, fn: Callable[..., T], *
             return result, []
         text, version = store.export(), sync.next_version()
         sync.kept(version, text, publish=True)
-    return result, await sync.spread(version, text)
+    return result, sync.mark(version, await sync.spread(version, text))  # first: this node, if it lost
 
 
 def join_users_sync(node: NodeView) -> None:
