@@ -109,3 +109,38 @@ async def test_with_workers_any_worker_answers_for_all(tmp_path) -> None:
         assert "Traceback" not in gw.log
     finally:
         gw.stop()
+
+
+def test_how_the_aggregate_combines_each_kind_of_series() -> None:
+    from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, Summary
+
+    from engine.admin.metrics_cluster import _checked, dump, render_cluster
+
+    def node(count: float, observed: float, started: float, lag: float, version: str) -> list:
+        r = CollectorRegistry()
+        Counter("ocppgw_things", "d", ["kind"], registry=r).labels("x").inc(count)
+        Histogram("ocppgw_wait_seconds", "d", buckets=(1.0,), registry=r).observe(observed)
+        Summary("ocppgw_size", "d", registry=r).observe(observed)
+        Gauge("process_start_time_seconds", "d", registry=r).set(started)
+        Gauge("ocppgw_event_loop_lag_max_seconds", "d", registry=r).set(lag)
+        Info("ocppgw_build", "d", registry=r).info({"version": version})
+        return dump(r)
+
+    found = {"a": node(2, 0.5, 100, 0.2, "1"), "b": node(3, 5, 50, 0.1, "2")}
+    text = render_cluster("all_nodes_aggregated", found, {}, 5).decode()
+    assert samples(text, "ocppgw_things_total") == {(("kind", "x"),): 5}
+    assert samples(text, "ocppgw_wait_seconds_bucket") == {(("le", "1.0"),): 1, (("le", "+Inf"),): 2}
+    assert samples(text, "ocppgw_wait_seconds_count") == {(): 2}
+    assert samples(text, "ocppgw_size_sum") == {(): 5.5} and "quantile" not in text
+    assert samples(text, "process_start_time_seconds") == {(): 50}  # the earliest
+    assert samples(text, "ocppgw_event_loop_lag_max_seconds") == {(): 0.2}  # the largest
+    assert samples(text, "ocppgw_build_info") == {(("version", "1"),): 1, (("version", "2"),): 1}
+    created = samples(text, "ocppgw_things_created")
+    assert list(created.values()) == [min(s[2] for f in found.values() for fam in f for s in fam["samples"]
+                                          if s[0] == "ocppgw_things_created")]
+    # what another node answers is checked before it is used
+    assert _checked(found["a"]) is not None
+    for bad in ({"x": 1}, [{"name": "a b", "type": "gauge", "help": "", "samples": []}],
+                [{"name": "a", "type": "gauge", "help": "", "samples": [["a", {"bad label": "1"}, 1]]}],
+                [{"name": "a", "type": "gauge", "help": "", "samples": [["a", {}, "lots"]]}]):
+        assert _checked(bad) is None, bad

@@ -4,8 +4,8 @@
 - `all_nodes_unaggregated`: every running node's series, each sample labelled `node="<name>"`.
 - `all_nodes_aggregated`: one series per name and label set, the nodes combined: counters, gauges
   and histogram buckets (with their `_sum` and `_count`) are added up; summaries keep `_sum` and
-  `_count` (added up) and drop their quantiles; `process_start_time_seconds` keeps the earliest
-  start and the event loop lag gauges the largest value; info series are kept once per distinct
+  `_count` (added up) and drop their quantiles; `process_start_time_seconds` and `*_created` keep
+  the earliest start and the event loop lag gauges the largest value; info series are kept once per distinct
   label set (value 1), as they name things rather than count them.
 
 Each other running node is asked for its samples (op `prometheus.stats`), all at once, within
@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import re
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -36,6 +37,9 @@ OP = "prometheus.stats"
 MISSING = "ocppgw_cluster_scrape_missing"
 EARLIEST = {"process_start_time_seconds"}
 LARGEST = {"ocppgw_event_loop_lag_seconds", "ocppgw_event_loop_lag_max_seconds"}
+
+NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")  # a metric or label name (Prometheus' data model)
+TYPES = {"counter", "gauge", "histogram", "gaugehistogram", "summary", "info", "stateset", "unknown"}
 
 Family = dict[str, Any]  # {"name", "type", "help", "unit", "samples": [[name, labels, value], ...]}
 
@@ -56,13 +60,14 @@ def _checked(answer: Any) -> list[Family] | None:
     if not isinstance(answer, list):
         return None
     for family in answer:
-        if not (isinstance(family, dict) and isinstance(family.get("name"), str)
-                and isinstance(family.get("type"), str) and isinstance(family.get("help"), str)
-                and isinstance(family.get("samples"), list)):
+        if not (isinstance(family, dict) and isinstance(family.get("name"), str) and NAME.fullmatch(family["name"])
+                and family.get("type") in TYPES and isinstance(family.get("help"), str)
+                and family.get("unit", "") == "" and isinstance(family.get("samples"), list)):
             return None
         for sample in family["samples"]:
             if not (isinstance(sample, list) and len(sample) == 3 and isinstance(sample[0], str)
-                    and isinstance(sample[1], dict) and all(isinstance(v, str) for v in sample[1].values())
+                    and NAME.fullmatch(sample[0]) and isinstance(sample[1], dict)
+                    and all(NAME.fullmatch(k) and isinstance(v, str) for k, v in sample[1].items())
                     and isinstance(sample[2], (int, float, str)) and not isinstance(sample[2], bool)):
                 return None
             try:
@@ -113,7 +118,7 @@ def unaggregated(found: dict[str, list[Family]]) -> list[Metric]:
 
 
 def _combine(family: str, sample: str, old: float, new: float) -> float:
-    if family in EARLIEST:
+    if family in EARLIEST or sample.endswith("_created"):  # start times: the earliest
         return min(old, new)
     if family in LARGEST:
         return max(old, new)
