@@ -227,7 +227,7 @@ AWAIT = re.compile(r"awaiting_timeout = \"?(\d+)s")
 MQUEUE = re.compile(r"max_mqueue_len = (\d+)")
 
 
-async def test_two_changes_at_once_converge_and_the_loser_is_told_superseded(nodes) -> None:
+async def test_two_changes_at_once_converge_and_the_loser_is_told_superseded(nodes, mosquitto: Mosquitto) -> None:
     """Versions decide: both nodes end with the same version and config, and each caller's answer
     says truthfully whether its change is in it (kept) or not (superseded)."""
     a, b = nodes["a"], nodes["b"]
@@ -260,6 +260,11 @@ async def test_two_changes_at_once_converge_and_the_loser_is_told_superseded(nod
                     assert body["superseded_by"] == {"node": winner[1], "version": winner[0]}, body
                     assert body["nodes"][0]["node"] == name and body["nodes"][0]["status"] == "superseded", body
             if collided:
+                async def retained_is_the_winner() -> bool:  # not the loser, even if it reached the broker last
+                    record = await asyncio.to_thread(retained_record, mosquitto)
+                    return record is not None and record["version"] == version_of(a)
+
+                await until(retained_is_the_winner, 60)
                 break
         assert collided == 1, "no two changes ever met: the test did not test"
 

@@ -22,7 +22,9 @@ A broker that restarts without persistence loses the retained records: nobody wo
 again until the next change. So when a node's cluster link (re)connects and, within a moment, it
 has not received a record at least as new as its own, it asks the running nodes their versions
 (op `<kind>.version`) and, if none of them has a newer one, publishes its own again, retained:
-at most once per (re)connection, and never an older version over a newer one it knows of.
+at most once per version and (re)connection, and never an older version over a newer one it knows
+of. The same when a record older than its own comes last (the broker retains the last one: two
+changes made at once whose loser reached the broker second).
 """
 
 from __future__ import annotations
@@ -67,8 +69,8 @@ class ConfigSync:
         self.version: Version = self._load()
         self.winners: dict[int, Version] = {}  # version number → the largest version seen with it
         self.republished = 0  # retained records published again after a (re)connection (tests, logs)
-        self._heard: Version | None = None  # the newest record received since the last (re)connection
-        self._restored = False  # published again since the last (re)connection
+        self._heard: Version | None = None  # the last record received since the last (re)connection: the retained one
+        self._restored: Version | None = None  # the version published again since the last (re)connection
         self._tasks: set[asyncio.Task[Any]] = set()
         member.on(kind, self._on_published)
         member.serve(f"{kind}.apply", self._serve)
@@ -173,9 +175,10 @@ class ConfigSync:
         version = parse_version(data.get("version")) if isinstance(data, dict) else None
         if version is None or not isinstance(data.get("text"), str):
             raise ValueError(f"not a {self.kind} record")
-        self._heard = max(self._heard or version, version)
-        if version < self.version and self._heard < self.version:
-            self._spawn(self._restore("a record older than this node's"))  # the broker went backwards
+        self._heard = version  # the broker's order: the last one received is the one it retains
+        if version < self.version:
+            # the broker went backwards (or two changes met and the loser's record came last)
+            self._spawn(self._restore("a record older than this node's"))
         if version <= self.version:
             return
         self._spawn(self._take(data["text"], version))
@@ -190,7 +193,7 @@ class ConfigSync:
     def _joined(self) -> None:
         """The cluster link is (re)connected: the retained record should come now."""
         self._heard = None
-        self._restored = False
+        self._restored = None
         self._spawn(self._after_join())
 
     async def _after_join(self) -> None:
@@ -201,11 +204,11 @@ class ConfigSync:
             await self._restore("a record older than this node's")
 
     async def _restore(self, why: str) -> None:
-        """Publish this node's version again, retained, once per (re)connection, if no running node
-        has a newer one."""
-        if self._restored or self.version == (0, "") or self.current is None:
+        """Publish this node's version again, retained, once per version and (re)connection, if no
+        running node has a newer one."""
+        if self._restored == self.version or self.version == (0, "") or self.current is None:
             return
-        self._restored = True
+        self._restored = self.version
         peers = self.member.peers()
         found = await asyncio.gather(*(self.member.request(n, f"{self.kind}.version", {}) for n in peers),
                                      return_exceptions=True)
