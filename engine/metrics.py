@@ -322,7 +322,11 @@ class NodeCollector(Collector):
         taken = _counter("cluster_takeovers", "Sessions closed because the charge point connected to another node "
                          "(its claim came later in broker order).")
         taken.add_metric([], claims.taken_over if claims is not None else 0)
-        return [running, malformed, served, taken]
+        too_large = _counter("cluster_records_too_large", "Config overlay / user store records refused (not taken, "
+                             "not published): over cluster.max_record_size, by kind.", ["kind"])
+        for kind, count in sorted(getattr(cluster, "records_too_large", {}).items()):
+            too_large.add_metric([kind], count)
+        return [running, malformed, served, taken, too_large]
 
     def _trace(self) -> list[Metric]:
         """The frame trace (engine/ocpp/trace.py): recordings, live streams and what they refused."""

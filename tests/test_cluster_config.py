@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import queue
+import re
 import signal
 from pathlib import Path
 
@@ -198,3 +200,132 @@ async def test_a_bad_record_on_the_cluster_topics_is_refused_and_the_nodes_keep_
         answer = await http.post(admin(b) + OCPP + "/authentication/users", json={"user_id": "CP9", "password": "s3cret"})
         assert answer.status_code == 201, answer.text
         assert answer.json()["nodes"] == [{"node": "a", "status": "reloaded", "errors": []}]
+
+
+def retained_record(broker: Mosquitto, kind: str = "config", wait: float = 3.0) -> dict | None:
+    """The record retained on ocppgw/cluster/<kind>, as a fresh MQTT client reads it (None: none)."""
+    got: queue.Queue[bytes] = queue.Queue()
+    reader = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=f"record-reader-{kind}")
+    reader.on_message = lambda client, userdata, message: got.put(message.payload) if message.retain else None
+    reader.connect("127.0.0.1", broker.port)
+    reader.subscribe(f"ocppgw/cluster/{kind}", qos=1)
+    reader.loop_start()
+    try:
+        return orjson.loads(got.get(timeout=wait))
+    except queue.Empty:
+        return None
+    finally:
+        reader.loop_stop()
+        reader.disconnect()
+
+
+def version_of(gw) -> list:
+    return orjson.loads((gw.workdir / "data" / "cluster.version.json").read_bytes())
+
+
+AWAIT = re.compile(r"awaiting_timeout = \"?(\d+)s")
+MQUEUE = re.compile(r"max_mqueue_len = (\d+)")
+
+
+async def test_two_changes_at_once_converge_and_the_loser_is_told_superseded(nodes, mosquitto: Mosquitto) -> None:
+    """Versions decide: both nodes end with the same version and config, and each caller's answer
+    says truthfully whether its change is in it (kept) or not (superseded)."""
+    a, b = nodes["a"], nodes["b"]
+    a.start()
+    b.start()
+    collided = 0
+    async with httpx.AsyncClient(auth=AUTH, timeout=60) as http:
+        await running(http, a, {"a", "b"})
+        for round_ in range(1, 6):
+            mqueue, wait = 100 + round_, 40 + round_
+            on_a, on_b = await asyncio.gather(
+                http.put(admin(a) + "/configs", content=f"gateway.ocpp.dnstream.max_mqueue_len = {mqueue}"),
+                http.put(admin(b) + "/configs", content=f"gateway.ocpp.dnstream.awaiting_timeout = {wait}s"))
+            assert on_a.status_code == 200 and on_b.status_code == 200, (on_a.text, on_b.text)
+
+            async def converged() -> bool:
+                return version_of(a) == version_of(b)
+
+            await until(converged, 60)
+            text_a, text_b = await configs(http, a), await configs(http, b)
+            effective = {(MQUEUE.search(t)[1], AWAIT.search(t)[1]) for t in (text_a, text_b)}
+            assert len(effective) == 1, effective  # the same config on both
+            (got_mqueue, got_wait), = effective
+            for answer, kept, name in ((on_a, got_mqueue == str(mqueue), "a"), (on_b, got_wait == str(wait), "b")):
+                body = answer.json()
+                assert body["status"] == ("reloaded" if kept else "superseded"), (name, body, effective)
+                if not kept:
+                    collided += 1
+                    winner = version_of(a)
+                    assert body["superseded_by"] == {"node": winner[1], "version": winner[0]}, body
+                    assert body["nodes"][0]["node"] == name and body["nodes"][0]["status"] == "superseded", body
+            if collided:
+                async def retained_is_the_winner() -> bool:  # not the loser, even if it reached the broker last
+                    record = await asyncio.to_thread(retained_record, mosquitto)
+                    return record is not None and record["version"] == version_of(a)
+
+                await until(retained_is_the_winner, 60)
+                break
+        assert collided == 1, "no two changes ever met: the test did not test"
+
+
+async def test_a_broker_that_lost_the_retained_records_gets_them_back(nodes, mosquitto: Mosquitto) -> None:
+    a, b, c = nodes["a"], nodes["b"], nodes["c"]
+    a.start()
+    b.start()
+    async with httpx.AsyncClient(auth=AUTH, timeout=60) as http:
+        await running(http, a, {"a", "b"})
+        answer = await http.put(admin(a) + "/configs", content="gateway.ocpp.dnstream.max_mqueue_len = 17")
+        assert answer.status_code == 200, answer.text
+        record = retained_record(mosquitto)
+        assert record is not None and record["version"] == version_of(a)
+
+        mosquitto.kill()  # restarted without its persistence file: every retained record is gone
+        for saved in mosquitto.dir.glob("*.db"):
+            saved.unlink()
+        mosquitto.start()
+
+        async def back() -> dict | None:
+            return await asyncio.to_thread(retained_record, mosquitto)
+
+        record = await until(back, 60)
+        assert record["version"] == version_of(a) == version_of(b) and '"max_mqueue_len" = 17' in record["text"]
+        a.wait_log(r"config version \d+ of node a published again \(no record on the broker\)", 30)
+
+        c.start()  # a late joiner after the restart takes the config from the broker
+
+        async def c_has_it() -> bool:
+            try:
+                return has(await configs(http, c), 17)
+            except httpx.ConnectError:
+                return False
+
+        await until(c_has_it, 60)
+        assert "Traceback" not in a.log + b.log + c.log
+
+
+async def test_a_record_over_max_record_size_is_refused_and_counted(tmp_path: Path, mosquitto: Mosquitto) -> None:
+    from tests.test_cluster import node
+
+    gw = node(tmp_path, mosquitto, "small")
+    gw.env["OCPPGW_CLUSTER__MAX_RECORD_SIZE"] = "2KB"
+    try:
+        gw.start()
+        async with httpx.AsyncClient(auth=AUTH, timeout=60) as http:
+            await running(http, gw, {"small"})
+            text = "gateway.ocpp.dnstream.max_mqueue_len = 33\n" + "# padding\n" * 300
+            publish_retained(mosquitto, "ocppgw/cluster/config", orjson.dumps({"version": [7, "x"], "node": "x", "text": text}))
+            gw.wait_log(r"a config record of \d+ bytes refused: over cluster.max_record_size \(2048\)", 60)
+            metrics = (await http.get(admin(gw) + "/prometheus/stats")).text
+            assert 'ocppgw_cluster_records_too_large_total{kind="config"} 1.0' in metrics, metrics
+            assert not has(await configs(http, gw), 33)
+            small = {"version": [8, "x"], "node": "x", "text": "gateway.ocpp.dnstream.max_mqueue_len = 34"}
+            publish_retained(mosquitto, "ocppgw/cluster/config", orjson.dumps(small))
+
+            async def taken() -> bool:
+                return has(await configs(http, gw), 34)
+
+            await until(taken, 60)  # the node kept serving and takes a record within the limit
+            assert "Traceback" not in gw.log
+    finally:
+        gw.stop()

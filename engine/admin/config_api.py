@@ -19,7 +19,7 @@ from engine.config.dump import secrets_of
 from engine.config.loader import log_warnings
 from engine.config.background import in_background
 from engine.cluster.config_sync import ConfigSync, Version
-from engine.config.overlay import parse_hocon, read_overlay, settings_for_overlay, settings_for_upload, write_overlay_text
+from engine.config.overlay import overlay_file, parse_hocon, read_overlay, settings_for_overlay, settings_for_upload, write_overlay_text
 from engine.config.schema import Settings
 from engine.reload import ReloadError, ReloadReport
 
@@ -77,7 +77,7 @@ async def _change(node: NodeView, fn: Callable[..., tuple[Settings, str, list[st
         if sync is not None:
             sync.kept(version or mine or sync.version, text, publish=mine is not None)
     if sync is not None and mine is not None:
-        return report, await sync.spread(mine, text)
+        return report, sync.mark(mine, await sync.spread(mine, text))  # first: this node's, if it lost
     return report, []
 
 
@@ -116,11 +116,20 @@ def join_config_sync(node: NodeView) -> None:
             return {"status": "refused", "errors": exc.errors}
         return {"status": "reloaded", "errors": []}
 
-    _syncs[node] = ConfigSync(cluster, node.settings.node.data_dir, apply)
+    def current() -> str | None:
+        try:
+            return overlay_file(node.settings.node.data_dir).read_text("utf-8")
+        except (OSError, UnicodeDecodeError):
+            return None
+
+    _syncs[node] = ConfigSync(cluster, node.settings.node.data_dir, apply,
+                              max_size=int(node.settings.cluster.max_record_size), current=current)
 
 
 def _answer(report: ReloadReport, nodes: list[dict[str, Any]]) -> dict[str, Any]:
-    return {"status": "reloaded", **report.as_dict(), **({"nodes": nodes} if nodes else {})}
+    lost = next((n["superseded_by"] for n in nodes if "superseded_by" in n), None)  # ConfigSync.mark
+    return {"status": "superseded" if lost else "reloaded", **report.as_dict(),
+            **({"superseded_by": lost} if lost else {}), **({"nodes": nodes} if nodes else {})}
 
 
 async def _apply(node: NodeView, fn: Callable[..., tuple[Settings, str, list[str]]], args: Callable[[], tuple[Any, ...]]) -> Response:

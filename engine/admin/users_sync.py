@@ -31,7 +31,7 @@ async def change_users(node: NodeView, store: UserStore, fn: Callable[..., T], *
             return result, []
         text, version = store.export(), sync.next_version()
         sync.kept(version, text, publish=True)
-    return result, await sync.spread(version, text)
+    return result, sync.mark(version, await sync.spread(version, text))  # first: this node, if it lost
 
 
 def join_users_sync(node: NodeView) -> None:
@@ -55,5 +55,7 @@ def join_users_sync(node: NodeView) -> None:
             sync.kept(version, text, publish=False)
         return {"status": "reloaded", "errors": []}
 
-    sync = ConfigSync(cluster, node.settings.node.data_dir, apply, kind="users")
+    sync = ConfigSync(cluster, node.settings.node.data_dir, apply, kind="users",
+                      max_size=int(node.settings.cluster.max_record_size),
+                      current=lambda: store.export() if sync.version != (0, "") else None)
     _syncs[node] = sync

@@ -83,6 +83,8 @@ class ClusterMember:
         self._connected = asyncio.Event()
         self._stopping = False
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._joined: list[Callable[[], None]] = []  # called at each (re)connection (on_join)
+        self.records_too_large: dict[str, int] = {}  # kind → records over cluster.max_record_size (metrics)
 
     # --- topics -------------------------------------------------------------------------------
 
@@ -137,6 +139,8 @@ class ClusterMember:
                 client.publish(self.topic("nodes", self.name), self._presence_record("running"), 1, True)
                 self._connected.set()
                 log.info("cluster: node %s joined on %s:%s under %s", self.name, o.host, o.port, self.prefix)
+                for joined in self._joined:
+                    joined()
                 attempt = 0
                 await client.closed
             except MqttError as exc:
@@ -167,6 +171,13 @@ class ClusterMember:
     def on(self, subtopic: str, callback: Callable[[bytes], None]) -> None:
         """Call `callback(payload)` for each message on `prefix/subtopic` (before start)."""
         self._subscribers[subtopic] = callback
+
+    def on_join(self, callback: Callable[[], None]) -> None:
+        """Call `callback()` each time the cluster link is (re)connected and subscribed."""
+        self._joined.append(callback)
+
+    def count_too_large(self, kind: str) -> None:
+        self.records_too_large[kind] = self.records_too_large.get(kind, 0) + 1
 
     def publish(self, subtopic: str, payload: bytes, retain: bool = False) -> bool:
         client = self._client

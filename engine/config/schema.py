@@ -640,6 +640,7 @@ class ClusterSettings:
     topic_prefix: str = "ocppgw/cluster"
     request_timeout: Duration = Duration(5)  # an admin request carried to another node
     keepalive: Duration = Duration(15)  # of the cluster connection: a dead node shows stopped within 1.5x
+    max_record_size: Annotated[Size, Range(1024, None)] = Size(64 * 1024 * 1024)  # overlay / user store taken from the broker
 
 
 @dataclass(frozen=True)
