@@ -201,6 +201,18 @@ async def test_a_bad_record_on_the_cluster_topics_is_refused_and_the_nodes_keep_
         assert answer.status_code == 201, answer.text
         assert answer.json()["nodes"] == [{"node": "a", "status": "reloaded", "errors": []}]
 
+        # junk retained over a good record, with a number above every real one: the nodes refuse it and
+        # publish theirs again, so a node that joins later is not handed the junk
+        kept = version_of(a)
+        publish_retained(mosquitto, "ocppgw/cluster/config", orjson.dumps({**bad, "version": [5000, "x"]}))
+
+        async def restored() -> bool:
+            record = await asyncio.to_thread(retained_record, mosquitto)
+            return record is not None and record["version"] == kept
+
+        await until(restored, 60)
+        assert version_of(a) == version_of(b) == kept
+
 
 def retained_record(broker: Mosquitto, kind: str = "config", wait: float = 3.0) -> dict | None:
     """The record retained on ocppgw/cluster/<kind>, as a fresh MQTT client reads it (None: none)."""

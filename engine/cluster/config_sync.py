@@ -24,7 +24,8 @@ has not received a record at least as new as its own, it asks the running nodes 
 (op `<kind>.version`) and, if none of them has a newer one, publishes its own again, retained:
 at most once per version and (re)connection, and never an older version over a newer one it knows
 of. The same when a record older than its own comes last (the broker retains the last one: two
-changes made at once whose loser reached the broker second).
+changes made at once whose loser reached the broker second), and when the retained record is one
+this node refuses and no running node holds (junk on the topic must not block the restore).
 """
 
 from __future__ import annotations
@@ -231,5 +232,10 @@ class ConfigSync:
         if outcome.get("status") == "refused":
             log.error("cluster: %s version %s from node %s refused here: %s", self.kind, version[0], version[1],
                       "; ".join(outcome.get("errors") or []))
+            if self._heard == version:
+                # the retained record is one nobody may hold (junk with a large number would else block
+                # every restore); if a running node took it, `_restore` finds that out and stays quiet
+                self._heard = None
+                await self._restore("the record on the broker was refused here")
         elif outcome.get("status") == "reloaded":
             log.info("cluster: took %s version %s from node %s", self.kind, version[0], version[1])
