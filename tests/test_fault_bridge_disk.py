@@ -255,3 +255,24 @@ def test_disk_sigkill_while_messages_flow_loses_nothing(tmp_path):
     finally:
         sub.close()
         broker.stop()
+
+
+def test_a_damaged_file_stops_the_start_with_one_line_naming_it(tmp_path):
+    path = tmp_path / "data" / "buffers" / NODE / "mqtt_bridge.db"
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"\x00garbage, not SQLite" * 100)
+    gw = GatewayProcess(tmp_path, config(free_port(), "disk")).start(wait_for=None)
+    assert gw.wait(30) != 0
+    gw.wait_log(rf"cannot start: mqtt.buffer: \S*{NODE}/mqtt_bridge.db: not a readable queue file .*move it aside")
+    assert "Traceback" not in gw.log
+
+
+def test_two_nodes_with_one_name_and_data_dir_cannot_share_the_file(tmp_path):
+    port = free_port()
+    first, _ = start_gateway(tmp_path, port, "disk")
+    try:
+        second = GatewayProcess(tmp_path, config(port, "disk")).start(wait_for=None)
+        assert second.wait(30) != 0
+        second.wait_log(r"cannot start: mqtt.buffer: \S+mqtt_bridge.db: the queue is in use by another process")
+    finally:
+        assert first.stop() == 0
