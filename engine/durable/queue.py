@@ -70,6 +70,17 @@ def queue_path(data_dir: str | os.PathLike[str], node_name: str, owner: str) -> 
     return Path(data_dir) / "buffers" / re.sub(r"[^A-Za-z0-9_.-]", "_", node_name) / f"{safe}.db"
 
 
+def _runs(numbers: list[int]) -> list[tuple[int, int]]:
+    """(first, last) of each run of consecutive numbers, sorted."""
+    runs: list[tuple[int, int]] = []
+    for n in sorted(numbers):
+        if runs and n <= runs[-1][1] + 1:
+            runs[-1] = (runs[-1][0], max(n, runs[-1][1]))
+        else:
+            runs.append((n, n))
+    return runs
+
+
 class DurableQueue:
     def __init__(self, path: str | os.PathLike[str], *, max_bytes: int = 0, max_items: int = 0,
                  overflow: str = DROP_OLDEST, sync: str = "full", commit_window: float = 0.0) -> None:
@@ -281,7 +292,8 @@ class DurableQueue:
             if inserts:
                 db.executemany("INSERT INTO items (seq, data) VALUES (?, ?)", inserts)
             if deletes:
-                db.executemany("DELETE FROM items WHERE seq = ?", [(s,) for s in deletes])
+                # acks come mostly in order: one range delete per run of consecutive numbers
+                db.executemany("DELETE FROM items WHERE seq BETWEEN ? AND ?", _runs(deletes))
             if upto:
                 db.execute("DELETE FROM items WHERE seq <= ?", (upto,))
             db.execute("COMMIT")
