@@ -50,7 +50,7 @@ def test_scenario_runs_at_small_scale(scenario: str) -> None:
         assert isinstance(result["baseline"], dict) and _number_or_none(result["baseline"]["calls_per_s"])
         assert isinstance(g["cpu"], dict)
     if scenario == "B9":
-        for key in ("calls_per_s", "errors", "disk_commits_per_s", "messages_per_commit", "disk_messages_left"):
+        for key in ("calls_per_s", "errors", "disk_commits_per_s", "calls_per_commit", "disk_messages_left"):
             assert _number_or_none(g[key]), (key, g)
         assert _number_or_none(result["baseline"]["calls_per_s"])
     if scenario == "B1":

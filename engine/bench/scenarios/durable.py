@@ -51,7 +51,7 @@ async def b9(opts: Options) -> dict[str, Any]:
         b.update(_gateway_extras(memory))
         commits_per_s = g["cpu"].pop("disk_commits", None)
         g["disk_commits_per_s"] = commits_per_s
-        g["messages_per_commit"] = _round(g["calls_per_s"] / commits_per_s, 1) if commits_per_s else None
+        g["calls_per_commit"] = _round(g["calls_per_s"] / commits_per_s, 1) if commits_per_s else None
         g["disk_messages_left"] = int(disk.metric("mqtt_bridge_disk_messages") or 0)
         for load in loads.values():
             await load.close()
