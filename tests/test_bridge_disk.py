@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import sqlite3
+
 import pytest
 
 from connectors.mqtt import MqttBridge
 from connectors.mqtt.buffer import OutgoingBuffer
 from connectors.mqtt.journal import decode, encode
 from engine.bus import Bus, Message
-from engine.durable import DurableError, DurableQueue, queue_path
+from engine.durable import DurableError, queue_path
 from tests.servers import Mosquitto
 from tests.test_bridge import eventually, make_bridge, subscriber, take
 
@@ -22,14 +24,12 @@ def bridge_on(tmp_path, port: int, mode: str, **overrides) -> tuple[Bus, MqttBri
 
 
 def stored(tmp_path) -> list[Message]:
-    queue = DurableQueue(queue_path(tmp_path, "n1", "mqtt_bridge"))
+    """What the bridge's file holds (read with sqlite3 beside the queue's lock)."""
+    db = sqlite3.connect(queue_path(tmp_path, "n1", "mqtt_bridge"))
     try:
-        return [decode(data) for _, data in queue.load()]
+        return [decode(data) for (data,) in db.execute("SELECT data FROM items ORDER BY seq")]
     finally:
-        queue._db.close()
-        queue._executor.shutdown()
-        import os
-        os.close(queue._lock_fd)
+        db.close()
 
 
 def payloads(n: int, start: int = 0) -> list[bytes]:
