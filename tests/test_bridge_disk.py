@@ -127,3 +127,28 @@ def test_a_message_survives_encoding_with_its_properties():
     assert message.properties == props
     plain = decode(encode(Message("t", b"")))
     assert plain.properties is None and plain.payload == b"" and not plain.retain
+
+
+async def test_metrics_read_the_file_live(tmp_path):
+    from engine.metrics import _bridge_disk
+
+    broker = Mosquitto()  # down
+    try:
+        bus, bridge = bridge_on(tmp_path, broker.port, "disk")
+
+        def values() -> dict[str, float]:
+            return {f.name.removeprefix("ocppgw_"): f.samples[0].value for f in _bridge_disk(bridge)}
+
+        assert values()["mqtt_bridge_disk_messages"] == 0
+        for payload in payloads(3):
+            bus.publish(Message("ocpp/cp/CP1", payload, origin="ocpp"))
+        assert bridge.journal is not None and bridge.journal.queue is not None
+        await bridge.journal.queue.flush()
+        now = values()
+        assert now["mqtt_bridge_disk_messages"] == 3
+        assert now["mqtt_bridge_disk_bytes"] == 3 * len(encode(Message("ocpp/cp/CP1", payloads(1)[0])))
+        assert now["mqtt_bridge_disk_commits"] >= 1
+        assert now["mqtt_bridge_redelivered"] == 0 and now["mqtt_bridge_disk_write_errors"] == 0
+        await bridge.stop(flush_timeout=0)
+    finally:
+        broker.stop()
