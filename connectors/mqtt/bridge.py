@@ -167,7 +167,7 @@ class MqttBridge:
             return
         self._drained.clear()
         journal = self.journal
-        if journal is not None and journal.disk:
+        if journal is not None and journal.disk and journal.queue is not None:  # (None: stopped)
             self._writing += 1
             stamp = self._sub_generation
             journal.write(message).add_done_callback(lambda done: self._written(message, stamp, done))
@@ -236,14 +236,10 @@ class MqttBridge:
             await asyncio.sleep(0)
         leftover = list(self._inflight.values()) + self._buffer.drain()
         self._inflight.clear()
-        if journal is None:
-            if leftover:
-                log.warning("mqtt bridge stopped with %d messages not delivered to the broker", len(leftover))
-            return
-        kept = await journal.keep(leftover)
+        kept = await journal.keep(leftover) if journal is not None else 0
         if kept:
             log.warning("mqtt bridge stopped with %d messages not delivered to the broker: kept in %s, they go "
-                        "first after the next start", kept, journal.path)
+                        "first after the next start", kept, journal.path if journal else "")
         elif leftover:
             log.warning("mqtt bridge stopped with %d messages not delivered to the broker", len(leftover))
 
