@@ -169,3 +169,29 @@ def test_sigkill_in_the_middle_of_appends_loses_nothing_completed(tmp_path):
     missing = [seq for seq in confirmed if kept.get(seq) != b"item-%d" % confirmed[seq]]
     assert missing == []
     assert list(kept) == sorted(kept)
+
+
+@pytest.mark.parametrize(("sync", "level"), [("full", 2), ("normal", 1)])
+async def test_the_sync_policy_is_sqlites(tmp_path, sync, level):
+    q = DurableQueue(tmp_path / "q.db", sync=sync)
+    assert q._db.execute("PRAGMA synchronous").fetchone()[0] == level
+    assert q._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    await q.close()
+
+
+def test_the_keys_load(tmp_path):
+    from engine.config import ConfigError
+    from engine.config.loader import load_settings
+
+    conf = tmp_path / "gateway.conf"
+    conf.write_text("node.durable_sync = normal\nmqtt.buffer { mode = disk, max_buffer_bytes = 1MB, "
+                    "overflow = drop_newest }\n")
+    s = load_settings(conf, {})
+    assert s.node.durable_sync == "normal"
+    assert (s.mqtt.buffer.mode, s.mqtt.buffer.max_buffer_bytes, s.mqtt.buffer.overflow) == ("disk", 1024 * 1024,
+                                                                                          "drop_newest")
+    defaults = load_settings(None, {})
+    assert defaults.node.durable_sync == "full" and defaults.mqtt.buffer.mode == "memory"
+    conf.write_text("mqtt.buffer.mode = tape\n")
+    with pytest.raises(ConfigError, match="mqtt.buffer.mode"):
+        load_settings(conf, {})
