@@ -59,10 +59,10 @@ def build_parser() -> argparse.ArgumentParser:
     bench = commands.add_parser(
         "bench", help="run the performance scenarios",
         description="Run the performance scenarios (B1 round trip over MQTT, B2 answered by a rule, B3 schema checking, "
-        "B4 connections, B5 compiled rule, B6 reload under load, B7 connect storm, B8 dashboard cost: docs/benchmarks.md); "
+        "B4 connections, B5 compiled rule, B6 reload under load, B7 connect storm, B8 dashboard cost, B9 disk buffer cost, B10 cluster: docs/benchmarks.md); "
         "one JSON line each.",
     )
-    bench.add_argument("--scenario", default="all", choices=["B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B10", "all"],
+    bench.add_argument("--scenario", default="all", choices=["B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B9", "B10", "all"],
                        help="which scenario (default all, in order)")
     bench.add_argument("--scale", default="full", choices=["full", "small"],
                        help="full: the sizes of the bars (200 charge points, B4 50,000, B7 10,000); small: a quick check")

@@ -60,6 +60,28 @@ def _gauge(name: str, doc: str, labels: Iterable[str] = ()) -> GaugeMetricFamily
     return GaugeMetricFamily(PREFIX + name, doc, labels=list(labels))
 
 
+def _bridge_disk(bridge: Any) -> list[Metric]:
+    """The bridge's durable queue (mqtt.buffer.mode = disk, or kept by a stop): zero when it has none."""
+    journal = getattr(bridge, "journal", None)
+    on_disk = _gauge("mqtt_bridge_disk_messages", "Messages of the MQTT bridge held on disk until the broker takes them.")
+    on_disk.add_metric([], journal.items if journal is not None else 0)
+    disk_bytes = _gauge("mqtt_bridge_disk_bytes", "Bytes of the messages the MQTT bridge holds on disk.")
+    disk_bytes.add_metric([], journal.bytes if journal is not None else 0)
+    families: list[Metric] = [on_disk, disk_bytes]
+    for name, attr, doc in (
+        ("mqtt_bridge_disk_commits", "commits", "Transactions (each fsynced with node.durable_sync = full) of the "
+         "bridge's durable queue."),
+        ("mqtt_bridge_redelivered", "redelivered", "Messages kept from the last run that the broker took after the "
+         "start (some may have reached it before: at least once)."),
+        ("mqtt_bridge_disk_write_errors", "write_errors", "Messages that could not be written to disk and went on "
+         "from memory."),
+    ):
+        family = _counter(name, doc)
+        family.add_metric([], getattr(journal, attr, 0) if journal is not None else 0)
+        families.append(family)
+    return families
+
+
 class NodeCollector(Collector):
     """Every metric of one node, built from the node's live objects on each `collect()`."""
 
@@ -287,6 +309,7 @@ class NodeCollector(Collector):
             family = _counter(name, doc)
             family.add_metric([], getattr(bridge, attr, 0))
             families.append(family)
+        families.extend(_bridge_disk(bridge))
         poison = _counter("mqtt_bridge_poison_dropped", "Messages dropped because the MQTT broker dropped the "
                           "connection over them (or would have: bigger than its maximum packet size), by reason.",
                           ["reason"])

@@ -23,6 +23,7 @@ from connectors.mqtt.setup import properties_dropped
 from connectors.registry import ResourceConfigError, Resources
 from engine.bus import Bus
 from engine.config.schema import AuthenticationSettings, Settings
+from engine.durable import DurableError, queue_path
 from engine.metrics import LoopLagMonitor
 from engine.monitor import Monitor
 from engine.ocpp.context import GatewayContext
@@ -107,7 +108,12 @@ class Node:
                 self.broker = None
                 raise NodeError(str(exc)) from None
         options = bridge_options(s)
-        self.bridge = MqttBridge(options, self.bus.publish)
+        options.journal_path = queue_path(s.node.data_dir, s.node.name, "mqtt_bridge")
+        options.durable_sync = s.node.durable_sync
+        try:
+            self.bridge = MqttBridge(options, self.bus.publish)
+        except DurableError as exc:
+            raise NodeError(f"mqtt.buffer: {exc}") from None
         self.bus.watch_remote(self.bridge)
         for topic in ["#"] + [t for t in options.forward_topics if t.startswith("$")]:
             self.bus.subscribe(topic, self.bridge.forward, name="mqtt-bridge")

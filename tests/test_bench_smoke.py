@@ -17,7 +17,7 @@ import pytest
 
 from engine.bench.load import Histogram, rate_check
 
-SCENARIOS = ["B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B10"]
+SCENARIOS = ["B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B9", "B10"]
 
 
 def _bench(*args: str, timeout: float = 100) -> subprocess.CompletedProcess[str]:
@@ -49,6 +49,10 @@ def test_scenario_runs_at_small_scale(scenario: str) -> None:
             assert _number_or_none(g[key]), (key, g)
         assert isinstance(result["baseline"], dict) and _number_or_none(result["baseline"]["calls_per_s"])
         assert isinstance(g["cpu"], dict)
+    if scenario == "B9":
+        for key in ("calls_per_s", "errors", "disk_commits_per_s", "calls_per_commit", "disk_messages_left"):
+            assert _number_or_none(g[key]), (key, g)
+        assert _number_or_none(result["baseline"]["calls_per_s"])
     if scenario == "B1":
         assert isinstance(g["half_rate"], dict) and _number_or_none(g["half_rate"]["p99_ms"])
     if scenario == "B4":

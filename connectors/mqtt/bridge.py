@@ -8,6 +8,11 @@ again, still in order, when the broker returns (at least once). A message
 the broker keeps answering by dropping the connection is dropped after
 `max_disconnects_per_message` lost connections (see `poison.py`).
 
+On disk (`journal.py`): with `mqtt.buffer.mode = disk` a message enters the
+buffer only once it is written to the node's durable queue, and leaves the
+file when the broker acknowledged it; with `memory` a stop writes what the
+broker did not take. Either way the next start sends those first, in order.
+
 Incoming: the broker's messages for our subscriptions (the bus's remote
 filters, mirrored in batches, plus `mqtt.subscriptions`) are handed to
 `deliver` with origin "mqtt", which `forward` never sends back. With MQTT v5
@@ -26,8 +31,10 @@ import random
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from connectors.mqtt.buffer import EchoFilter, OutgoingBuffer
+from connectors.mqtt.journal import BridgeJournal
 from connectors.mqtt.client import MqttClient, MqttError, publish_refusal
 from connectors.mqtt.poison import PoisonGuard
 from engine.bus.message import Message
@@ -52,6 +59,12 @@ class BridgeOptions:
     keepalive: float = 60.0
     max_inflight: int = 1000
     buffer_max_messages: int = 100_000
+    buffer_max_bytes: int = 0  # 0: no bound in bytes
+    buffer_overflow: str = "drop_oldest"
+    buffer_mode: str = "memory"  # or "disk"
+    # the durable queue's file (journal.py); None: nothing is kept across a stop
+    journal_path: Path | None = None
+    durable_sync: str = "full"
     # lost connections with a message alone in flight before it is dropped (poison.py; 0: only when an
     # MQTT 5 broker's DISCONNECT names it)
     max_disconnects_per_message: int = 3
@@ -67,7 +80,15 @@ class MqttBridge:
     def __init__(self, options: BridgeOptions, deliver: Callable[[Message], object]) -> None:
         self.options = options
         self._deliver = deliver
-        self._buffer = OutgoingBuffer(options.buffer_max_messages)
+        self._buffer = OutgoingBuffer(options.buffer_max_messages, options.buffer_max_bytes, options.buffer_overflow,
+                                      on_drop=self._dropped_from_buffer)
+        self._writing = 0  # messages being written to disk before they are buffered
+        self.journal: BridgeJournal | None = None
+        if options.journal_path is not None:
+            self.journal = BridgeJournal(options.journal_path, disk=options.buffer_mode == "disk",
+                                         sync=options.durable_sync)
+            for message in self.journal.open():  # raises DurableError: the node refuses to start
+                self._buffer.append(message, 0)
         self._inflight: dict[int, Message] = {}  # insertion order = send order
         self._poison = PoisonGuard(options.max_disconnects_per_message)
         self._seq = itertools.count()
@@ -106,11 +127,16 @@ class MqttBridge:
 
     @property
     def buffered(self) -> int:
-        return len(self._buffer) + len(self._inflight)
+        return len(self._buffer) + len(self._inflight) + self._writing
 
     @property
     def dropped(self) -> int:
         return self._buffer.dropped
+
+    @property
+    def redelivered(self) -> int:
+        """Messages kept from the last run that the broker took (some may have reached it then too)."""
+        return self.journal.redelivered if self.journal is not None else 0
 
     @property
     def poison_dropped(self) -> dict[str, int]:
@@ -139,9 +165,29 @@ class MqttBridge:
             return
         if not (message.origin.startswith("rule") or self._forward.has_match(message.topic)):
             return
-        self._buffer.append(message, self._sub_generation)
         self._drained.clear()
+        journal = self.journal
+        if journal is not None and journal.disk and journal.queue is not None:  # (None: stopped)
+            self._writing += 1
+            stamp = self._sub_generation
+            journal.write(message).add_done_callback(lambda done: self._written(message, stamp, done))
+            return
+        self._buffer.append(message, self._sub_generation)
         self._outbox_event.set()
+
+    def _written(self, message: Message, stamp: int, done: asyncio.Future[int | None]) -> None:
+        """The message is on disk (or could not be written: then it goes on from memory, counted)."""
+        self._writing -= 1
+        assert self.journal is not None
+        if done.cancelled() or done.exception() is not None or done.result() is None:
+            self.journal.forget(message)
+            self.journal.write_errors += 1
+        self._buffer.append(message, stamp)
+        self._outbox_event.set()
+
+    def _dropped_from_buffer(self, message: Message) -> None:
+        if self.journal is not None:
+            self.journal.done(message, delivered=False)
 
     def remote_added(self, topic_filter: str) -> None:
         count = self._wanted.get(topic_filter, 0)
@@ -184,8 +230,18 @@ class MqttBridge:
             self._run_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._run_task
-        if self.buffered:
-            log.warning("mqtt bridge stopped with %d messages not delivered to the broker", self.buffered)
+        journal = self.journal
+        if journal is not None and journal.queue is not None:
+            await journal.queue.flush()  # messages being written: on disk, and (next turn) in the buffer
+            await asyncio.sleep(0)
+        leftover = list(self._inflight.values()) + self._buffer.drain()
+        self._inflight.clear()
+        kept = await journal.keep(leftover) if journal is not None else 0
+        if kept:
+            log.warning("mqtt bridge stopped with %d messages not delivered to the broker: kept in %s, they go "
+                        "first after the next start", kept, journal.path if journal else "")
+        elif leftover:
+            log.warning("mqtt bridge stopped with %d messages not delivered to the broker", len(leftover))
 
     # --- connection loop -------------------------------------------------------------
 
@@ -236,7 +292,7 @@ class MqttBridge:
             # ourselves (stop, a silent connection) accuses nobody
             if not self._stopping and not client.closed_by_us and \
                     self._poison.connection_lost(unacked, client.disconnect_reason):
-                del unacked[0]
+                self._done(unacked.pop(0), delivered=False)
             self._buffer.requeue_front(unacked)
         if self._echo is not None:
             self._echo.clear()
@@ -278,7 +334,7 @@ class MqttBridge:
             # after a lost connection, what was in flight goes out again in a small window (poison.py)
             window = min(poison.probe_window, max_inflight) if poison.probing else max_inflight
             if not buffer:
-                if not inflight:
+                if not inflight and not self._writing:
                     self._drained.set()
                 self._outbox_event.clear()
                 await self._outbox_event.wait()
@@ -302,6 +358,7 @@ class MqttBridge:
                     # the broker said how big a packet it takes (MQTT 5): a bigger one would end the connection
                     poison.drop(message, "packet_too_large",
                                 f"bigger than the broker's maximum packet size of {max_size} bytes")
+                    self._done(message, delivered=False)
                     continue
                 if echo is not None and self._wanted_trie.match(message.topic):
                     echo.expect(message.topic, message.payload)
@@ -313,11 +370,13 @@ class MqttBridge:
                     else:
                         publish(message.topic, message.payload, 0, message.retain, None, message.properties)
                         self.published += 1
+                        self._done(message)  # QoS 0: done once written to the socket
                 except (UnicodeEncodeError, OverflowError) as exc:
                     # no MQTT packet can carry it (a lone surrogate in the topic, a payload over 256 MB)
                     if qos:
                         del inflight[token]
                     poison.drop(message, "invalid_message", f"it cannot be encoded as MQTT: {exc}")
+                    self._done(message, delivered=False)
             if len(batch) == SEND_BATCH:
                 await asyncio.sleep(0)  # a long backlog: let the loop flush and read in between
 
@@ -336,9 +395,15 @@ class MqttBridge:
                             "logged once per reason code)", message.topic, publish_refusal(code))
         elif message is not None:
             self.published += 1
+        if message is not None:
+            self._done(message)
         self._window_event.set()
-        if not self._buffer and not self._inflight:
+        if not self._buffer and not self._inflight and not self._writing:
             self._drained.set()
+
+    def _done(self, message: Message, delivered: bool = True) -> None:
+        if self.journal is not None:
+            self.journal.done(message, delivered)
 
     async def _sync_subscriptions(self, client: MqttClient) -> None:
         qos = self.options.qos

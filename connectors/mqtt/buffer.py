@@ -4,22 +4,29 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from engine.bus.message import Message
 
 
 class OutgoingBuffer:
-    """Bounded FIFO of messages waiting for the broker; overflow drops the oldest and counts it.
+    """Bounded FIFO of messages waiting for the broker; overflow drops the oldest (or the newest:
+    `overflow = "drop_newest"`) and counts it. Bounded in messages and in bytes (topic + payload).
 
     Each message carries a stamp (the bridge's subscription generation when it was queued), so
     the sender can hold a message until the subscriptions made before it are on the broker.
+    `on_drop` is told of every message dropped (the bridge removes it from disk).
     """
 
-    def __init__(self, max_messages: int) -> None:
+    def __init__(self, max_messages: int, max_bytes: int = 0, overflow: str = "drop_oldest",
+                 on_drop: Callable[[Message], object] | None = None) -> None:
         self.max_messages = max_messages
+        self.max_bytes = max_bytes
+        self.drop_newest = overflow == "drop_newest"
+        self.on_drop = on_drop
         self._queue: deque[tuple[Message, int]] = deque()
         self.dropped = 0
+        self.bytes = 0
 
     def __len__(self) -> int:
         return len(self._queue)
@@ -27,11 +34,31 @@ class OutgoingBuffer:
     def __bool__(self) -> bool:
         return bool(self._queue)
 
-    def append(self, message: Message, stamp: int = 0) -> None:
-        if len(self._queue) >= self.max_messages:
-            self._queue.popleft()
-            self.dropped += 1
+    def _full(self, extra: int) -> bool:
+        return len(self._queue) >= self.max_messages or bool(self.max_bytes and self.bytes + extra > self.max_bytes)
+
+    def _drop(self, message: Message) -> None:
+        self.dropped += 1
+        if self.on_drop is not None:
+            self.on_drop(message)
+
+    def _pop_oldest(self) -> None:
+        message, _ = self._queue.popleft()
+        self.bytes -= size_of(message)
+        self._drop(message)
+
+    def append(self, message: Message, stamp: int = 0) -> bool:
+        """Queue the message; False if it was dropped (drop_newest, full)."""
+        size = size_of(message)
+        if self._full(size):
+            if self.drop_newest:
+                self._drop(message)
+                return False
+            while self._queue and self._full(size):
+                self._pop_oldest()
         self._queue.append((message, stamp))
+        self.bytes += size
+        return True
 
     def take(self, limit: int, upto_stamp: int) -> list[Message]:
         """Up to `limit` messages from the head, stopping at the first stamped after `upto_stamp`."""
@@ -42,15 +69,29 @@ class OutgoingBuffer:
             if stamp > upto_stamp:
                 break
             queue.popleft()
+            self.bytes -= size_of(message)
             taken.append(message)
         return taken
 
     def requeue_front(self, messages: Iterable[Message]) -> None:
         """Put unacknowledged messages back at the head, in their order, for the next connection."""
-        self._queue.extendleft((m, 0) for m in reversed(list(messages)))
-        while len(self._queue) > self.max_messages:
-            self._queue.popleft()
-            self.dropped += 1
+        messages = list(messages)
+        self._queue.extendleft((m, 0) for m in reversed(messages))
+        self.bytes += sum(size_of(m) for m in messages)
+        while len(self._queue) > self.max_messages or (self.max_bytes and self.bytes > self.max_bytes
+                                                       and len(self._queue) > 1):
+            self._pop_oldest()
+
+    def drain(self) -> list[Message]:
+        """Everything waiting, in order, leaving the buffer empty."""
+        messages = [m for m, _ in self._queue]
+        self._queue.clear()
+        self.bytes = 0
+        return messages
+
+
+def size_of(message: Message) -> int:
+    return len(message.topic) + len(message.payload)
 
 
 class EchoFilter:

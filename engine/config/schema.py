@@ -59,6 +59,8 @@ class NodeSettings:
     data_dir: str = "data"
     # processes sharing every port (SO_REUSEPORT), each a node named <name>-<i>: a whole number, or "auto" (cores)
     workers: str = "1"
+    # durable buffers' fsync: full = every commit (survives power loss), normal = at checkpoints (survives a crash)
+    durable_sync: Literal["full", "normal"] = "full"
 
 
 @dataclass(frozen=True)
@@ -89,6 +91,9 @@ class MqttSslSettings:
 @dataclass(frozen=True)
 class MqttBufferSettings:
     max_messages: Positive = 100_000
+    mode: Literal["memory", "disk"] = "memory"  # disk: on disk (node.data_dir) before it is sent, until PUBACK
+    max_buffer_bytes: Size = Size(256 * 1024 * 1024)  # payload + topic bytes, in memory or on disk
+    overflow: Literal["drop_oldest", "drop_newest"] = "drop_oldest"
 
 
 @dataclass(frozen=True)
