@@ -181,6 +181,7 @@ class Session:
         self._unpublishable_lines: Throttle | None = None  # made on the first such frame
         self.fleet: FleetInfo | None = None  # boot identity, connector statuses (engine/ocpp/fleet.py)
         self.tap: Tap | None = None  # set by the tracer while somebody traces this id
+        self.on_accepted: Callable[[], None] | None = None  # its BootNotification accepted (engine/ocpp/offline.py)
 
     # --- lifecycle --------------------------------------------------------------------
 
@@ -662,6 +663,8 @@ class Session:
                 interval = payload.get("interval")
                 if isinstance(interval, (int, float)) and not isinstance(interval, bool) and interval > 0:
                     self.set_keepalive(interval)
+                if self.on_accepted is not None:
+                    self.on_accepted()
         else:
             try:
                 text = self._outbound(lambda: envelope.downstream_error_frame(unique_id, body))
