@@ -76,7 +76,7 @@ class OfflineQueue:
         if cluster is not None:
             self._worker = self._loop.create_task(self._work_forever())
             for op, handler in (("offline_take", self._serve_take), ("offline_ack", self._serve_ack),
-                                ("offline_list", self._serve_list), ("offline_delete", self._serve_delete)):
+                                ("offline_view", self._serve_view), ("offline_delete", self._serve_delete_all)):
                 cluster.serve(op, handler)
 
     @property
@@ -248,6 +248,12 @@ class OfflineQueue:
         self._drop_queued(items, "deleted", "deleted through the admin API")
         return len(items)
 
+    async def _serve_view(self, args: dict[str, Any]) -> dict[str, Any]:
+        return waiting_here(self.ctx, self, _cid(args))
+
+    async def _serve_delete_all(self, args: dict[str, Any]) -> int:
+        return delete_here(self.ctx, self, _cid(args))
+
     async def _serve_take(self, args: dict[str, Any]) -> list[dict[str, Any]]:
         return self.listing(_cid(args))
 
@@ -260,11 +266,40 @@ class OfflineQueue:
         self.store.delete(items)
         return len(items)
 
-    async def _serve_list(self, args: dict[str, Any]) -> list[dict[str, Any]]:
-        return self.listing(_cid(args))
 
-    async def _serve_delete(self, args: dict[str, Any]) -> int:
-        return self.delete(_cid(args))
+
+def waiting_here(ctx: GatewayContext, queue: OfflineQueue | None, cid: str) -> dict[str, Any]:
+    """What waits on this node for `cid`: its session's CALLs in flight and queued, then its offline
+    queue (EMQX's mqueue message fields, plus `state` and `node`)."""
+    data: list[dict[str, Any]] = []
+    session = ctx.sessions.get(cid)
+    connected = session is not None and not session.closed
+    if connected:
+        for state, out in session.waiting_calls():
+            data.append({"msgid": out.unique_id, "action": out.action, "topic": out.message.topic,
+                         "payload": out.message.payload.decode("utf-8", "replace"),
+                         "publish_at": out.message.timestamp, "state": state, "node": ctx.node})
+    if queue is not None:
+        for q in queue.store.items(cid):
+            try:
+                body = orjson.loads(q.payload)
+                uid, action = str(body.get("UniqueId", "")), str(body.get("Action", ""))
+            except (orjson.JSONDecodeError, AttributeError):
+                uid = action = ""
+            data.append({"msgid": uid, "action": action, "topic": q.topic, "payload": q.payload.decode("utf-8", "replace"),
+                         "publish_at": q.queued_at, "state": "offline", "node": ctx.node})
+    return {"connected": connected, "data": data}
+
+
+def delete_here(ctx: GatewayContext, queue: OfflineQueue | None, cid: str) -> int:
+    """Drop what waits here for `cid` (not a CALL in flight), each evented `deleted`; how many."""
+    count = 0
+    session = ctx.sessions.get(cid)
+    if session is not None and not session.closed:
+        count += session.drop_queued("deleted")
+    if queue is not None:
+        count += queue.delete(cid)
+    return count
 
 
 def _cid(args: dict[str, Any]) -> str:

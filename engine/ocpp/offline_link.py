@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import time
 from collections.abc import Callable
 
 from connectors.mqtt.bridge import BridgeOptions
@@ -93,13 +94,18 @@ class OfflineWatch:
                 self._client = client
                 attempt = 0
                 while not client.closed.done():
-                    want = self.is_watcher()
+                    try:
+                        want = self.is_watcher()
+                    except Exception:
+                        log.exception("offline queue: cannot tell whether this node watches")
+                        want = False
                     if want != self.watching:
                         if want:
                             await client.subscribe([(f, 1) for f, _ in self.filters], no_local=False)
                             log.info("offline queue: this node watches %s", ", ".join(f for f, _ in self.filters))
                         else:
                             await client.unsubscribe([f for f, _ in self.filters])
+                            log.info("offline queue: another node watches now")
                         self.watching = want
                     await asyncio.wait([client.closed], timeout=ROLE_CHECK)
             except MqttError as exc:
@@ -124,6 +130,9 @@ def watcher_rule(node: str, cluster: object | None) -> Callable[[], bool]:
         return lambda: True
 
     def lowest() -> bool:
+        joined = getattr(cluster, "joined_at", None)
+        if joined is None or time.monotonic() - joined < ROLE_CHECK:
+            return False  # the others' retained presence records may not have arrived yet
         nodes = cluster.nodes()  # type: ignore[attr-defined]  # ClusterMember
         running = [n for n, record in nodes.items() if record.get("node_status") == "running"]
         return min(running, default=node) == node

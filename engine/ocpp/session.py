@@ -733,6 +733,18 @@ class Session:
             self._queue.append(out)
         return out.reply
 
+    def waiting_calls(self) -> list[tuple[str, _Outgoing]]:
+        """The CALLs in flight ("inflight") and queued ("queued"), in the order they go out."""
+        found = [("inflight", self._inflight)] if self._inflight is not None else []
+        return found + [("queued", out) for out in self._queue]
+
+    def drop_queued(self, reason: str) -> int:
+        """Drop the queued CALLs (not the one in flight) with `reason`; how many."""
+        count = len(self._queue)
+        while self._queue:
+            self._drop_outgoing(self._queue.popleft(), reason)
+        return count
+
     @property
     def last_message_at(self) -> float | None:
         """When the last frame came from the charge point (ms since the epoch), None before the first."""
