@@ -38,7 +38,7 @@ class QueueApi:
         return offline.queue if offline is not None else None
 
     def _cid(self, request: Request) -> str:
-        cid = request.path_params["clientid"]
+        cid = str(request.path_params["clientid"])
         if not 0 < len(cid) <= MAX_CID:
             raise bad_request(f"clientid: at most {MAX_CID} characters")
         return cid
