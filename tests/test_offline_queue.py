@@ -3,8 +3,7 @@ a paho-mqtt backend, real WebSocket charge points."""
 
 from __future__ import annotations
 
-import asyncio
-
+import httpx
 import orjson
 import pytest
 import websockets
@@ -160,9 +159,20 @@ async def test_hostile_commands_are_refused_and_the_node_serves_on(tmp_path, mos
             reasons = ("not_connected", "invalid_payload", "too_large")
             for reason in reasons:
                 await gw.events.wait("message_dropped", lambda e, r=reason: e["reason"] == r and e["clientid"] == "H1")
+            backend.publish("ocpp/cs/", call("nobody"))  # an empty id level matches cs/+
+            await gw.events.wait("message_dropped", lambda e: e["reason"] == "invalid_clientid")
             assert gw.node.offline.queue.store.total == 0
-            assert gw.node.offline.queue.dropped == {r: 1 for r in reasons}
+            assert gw.node.offline.queue.dropped == {r: 1 for r in (*reasons, "invalid_clientid")}
             backend.publish("ocpp/cs/H2", call("fine"))
             await queued(gw, "H2", 1)
+            async with httpx.AsyncClient(auth=("admin", "public"), timeout=10) as http:
+                queue_url = gw.admin_url + "/gateways/ocpp/clients/{}/queue"
+                for hostile in ("a%2Bb", "%23", "a%2F%2B"):  # a+b, #, a/+: wildcard characters in the id
+                    answer = await http.get(queue_url.format(hostile))
+                    assert answer.status_code == 404, answer.text
+                    assert (await http.delete(queue_url.format(hostile))).status_code == 404
+                answer = await http.get(queue_url.format("H2"))
+                assert answer.status_code == 200
+                assert [(r["msgid"], r["state"]) for r in answer.json()["data"]] == [("fine", "offline")]
         finally:
             backend.close()

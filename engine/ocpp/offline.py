@@ -96,6 +96,10 @@ class OfflineQueue:
 
     def command(self, cid: str, topic: str, payload: bytes) -> None:
         """A command seen on the downstream wildcard for `cid` (OfflineWatch)."""
+        if not 0 < len(cid) <= MAX_CID:  # `cs/` (an empty level), or an id no listener accepts
+            self._drop("invalid_clientid", cid[:MAX_CID], Message(topic[:1024], payload, qos=1, origin=ORIGIN),
+                       f"no charge point can have the id {cid[:64]!r} ({len(cid)} characters)")
+            return
         if self.ctx.sessions.get(cid) is not None:
             return  # connected here: the session's own subscription brings it
         if self.cluster is not None and self.cluster.peers():

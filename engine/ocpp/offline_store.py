@@ -61,7 +61,9 @@ class OfflineStore:
     def delete(self, items: list[Queued]) -> None:
         if not items:
             return
-        self._db.executemany("DELETE FROM commands WHERE id = ?", [(q.id,) for q in items])
+        with self._db:  # one transaction for them all
+            self._db.execute("BEGIN")
+            self._db.executemany("DELETE FROM commands WHERE id = ?", [(q.id,) for q in items])
         for q in items:
             self.counts[q.cid] -= 1
             if self.counts[q.cid] <= 0:
