@@ -127,18 +127,19 @@ async def test_after_a_restart_the_queue_still_expires(tmp_path: Path) -> None:
         gw.stop()
 
 
-def cluster_node(tmp_path: Path, broker: Mosquitto, name: str) -> GatewayProcess:
+def cluster_node(tmp_path: Path, broker: Mosquitto, name: str, queue: str = "") -> GatewayProcess:
     workdir = tmp_path / name
     workdir.mkdir()
     return GatewayProcess(workdir, f'node {{ name = "{name}", data_dir = "{workdir / "data"}" }}\n'
                           f'mqtt {{ server = "mqtt://127.0.0.1:{broker.port}", reconnect.initial_interval = 100ms }}\n'
                           "cluster { enable = true, keepalive = 5s, request_timeout = 2s }\n"
-                          "gateway.ocpp.dnstream.offline_queue { enable = true, boot_wait = 0s }\n")
+                          f"gateway.ocpp.dnstream.offline_queue {{ enable = true, boot_wait = 0s {queue} }}\n")
 
 
 @pytest.fixture
-def two_nodes(tmp_path: Path, mosquitto: Mosquitto):
-    a, b = cluster_node(tmp_path, mosquitto, "a"), cluster_node(tmp_path, mosquitto, "b")
+def two_nodes(tmp_path: Path, mosquitto: Mosquitto, request):
+    queue = getattr(request, "param", "")
+    a, b = cluster_node(tmp_path, mosquitto, "a", queue), cluster_node(tmp_path, mosquitto, "b", queue)
     try:
         a.start()
         b.start()
@@ -193,3 +194,42 @@ async def test_delete_empties_the_queue_from_any_node(two_nodes, mosquitto: Mosq
                 await asyncio.wait_for(ws.recv(), 1.0)
         answer = await http.get(f"{admin(a)}/{'x' * 300}/queue")
         assert answer.status_code == 400, answer.text
+
+
+async def stat(http: httpx.AsyncClient, gw: GatewayProcess, line: str) -> bool:
+    return line in (await http.get(admin(gw).rsplit("/gateways", 1)[0] + "/prometheus/stats")).text
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("two_nodes", [", max_len = 2, ttl = 6s"], indirect=True)
+async def test_overflow_and_expiry_across_nodes(two_nodes, mosquitto: Mosquitto) -> None:
+    a, b = two_nodes
+    async with httpx.AsyncClient(auth=AUTH, timeout=15) as http:
+        await until(lambda: _gone(http, b, "CPO"))
+        publish(mosquitto.port, "ocpp/cs/CPO", call("o1"), call("o2"), call("o3"))
+        await until(lambda: stat(http, a, 'ocppgw_offline_dropped_total{reason="queue_full"} 1.0'))
+        assert await offline_count(http, b, "CPO", 2)
+        async with await connect(b, "CPO") as ws:
+            await receives_in_order(ws, ["o1", "o2"])  # the newest one was dropped
+        await until(lambda: _gone(http, a, "CPO"))
+        publish(mosquitto.port, "ocpp/cs/CPO", call("late"))
+        await until(lambda: offline_count(http, b, "CPO", 1))
+        await until(lambda: stat(http, a, 'ocppgw_offline_dropped_total{reason="expired"} 1.0'))
+        assert await _gone(http, b, "CPO")
+        async with await connect(b, "CPO") as ws:
+            with pytest.raises(asyncio.TimeoutError):
+                await asyncio.wait_for(ws.recv(), 1.0)
+        assert await stat(http, b, "ocppgw_offline_delivered_total 2.0")
+
+
+@pytest.mark.asyncio
+async def test_when_the_watcher_dies_the_next_node_watches(two_nodes, mosquitto: Mosquitto) -> None:
+    a, b = two_nodes
+    a.signal(signal.SIGKILL)
+    a.wait()
+    b.wait_log("offline queue: this node watches", timeout=30)  # once a shows stopped (its last will)
+    async with httpx.AsyncClient(auth=AUTH, timeout=15) as http:
+        publish(mosquitto.port, "ocpp/cs/CPW", call("w1"))
+        await until(lambda: offline_count(http, b, "CPW", 1))
+        async with await connect(b, "CPW") as ws:
+            await receives_in_order(ws, ["w1"])
