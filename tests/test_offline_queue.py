@@ -176,3 +176,26 @@ async def test_hostile_commands_are_refused_and_the_node_serves_on(tmp_path, mos
                 assert [(r["msgid"], r["state"]) for r in answer.json()["data"]] == [("fine", "offline")]
         finally:
             backend.close()
+
+
+def test_the_queue_needs_the_id_as_a_whole_topic_level(tmp_path):
+    from engine.config import ConfigError, load_settings
+
+    path = tmp_path / "gateway.conf"
+    path.write_text('gateway.ocpp.dnstream { topic = "cs-${cid}", offline_queue.enable = true }\n')
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path, {})
+    assert "gateway.ocpp.dnstream.topic" in str(caught.value) and "whole level" in str(caught.value)
+    path.write_text('gateway.ocpp.dnstream { topic = "cs/${cid}", offline_queue { enable = true, ttl = 0s } }\n')
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path, {})
+    assert "offline_queue.ttl" in str(caught.value)
+    path.write_text('gateway.ocpp.dnstream { topic = "cs/${cid}/cmd", offline_queue.enable = true }\n')
+    assert load_settings(path, {}).gateway.ocpp.dnstream.offline_queue.enable
+
+
+@pytest.mark.asyncio
+async def test_without_cluster_on_an_external_broker_the_queue_warns_and_stays_off(tmp_path, mosquitto, caplog):
+    async with running_gateway(tmp_path, mosquitto.port, "gateway.ocpp.dnstream.offline_queue.enable = true\n") as gw:
+        assert gw.node.offline is None
+        assert "offline_queue.enable has no effect: it needs cluster.enable or the embedded broker" in caplog.text
