@@ -199,3 +199,36 @@ async def test_without_cluster_on_an_external_broker_the_queue_warns_and_stays_o
     async with running_gateway(tmp_path, mosquitto.port, "gateway.ocpp.dnstream.offline_queue.enable = true\n") as gw:
         assert gw.node.offline is None
         assert "offline_queue.enable has no effect: it needs cluster.enable or the embedded broker" in caplog.text
+
+
+@pytest.mark.asyncio
+async def test_the_queue_endpoint_shows_and_empties_a_connected_sessions_commands(tmp_path, mosquitto):
+    async with running_gateway(tmp_path, mosquitto.port, queue_conf()) as gw:
+        await watching(gw)
+        backend = Backend(mosquitto.port)
+        url = gw.admin_url + "/gateways/ocpp/clients/CP7/queue"
+        try:
+            async with websockets.connect(gw.url("CP7"), subprotocols=["ocpp1.6"]) as ws, \
+                    httpx.AsyncClient(auth=("admin", "public"), timeout=10) as http:
+                await subscribed(gw, "CP7")
+                for uid in ("s1", "s2", "s3"):
+                    backend.publish("ocpp/cs/CP7", call(uid))
+                assert (await recv_json(ws))[1] == "s1"
+                await eventually(lambda: gw.ctx.sessions.get("CP7").info()["mqueue_len"] == 2)
+                answer = await http.get(url)
+                assert answer.status_code == 200, answer.text
+                rows = answer.json()["data"]
+                assert [(r["msgid"], r["state"], r["node"]) for r in rows] == [
+                    ("s1", "inflight", "gw-test"), ("s2", "queued", "gw-test"), ("s3", "queued", "gw-test")]
+                assert (await http.delete(url)).status_code == 204
+                dropped = [e for e in gw.events.named("message_dropped") if e["reason"] == "deleted"]
+                assert [orjson.loads(e["payload"])["UniqueId"] for e in dropped] == ["s2", "s3"]
+                await ws.send(orjson.dumps([3, "s1", {"status": "Accepted"}]).decode())
+                await nothing_sent(ws, 0.5)  # the in-flight one was answered; the deleted ones never go
+                answer = await http.get(url)
+                assert answer.status_code == 200 and answer.json()["data"] == []
+            await eventually(lambda: gw.ctx.sessions.get("CP7") is None)
+            async with httpx.AsyncClient(auth=("admin", "public"), timeout=10) as http:
+                assert (await http.get(url)).status_code == 404
+        finally:
+            backend.close()
