@@ -193,7 +193,8 @@ class OfflineQueue:
         cid = event.json().get("clientid")
         if not isinstance(cid, str):
             return
-        if self.cluster is not None and self.cluster.peers():
+        if self.cluster is not None and self.cluster.peers() and self.settings.enable:
+            # the others are asked only with the queue on: off, a connect storm costs no requests
             task = self._loop.create_task(self._gather_then_wait(cid))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
