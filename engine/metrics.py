@@ -111,6 +111,7 @@ class NodeCollector(Collector):
             ("admin", self._admin),
             ("trace", self._trace),
             ("cluster", self._cluster),
+            ("offline", self._offline),
         ]
         for name, section in sections:
             try:
@@ -350,6 +351,22 @@ class NodeCollector(Collector):
         for kind, count in sorted(getattr(cluster, "records_too_large", {}).items()):
             too_large.add_metric([kind], count)
         return [running, malformed, served, taken, too_large]
+
+    def _offline(self) -> list[Metric]:
+        """The offline command queue (engine/ocpp/offline.py): what waits, what went out, what was dropped."""
+        offline = getattr(self.node, "offline", None)
+        if offline is None:
+            return []
+        queue = offline.queue
+        queued = _gauge("offline_queued", "CALLs in this node's offline queue, for charge points connected nowhere.")
+        queued.add_metric([], queue.store.total)
+        delivered = _counter("offline_delivered", "CALLs from the offline queue handed to a reconnected charge point.")
+        delivered.add_metric([], queue.delivered)
+        dropped = _counter("offline_dropped", "Commands for charge points connected nowhere dropped, by reason "
+                           "(not_connected, queue_full, expired, too_large, invalid_payload, invalid_clientid, deleted).", ["reason"])
+        for reason, count in sorted(queue.dropped.items()):
+            dropped.add_metric([reason], count)
+        return [queued, delivered, dropped]
 
     def _trace(self) -> list[Metric]:
         """The frame trace (engine/ocpp/trace.py): recordings, live streams and what they refused."""

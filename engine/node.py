@@ -49,6 +49,7 @@ if TYPE_CHECKING:
     from engine.admin.lockout import AdminStats
     from engine.auth import Authenticator, UserStore
     from engine.cluster import ClusterMember
+    from engine.ocpp.offline_setup import OfflineCommands
 
 log = logging.getLogger("ocppgw.node")
 
@@ -66,6 +67,7 @@ class Node:
         self.takeover: TakeoverNotices | None = None
         self.claims: ClaimOrder | None = None  # takeover in broker order (cluster.enable)
         self.cluster: ClusterMember | None = None  # cluster.enable: the other nodes on the broker
+        self.offline: OfflineCommands | None = None  # commands for charge points connected nowhere
         self.rules: RuleEngine | None = None
         self.resources: Resources | None = None
         self.admin_server: Server | None = None
@@ -170,6 +172,9 @@ class Node:
             self.claims = ClaimOrder(self.ocpp, lambda payload: cluster.publish("claims", payload))
         elif ocpp.takeover_topic and self.settings.mqtt.server != "embedded":
             self.takeover = TakeoverNotices(self.ocpp, ocpp.takeover_topic)
+        from engine.ocpp.offline_setup import start_offline
+
+        self.offline = start_offline(self.settings, self.ocpp, self.cluster)
         authenticator = self._apply_authentication(ocpp.authentication)
         for kind, name, listener_settings in enabled_listeners(ocpp).values():
             listener = OcppListener(self.ocpp, name, kind, listener_settings, authenticator)
@@ -292,6 +297,8 @@ class Node:
             self.takeover.close()
         if self.claims is not None:
             self.claims.close()
+        if self.offline is not None:
+            await self.offline.stop()
         if self.authenticator is not None:
             self.authenticator.close()
         if self.bridge:

@@ -26,6 +26,7 @@ from engine.admin import (
     metrics_api,
     monitor_api,
     nodes_api,
+    queue_api,
     rules_api,
     schemas_api,
     trace_api,
@@ -288,6 +289,7 @@ def create_app(node: NodeView) -> ASGIApp:
     for module in (monitor_api, schemas_api):  # the dashboard's data (issue 16)
         routes.extend(module.routes(node))
     routes.extend(trace_api.routes(node))  # the trace API and the live frame stream
+    routes.extend(queue_api.routes(node))  # what waits for a charge point (offline queue, issue 18)
     routes.extend(nodes_api.routes(node))  # nodes and stats, cluster-wide (issue 17)
     app = Starlette(routes=routes, exception_handlers={ApiError: _api_error, HTTPException: _http_error, Exception: _unexpected})
     return _Authenticated(app, node)

@@ -85,6 +85,7 @@ class ClusterMember:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._joined: list[Callable[[], None]] = []  # called at each (re)connection (on_join)
         self.records_too_large: dict[str, int] = {}  # kind → records over cluster.max_record_size (metrics)
+        self.joined_at: float | None = None  # monotonic time of the current connection's join; None: not connected
 
     # --- topics -------------------------------------------------------------------------------
 
@@ -138,6 +139,7 @@ class ClusterMember:
                                         *[(self.topic(t), 1) for t in self._subscribers]], no_local=False)
                 client.publish(self.topic("nodes", self.name), self._presence_record("running"), 1, True)
                 self._connected.set()
+                self.joined_at = time.monotonic()
                 log.info("cluster: node %s joined on %s:%s under %s", self.name, o.host, o.port, self.prefix)
                 for joined in self._joined:
                     joined()
@@ -147,6 +149,7 @@ class ClusterMember:
                 if attempt == 0:
                     log.warning("cluster: %s", exc)
             self._connected.clear()
+            self.joined_at = None
             self._client = None
             if not self._stopping:
                 await asyncio.sleep(RETRY[min(attempt, len(RETRY) - 1)])

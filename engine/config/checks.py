@@ -121,6 +121,10 @@ def _check_ocpp(settings: Settings, fail: Fail) -> None:
             fail(base + ("upstream", key), "", "a topic template cannot be empty")
     if not ocpp.dnstream.topic:
         fail(base + ("dnstream", "topic"), "", "a topic template cannot be empty")
+    elif ocpp.dnstream.offline_queue.enable and not any(
+            level in ("${cid}", "${clientid}") for level in ocpp.dnstream.topic.split("/")):
+        fail(base + ("dnstream", "topic"), ocpp.dnstream.topic,
+             "with offline_queue.enable the charge point id must be a whole level (cs/${cid}), so one filter sees them all")
     takeover = ocpp.takeover_topic
     if takeover:
         if "${cid}" not in takeover and "${clientid}" not in takeover:

@@ -142,10 +142,22 @@ class UpstreamSettings:
 
 
 @dataclass(frozen=True)
+class OfflineQueueSettings:
+    # CALLs for a charge point connected to no node, kept on disk until it reconnects (engine/ocpp/offline.py)
+    enable: bool = False
+    max_len: Positive = 10  # per charge point; a newer CALL beyond it is dropped (queue_full)
+    ttl: Annotated[Duration, Range(1, None)] = Duration(3600)  # older: dropped (expired)
+    boot_wait: Duration = Duration(5)  # after connecting: sent on the accepted BootNotification or this
+    max_payload_size: Annotated[Size, Range(64, None)] = Size(64 * 1024)  # larger: dropped (too_large)
+    max_clients: Positive = 10000  # charge points with something queued; a new one beyond: queue_full
+
+
+@dataclass(frozen=True)
 class DnstreamSettings:
     topic: str = "cs/${cid}"
     max_mqueue_len: Positive = 100
     awaiting_timeout: Duration = Duration(30)
+    offline_queue: OfflineQueueSettings = field(default_factory=OfflineQueueSettings)
 
 
 @dataclass(frozen=True)

@@ -181,6 +181,7 @@ class Session:
         self._unpublishable_lines: Throttle | None = None  # made on the first such frame
         self.fleet: FleetInfo | None = None  # boot identity, connector statuses (engine/ocpp/fleet.py)
         self.tap: Tap | None = None  # set by the tracer while somebody traces this id
+        self.on_accepted: Callable[[], None] | None = None  # its BootNotification accepted (engine/ocpp/offline.py)
 
     # --- lifecycle --------------------------------------------------------------------
 
@@ -662,6 +663,8 @@ class Session:
                 interval = payload.get("interval")
                 if isinstance(interval, (int, float)) and not isinstance(interval, bool) and interval > 0:
                     self.set_keepalive(interval)
+                if self.on_accepted is not None:
+                    self.on_accepted()
         else:
             try:
                 text = self._outbound(lambda: envelope.downstream_error_frame(unique_id, body))
@@ -729,6 +732,18 @@ class Session:
         else:
             self._queue.append(out)
         return out.reply
+
+    def waiting_calls(self) -> list[tuple[str, _Outgoing]]:
+        """The CALLs in flight ("inflight") and queued ("queued"), in the order they go out."""
+        found = [("inflight", self._inflight)] if self._inflight is not None else []
+        return found + [("queued", out) for out in self._queue]
+
+    def drop_queued(self, reason: str) -> int:
+        """Drop the queued CALLs (not the one in flight) with `reason`; how many."""
+        count = len(self._queue)
+        while self._queue:
+            self._drop_outgoing(self._queue.popleft(), reason)
+        return count
 
     @property
     def last_message_at(self) -> float | None:

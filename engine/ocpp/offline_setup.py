@@ -1,0 +1,45 @@
+"""Building the offline command queue for a node (engine/node.py): the store, the queue, the watch."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from engine.config.schema import Settings
+from engine.ocpp.context import GatewayContext
+from engine.ocpp.offline import OfflineQueue, store_path
+from engine.ocpp.offline_link import OfflineWatch, watcher_rule, wildcard_filters
+from engine.ocpp.offline_store import OfflineStore
+
+log = logging.getLogger("ocppgw.offline")
+
+
+class OfflineCommands:
+    def __init__(self, queue: OfflineQueue, watch: OfflineWatch) -> None:
+        self.queue = queue
+        self.watch = watch
+
+    async def stop(self) -> None:
+        await self.watch.stop()
+        self.queue.close()
+
+
+def start_offline(settings: Settings, ctx: GatewayContext, cluster: Any) -> OfflineCommands | None:
+    """The offline queue and its watch, or None (and why, logged) where it cannot be exact."""
+    from engine.parts import bridge_options, mountpoints
+
+    enabled = settings.gateway.ocpp.dnstream.offline_queue.enable
+    if cluster is None and settings.mqtt.server != "embedded":
+        if enabled:
+            log.warning("dnstream.offline_queue.enable has no effect: it needs cluster.enable or the embedded "
+                        "broker (on a shared broker, a node alone cannot know whether another holds a charge point)")
+        return None
+    filters = wildcard_filters(settings.gateway.ocpp.dnstream.topic, mountpoints(settings))
+    if filters is None:
+        log.warning("offline queue off: dnstream.topic %r has no ${cid} level", settings.gateway.ocpp.dnstream.topic)
+        return None
+    store = OfflineStore(store_path(settings.node.data_dir, settings.node.name))
+    queue = OfflineQueue(ctx, store, cluster)
+    watch = OfflineWatch(bridge_options(settings), filters, queue.command, watcher_rule(settings.node.name, cluster))
+    watch.start()
+    return OfflineCommands(queue, watch)
