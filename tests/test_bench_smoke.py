@@ -81,7 +81,7 @@ def test_scenario_runs_at_small_scale(scenario: str) -> None:
 
 
 def test_unknown_scenario_is_a_usage_error() -> None:
-    done = _bench("--scenario", "B9", timeout=30)
+    done = _bench("--scenario", "B99", timeout=30)
     assert done.returncode == 2 and "invalid choice" in done.stderr
 
 
