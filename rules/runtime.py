@@ -8,8 +8,10 @@ suppressed) and never stops anything else.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,13 +46,14 @@ class RuleMetrics:
     actions_total: int = 0
     actions_success: int = 0
     actions_failed: int = 0
+    blocked: int = 0  # outputs whose later actions did not run: a disk action could not write the request
 
     def as_dict(self) -> dict[str, int]:
         return {
             "matched": self.matched, "passed": self.passed, "failed": self.failed,
             "failed.exception": self.failed_exception, "failed.no_result": self.failed_no_result,
             "actions.total": self.actions_total, "actions.success": self.actions_success,
-            "actions.failed": self.actions_failed,
+            "actions.failed": self.actions_failed, "actions.blocked": self.blocked,
         }
 
 
@@ -77,6 +80,8 @@ class RunningRule:
     metrics: RuleMetrics = field(default_factory=RuleMetrics)
     subscriptions: list[Subscription] = field(default_factory=list)
     _throttle: _Throttle = field(default_factory=_Throttle)
+    # outputs waiting for an earlier one's disk write, (output, index of its next action), in order
+    _backlog: deque[tuple[dict[str, Any], int]] = field(default_factory=deque)
 
     @property
     def id(self) -> str:
@@ -102,15 +107,61 @@ class RunningRule:
             metrics.failed_no_result += 1
             return
         metrics.passed += 1
-        for output in outputs:
-            for action in self.actions:
-                metrics.actions_total += 1
-                try:
-                    action.run(output)
-                    metrics.actions_success += 1
-                except Exception as exc:
-                    metrics.actions_failed += 1
-                    self._throttle.log(log, "rule %s action %s failed: %s", self.id, action.name, _describe(exc))
+        if self._backlog:  # an earlier output waits for the disk: keep the order
+            self._backlog.extend((output, 0) for output in outputs)
+            return
+        for i, output in enumerate(outputs):
+            future = self._run_actions(output, 0)
+            if future is not None:
+                self._backlog.append((output, future[1]))
+                self._backlog.extend((later, 0) for later in outputs[i + 1:])
+                self._wait(future[0])
+                return
+
+    def _run_actions(self, output: dict[str, Any], start: int) -> tuple[asyncio.Future[Any], int] | None:
+        """Run the actions from `start` on; stop at one that returned a pending future (an action
+        with buffer_mode = disk writing the request): (that future, the index of the next action)."""
+        metrics = self.metrics
+        for index in range(start, len(self.actions)):
+            action = self.actions[index]
+            metrics.actions_total += 1
+            try:
+                result = action.run(output)
+                metrics.actions_success += 1
+            except Exception as exc:
+                metrics.actions_failed += 1
+                self._throttle.log(log, "rule %s action %s failed: %s", self.id, action.name, _describe(exc))
+                continue
+            if result is not None and index + 1 < len(self.actions) and isinstance(result, asyncio.Future) \
+                    and not (result.done() and result.exception() is None):
+                return result, index + 1
+        return None
+
+    def _wait(self, future: asyncio.Future[Any]) -> None:
+        future.add_done_callback(self._resume)
+
+    def _resume(self, future: asyncio.Future[Any]) -> None:
+        """The write the head of the backlog waited for is done: run its next actions, then the rest."""
+        output, start = self._backlog.popleft()
+        if future.cancelled() or future.exception() is not None:
+            # not on disk: the next actions (the answer to the charge point) do not run
+            self.metrics.blocked += 1
+            error = "cancelled" if future.cancelled() else _describe(future.exception())  # type: ignore[arg-type]
+            self._throttle.log(log, "rule %s: the request was not written to disk (%s): the actions after %s "
+                               "did not run", self.id, error, self.actions[start - 1].name)
+        else:
+            waiting = self._run_actions(output, start)
+            if waiting is not None:
+                self._backlog.appendleft((output, waiting[1]))
+                self._wait(waiting[0])
+                return
+        while self._backlog:
+            output, start = self._backlog.popleft()
+            waiting = self._run_actions(output, start)
+            if waiting is not None:
+                self._backlog.appendleft((output, waiting[1]))
+                self._wait(waiting[0])
+                return
 
     @property
     def _origin(self) -> str:
