@@ -161,10 +161,10 @@ async def test_volatile_offload_spills_beyond_buffer_seg_bytes_and_delivers_in_o
     action = make_action(tmp_path, target, buffer_mode="volatile_offload", buffer_seg_bytes=Size(1000))
     await action.start()
     for i in range(50):
-        action.run({"n": i, "text": "y" * 100})  # 124 bytes each: 8 fit in memory
+        action.run({"n": i, "text": "y" * 100})  # 116 bytes each: 8 fit in memory
     await action.spill.queue.flush()
-    assert action.spill.items == 50 - 8  # 8 * 124 bytes in memory, the rest in the spill file
-    assert action.memory_bytes == 8 * 124
+    assert action.spill.items == 50 - 8  # 8 * 116 bytes in memory, the rest in the spill file
+    assert action.memory_bytes == 8 * 116
     assert not (tmp_path / "action_sqlite_rows.db").exists()  # the kept file is for a stop
     target.up()
     await eventually(lambda: len(target.got) == 50)
