@@ -191,6 +191,11 @@ class BufferedAction(DiskBuffer):
     def id(self) -> str:
         return f"{self.kind}:{self.name}"
 
+    @property
+    def durable(self) -> bool:
+        """A rule runs its later actions once this one's request is on disk."""
+        return self.mode == "disk" and self.store is not None
+
     # --- rule side ------------------------------------------------------------------------
 
     def run(self, output: dict[str, Any]) -> asyncio.Future[int | None] | None:

@@ -256,6 +256,7 @@ async def test_a_rule_runs_the_actions_after_a_disk_action_once_the_request_is_o
     await eventually(lambda: answer.seen == [0, 1, 2])
     for i, seen in enumerate(on_disk_when_answered):
         assert i in seen  # each answer came after its row was on disk
+    assert action.store.queue.commits == 1  # the later messages were written at once, not one by one
     await action.stop(flush_timeout=0)
 
 
