@@ -126,6 +126,7 @@ class Resources:
                 new_action.discard_disk()
                 self.actions[key] = old_action
             else:
+                old_action.removed = new_action is None  # what waits is dropped: off its file too
                 handovers.append((old_action, new_action))
         return stop_connectors, handovers
 

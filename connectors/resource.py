@@ -185,6 +185,7 @@ class BufferedAction(DiskBuffer):
         self._window = asyncio.Semaphore(opts.inflight_window)
         self._failure_lines = Throttle(WARN_EVERY)
         self._stopping = False
+        self.removed = False  # a reload removed the action: what waits is dropped
         self.init_disk()
 
     @property
@@ -271,6 +272,9 @@ class BufferedAction(DiskBuffer):
     def take_queue(self) -> list[_Request]:
         """Hand the waiting requests to a successor action (on reload)."""
         taken = [self._pop() for _ in range(len(self._queue))]
+        if self.removed:  # no successor: the reload counts them dropped
+            for request in taken:
+                self._finish(request, delivered=False)
         return taken
 
     def give_queue(self, requests: list[_Request]) -> None:

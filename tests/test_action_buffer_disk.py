@@ -269,3 +269,12 @@ async def test_a_failed_disk_write_stops_the_later_actions_counted(tmp_path):
     await asyncio.sleep(0)
     assert answer.seen == [] and rule.metrics.blocked == 1
     assert rule.metrics.as_dict()["actions.blocked"] == 1
+
+
+@pytest.mark.parametrize("rendered", [
+    ("/ocpp/CP1", {"content-type": "application/json", "x-n": "1"}, b'{"a": "\xc3\xa9"}\x00\xff'),  # an HTTP request
+    ["CP1", 12, 3.5, None, "{\"json\": [1, 2]}"],  # an SQL row's values
+])
+def test_a_rendered_request_reads_back_as_it_was(rendered):
+    data, enqueued = action_store.decode(action_store.encode(rendered, 1765000000.25))
+    assert data == rendered and type(data) is type(rendered) and enqueued == 1765000000.25

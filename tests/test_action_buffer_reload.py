@@ -49,3 +49,19 @@ async def test_a_reload_hands_the_disk_buffer_to_the_changed_action(tmp_path, mo
         finally:
             await target.stop()
     assert action_store._OPEN == {}  # every file closed with the node
+
+
+async def test_a_reload_that_removes_a_disk_action_empties_its_file(tmp_path, mosquitto):
+    target = HttpTarget()  # down
+    async with running_gateway(tmp_path, mosquitto.port, ACTIONS.format(url=target.url, path="/old")) as gw:
+        for n in range(3):
+            gw.node.bus.publish(Message("in/1", orjson.dumps({"n": n}), origin="test"))
+        old_a = gw.node.resources.actions["http:a"]
+        await eventually(lambda: old_a.disk_items == 3)
+        a_file = old_a.store
+        path = tmp_path / "next.conf"
+        path.write_text((tmp_path / "gateway.conf").read_text() + 'actions.http.a.enable = false\n'
+                        'rule_engine.rules.r.actions = ["http:same"]\n')
+        await gw.node.reload(load_settings(path, {}))
+        assert "http:a" not in gw.node.resources.actions
+        assert old_a.metrics.dropped_other == 3 and a_file.items == 0
