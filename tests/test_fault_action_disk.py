@@ -27,7 +27,7 @@ CHARGE_POINTS = 3
 PER_CP = 40
 
 
-def config(pg_port: int, mode: str) -> str:
+def config(pg_port: int, mode: str, extra: str = "") -> str:
     return f'''
 node.name = "{NODE}"
 prometheus.enable_basic_auth = false
@@ -38,7 +38,7 @@ connectors.pgsql.db {{
 actions.pgsql.rows {{
   connector = db
   parameters.sql = "INSERT INTO meter (uid, cid, value) VALUES (${{id}}, ${{clientid}}, ${{value}})"
-  resource_opts {{ buffer_mode = {mode}, request_ttl = 10m, retry_interval = 200ms }}
+  resource_opts {{ buffer_mode = {mode}, request_ttl = 10m, retry_interval = 200ms{extra} }}
 }}
 rule_engine.rules.meter {{
   sql = """SELECT clientid, payload.UniqueId AS id, payload.Payload.meterValue[1].sampledValue[1].value AS value
@@ -51,9 +51,9 @@ rule_engine.rules.meter {{
 '''
 
 
-def start_gateway(workdir: Path, pg_port: int, mode: str) -> tuple[GatewayProcess, int]:
+def start_gateway(workdir: Path, pg_port: int, mode: str, extra: str = "") -> tuple[GatewayProcess, int]:
     dashboard = free_port()
-    gw = GatewayProcess(workdir, config(pg_port, mode),
+    gw = GatewayProcess(workdir, config(pg_port, mode, extra),
                         env={"OCPPGW_DASHBOARD__LISTENERS__HTTP__BIND": f"127.0.0.1:{dashboard}"})
     return gw.start(), dashboard
 
@@ -118,7 +118,7 @@ def pg():
     server = Postgres()
     server.start()
     with psycopg.connect(server.dsn(), autocommit=True) as conn:
-        conn.execute("CREATE TABLE meter (uid TEXT, cid TEXT, value TEXT)")
+        conn.execute("CREATE TABLE meter (n SERIAL, uid TEXT, cid TEXT, value TEXT)")
     server.stop()
     try:
         yield server
@@ -128,7 +128,7 @@ def pg():
 
 def rows(pg: Postgres) -> list[str]:
     with psycopg.connect(pg.dsn(), autocommit=True) as conn:
-        return [uid for (uid,) in conn.execute("SELECT uid FROM meter")]
+        return [uid for (uid,) in conn.execute("SELECT uid FROM meter ORDER BY n")]
 
 
 def wait_rows(pg: Postgres, count: int, timeout: float = 90) -> list[str]:
@@ -192,3 +192,27 @@ def test_a_damaged_action_file_stops_the_start_with_one_line_naming_it(tmp_path,
                        r"not a readable queue file")
     assert line
     assert "Traceback" not in gw.log
+
+
+def test_volatile_offload_spills_delivers_in_order_and_keeps_nothing_after_a_sigkill(tmp_path, pg):
+    gw, dashboard = start_gateway(tmp_path, pg.port, "volatile_offload", ", buffer_seg_bytes = 1KB")
+    asyncio.run(charge_points(gw.ocpp_port, None))
+    assert metric(dashboard, "action_queuing") == CHARGE_POINTS * PER_CP
+    spilled = metric(dashboard, "action_disk_messages")
+    assert 0 < spilled < CHARGE_POINTS * PER_CP  # the first 1KB in memory, the rest in the spill file
+    pg.start()
+    got = wait_rows(pg, CHARGE_POINTS * PER_CP)
+    assert set(got) == all_ids()
+    for n in range(CHARGE_POINTS):  # each charge point's rows in the order it sent them
+        mine = [uid for uid in got if uid.startswith(f"CP{n}-")]
+        assert mine == sorted(mine)
+    pg.stop()
+
+    asyncio.run(charge_points(gw.ocpp_port, None))  # again, with the database down
+    assert metric(dashboard, "action_disk_messages") > 0
+    gw.signal(signal.SIGKILL)
+    gw.wait()
+    gw, dashboard = start_gateway(tmp_path, pg.port, "volatile_offload", ", buffer_seg_bytes = 1KB")
+    assert metric(dashboard, "action_disk_messages") == 0 and metric(dashboard, "action_queuing") == 0
+    assert "kept from the last run" not in gw.log  # volatile: the spill file is emptied at the start
+    assert gw.stop() == 0
