@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +45,7 @@ class _Request:
     restored: bool = False  # read back at the start: it may have been delivered before
     offload: bool = False  # its data leaves memory once it is on disk
     in_queue: bool = False
+    handed: bool = False  # a reload gave it to the action's successor
 
 
 def rendered_size(data: Any) -> int:
@@ -112,8 +114,6 @@ class DiskBuffer:
             self._restore(kept)
 
     def _restore(self, kept: list[action_store.StoredRequest]) -> None:
-        import time
-
         now_wall, now = action_store.wall_clock(), time.monotonic()
         ttl = self.opts.request_ttl
         for seq, data, enqueued in kept:

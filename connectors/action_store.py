@@ -29,7 +29,7 @@ from engine.durable import DurableError, DurableQueue
 
 log = logging.getLogger("ocppgw.connector")
 
-__all__ = ["ActionStore", "DurableError", "StoredRequest", "decode", "encode", "release", "acquire"]
+__all__ = ["ActionStore", "DurableError", "StoredRequest", "decode", "encode", "release", "acquire", "close_under"]
 
 
 def _tag(value: Any) -> Any:
@@ -146,6 +146,13 @@ async def release(store: ActionStore) -> None:
         await store.queue.close()
     except DurableError as exc:
         log.error("%s: %s", store.path, exc)
+
+
+async def close_under(folder: Path) -> None:
+    """Close every file of this process under `folder` (a node's buffers), whoever still holds it."""
+    for store in [s for path, s in _OPEN.items() if path.parent == folder]:
+        store.users = 1
+        await release(store)
 
 
 def wall_clock() -> float:

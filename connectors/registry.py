@@ -6,7 +6,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from connectors.action_store import DurableError
+from connectors.action_store import DurableError, close_under
 from connectors.http import HttpConnector, check_url, http_action
 from connectors.resource import BufferedAction, Connector
 from connectors.sql import PGSQL_DEFAULT_PORT, PgsqlConnector, SqliteConnector, parse_server, sql_action
@@ -126,7 +126,6 @@ class Resources:
                 new_action.discard_disk()
                 self.actions[key] = old_action
             else:
-                old_action.removed = new_action is None  # what waits is dropped: off its file too
                 handovers.append((old_action, new_action))
         return stop_connectors, handovers
 
@@ -155,3 +154,6 @@ class Resources:
             await action.stop()
         for connector in self.connectors.values():
             await connector.stop()
+        data_dir, node, _ = self._node
+        # a reload that failed after opening an action's file leaves it open: closed with the node
+        await close_under(queue_path(data_dir, node, "x").parent)

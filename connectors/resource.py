@@ -185,7 +185,7 @@ class BufferedAction(DiskBuffer):
         self._window = asyncio.Semaphore(opts.inflight_window)
         self._failure_lines = Throttle(WARN_EVERY)
         self._stopping = False
-        self.removed = False  # a reload removed the action: what waits is dropped
+        self._taken: list[_Request] = []
         self.init_disk()
 
     @property
@@ -257,6 +257,10 @@ class BufferedAction(DiskBuffer):
         for task in list(self._deliveries):
             task.cancel()
         await asyncio.gather(*self._deliveries, return_exceptions=True)
+        for request in self._taken:
+            if not request.handed:  # a reload removed the action: dropped (and counted) there
+                self._finish(request, delivered=False)
+        self._taken = []
         await self.keep_and_close()
 
     def _pop(self) -> _Request:
@@ -272,13 +276,12 @@ class BufferedAction(DiskBuffer):
     def take_queue(self) -> list[_Request]:
         """Hand the waiting requests to a successor action (on reload)."""
         taken = [self._pop() for _ in range(len(self._queue))]
-        if self.removed:  # no successor: the reload counts them dropped
-            for request in taken:
-                self._finish(request, delivered=False)
+        self._taken = taken  # those no successor takes (the action was removed) leave the file at the stop
         return taken
 
     def give_queue(self, requests: list[_Request]) -> None:
         for request in reversed(requests):
+            request.handed = True
             self.borrow(request)
             self._push(request, left=True)
         self.metrics.matched += len(requests)

@@ -3,6 +3,8 @@ unchanged one keeps running, and no file is left open (or opened twice) after th
 
 from __future__ import annotations
 
+import sqlite3
+
 import orjson
 import pytest
 
@@ -65,3 +67,28 @@ async def test_a_reload_that_removes_a_disk_action_empties_its_file(tmp_path, mo
         await gw.node.reload(load_settings(path, {}))
         assert "http:a" not in gw.node.resources.actions
         assert old_a.metrics.dropped_other == 3 and a_file.items == 0
+
+
+async def test_a_reload_that_fails_leaves_the_buffers_as_they_were(tmp_path, mosquitto):
+    from engine.reload import ReloadError
+
+    target = HttpTarget()  # down
+    async with running_gateway(tmp_path, mosquitto.port, ACTIONS.format(url=target.url, path="/old")) as gw:
+        for n in range(3):
+            gw.node.bus.publish(Message("in/1", orjson.dumps({"n": n}), origin="test"))
+        a, same = gw.node.resources.actions["http:a"], gw.node.resources.actions["http:same"]
+        await eventually(lambda: a.disk_items == 3 and same.disk_items == 3)  # `same` runs once a's row is written
+        path = tmp_path / "next.conf"
+        # a changed action (its file opened by the new set), a removed one, and a rule that does not compile
+        path.write_text((tmp_path / "gateway.conf").read_text() + 'actions.http.same.enable = false\n'
+                        'actions.http.a.parameters.path = "/new"\n'
+                        'rule_engine.rules.r { sql = "SELECT FROM", actions = ["http:a"] }\n')
+        with pytest.raises(ReloadError):
+            await gw.node.reload(load_settings(path, {}))
+        assert gw.node.resources.actions["http:a"] is a and gw.node.resources.actions["http:same"] is same
+        assert a.metrics.queuing == 3 and same.metrics.queuing == 3
+    for name in ("a", "same"):  # kept by the stop, none dropped
+        db = sqlite3.connect(tmp_path / "data" / "buffers" / "gw-test" / f"action_http_{name}.db")
+        assert db.execute("SELECT count(*) FROM items").fetchone()[0] == 3
+        db.close()
+    assert action_store._OPEN == {}  # the file the failed reload opened is closed with the node
