@@ -15,6 +15,10 @@ lengthens a wait, up to MAX_BACKOFF); others fail. Nothing is dropped
 without being counted:
 
     matched = success + failed + dropped + inflight + queuing
+
+Where the queue is (`resource_opts.buffer_mode`: memory, a spill file, or each request on disk
+before delivery), what a stop keeps for the next start and what a start reads back: the
+DiskBuffer mixin, connectors/action_disk.py.
 """
 
 from __future__ import annotations
