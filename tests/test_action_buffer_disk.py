@@ -278,3 +278,22 @@ async def test_a_failed_disk_write_stops_the_later_actions_counted(tmp_path):
 def test_a_rendered_request_reads_back_as_it_was(rendered):
     data, enqueued = action_store.decode(action_store.encode(rendered, 1765000000.25))
     assert data == rendered and type(data) is type(rendered) and enqueued == 1765000000.25
+
+
+async def test_a_stop_keeps_the_batch_in_flight_too_in_order(tmp_path):
+    target = Target()
+    target.up()
+    hang = asyncio.Event()
+
+    async def send(batch: list[Any]) -> None:
+        await hang.wait()  # the target never answers
+
+    action = make_action(tmp_path, target, buffer_mode="memory_only")
+    action._send = send
+    await action.start()
+    for i in range(3):
+        action.run({"n": i})
+    await eventually(lambda: action.metrics.inflight == 1)
+    await action.stop(flush_timeout=0)
+    assert [row[0] for row in rows_in(tmp_path / "action_sqlite_rows.db")] == [0, 1, 2]
+    assert action.metrics.dropped == 0 and balanced(action)
