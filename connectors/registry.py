@@ -6,11 +6,13 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from connectors.action_store import DurableError, close_under
 from connectors.http import HttpConnector, check_url, http_action
 from connectors.resource import BufferedAction, Connector
 from connectors.sql import PGSQL_DEFAULT_PORT, PgsqlConnector, SqliteConnector, parse_server, sql_action
 from connectors.sql_template import SqlTemplateError
 from engine.config.schema import Settings
+from engine.durable import queue_path
 from engine.errors import ErrorList
 from engine.template import TemplateError
 
@@ -52,6 +54,7 @@ class Resources:
             "pgsql": lambda name, c: PgsqlConnector(name, c),
         }
         make_action = MAKE_ACTION
+        self._node = (settings.node.data_dir, settings.node.name, settings.node.durable_sync)
         errors: list[str] = []
         for kind, build in make_connector.items():
             for name, c in getattr(settings.connectors, kind).items():
@@ -76,10 +79,23 @@ class Resources:
                 except (TemplateError, SqlTemplateError) as exc:
                     errors.append(f"{key}.{'parameters' if kind == 'http' else 'parameters.sql'}: {exc}")
                     continue
+                try:
+                    self._open_disk(action)
+                except DurableError as exc:
+                    errors.append(f"{key}.resource_opts.buffer_mode = {a.resource_opts.buffer_mode}: {exc}")
+                    continue
                 self.actions[f"{kind}:{name}"] = action
                 connector.health_check_interval = min(connector.health_check_interval, a.resource_opts.health_check_interval)
         if errors:
+            for action in self.actions.values():
+                action.discard_disk()
             raise ResourceConfigError(errors)
+
+    def _open_disk(self, action: BufferedAction) -> None:
+        """The action's file(s): `<data_dir>/buffers/<node>/action_<kind>_<name>.db` (connectors/action_disk.py)."""
+        data_dir, node, sync = self._node
+        owner = f"action_{action.kind}_{action.name}"
+        action.open_disk(queue_path(data_dir, node, owner), queue_path(data_dir, node, f"{owner}.spill"), sync)
 
     def adopt(self, old: Resources) -> tuple[list[Connector], list[tuple[BufferedAction, BufferedAction | None]]]:
         """Keep the running connectors and actions whose settings did not change (so their
@@ -96,11 +112,18 @@ class Resources:
             connector = self.connectors[f"{action.kind}:{action.settings.connector}"]
             if action.connector is not connector:
                 # built on the new connector object, which the running one replaced: build it on that
-                self.actions[key] = MAKE_ACTION[action.kind](action.name, action.settings, connector)
+                rebuilt = MAKE_ACTION[action.kind](action.name, action.settings, connector)
+                rebuilt.store, rebuilt.spill, rebuilt.keep_path, rebuilt.sync = (
+                    action.store, action.spill, action.keep_path, action.sync)
+                if action._queue:  # restored from the file when this reload opened it
+                    rebuilt.give_queue(action.take_queue())
+                    rebuilt.restored, rebuilt.metrics.matched = action.restored, action.metrics.matched
+                self.actions[key] = rebuilt
         handovers: list[tuple[BufferedAction, BufferedAction | None]] = []
         for key, old_action in old.actions.items():
             new_action = self.actions.get(key)
             if new_action is not None and new_action.settings == old_action.settings and new_action.connector is old_action.connector:
+                new_action.discard_disk()
                 self.actions[key] = old_action
             else:
                 handovers.append((old_action, new_action))
@@ -131,3 +154,6 @@ class Resources:
             await action.stop()
         for connector in self.connectors.values():
             await connector.stop()
+        data_dir, node, _ = self._node
+        # a reload that failed after opening an action's file leaves it open: closed with the node
+        await close_under(queue_path(data_dir, node, "x").parent)

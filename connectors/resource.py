@@ -15,6 +15,10 @@ lengthens a wait, up to MAX_BACKOFF); others fail. Nothing is dropped
 without being counted:
 
     matched = success + failed + dropped + inflight + queuing
+
+Where the queue is (`resource_opts.buffer_mode`: memory, a spill file, or each request on disk
+before delivery), what a stop keeps for the next start and what a start reads back: the
+DiskBuffer mixin, connectors/action_disk.py.
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from connectors import action_store
+from connectors.action_disk import ON_DISK, DiskBuffer, _Request, rendered_size
 from engine.config.schema import ResourceOpts
 from engine.log import Throttle
 
@@ -159,31 +165,11 @@ class ActionMetrics:
         }
 
 
-@dataclass(slots=True)
-class _Request:
-    data: Any
-    deadline: float
-    size: int = 0  # bytes, roughly: what max_buffer_bytes counts
-
-
-def rendered_size(data: Any) -> int:
-    """About how many bytes a rendered request holds: its text and bytes, 8 per other value."""
-    if isinstance(data, (bytes, bytearray)):
-        return len(data)
-    if isinstance(data, str):
-        return len(data.encode("utf-8", "surrogatepass"))
-    if isinstance(data, dict):
-        return sum(rendered_size(k) + rendered_size(v) for k, v in data.items())
-    if isinstance(data, (list, tuple)):
-        return 8 + sum(rendered_size(v) for v in data)
-    return 8
-
-
 Render = Callable[[dict[str, Any]], Any]
 Send = Callable[[list[Any]], Awaitable[None]]
 
 
-class BufferedAction:
+class BufferedAction(DiskBuffer):
     def __init__(self, kind: str, name: str, connector: Connector, opts: ResourceOpts, render: Render, send: Send,
                  settings: Any = None) -> None:
         self.kind = kind
@@ -196,19 +182,30 @@ class BufferedAction:
         self.metrics = ActionMetrics()
         self._queue: deque[_Request] = deque()
         self.queued_bytes = 0  # the sizes of the requests in _queue (resource_opts.max_buffer_bytes)
+        self.memory_bytes = 0  # the part of queued_bytes held in memory (buffer_seg_bytes)
         self._ready = asyncio.Event()
         self._worker: asyncio.Task[None] | None = None
         self._deliveries: set[asyncio.Task[None]] = set()
         self._window = asyncio.Semaphore(opts.inflight_window)
         self._failure_lines = Throttle(WARN_EVERY)
+        self._stopping = False
+        self._taken: list[_Request] = []
+        self.init_disk()
 
     @property
     def id(self) -> str:
         return f"{self.kind}:{self.name}"
 
+    @property
+    def durable(self) -> bool:
+        """A rule runs its later actions once this one's request is on disk."""
+        return self.mode == "disk" and self.store is not None
+
     # --- rule side ------------------------------------------------------------------------
 
-    def run(self, output: dict[str, Any]) -> None:
+    def run(self, output: dict[str, Any]) -> asyncio.Future[int | None] | None:
+        """Render and queue. With buffer_mode = disk, returns the future of the write: the rule
+        runs its next actions once the request is on disk."""
         self.metrics.matched += 1
         try:
             data = self._render(output)
@@ -216,17 +213,34 @@ class BufferedAction:
             self.metrics.failed += 1  # the rule counts and logs it as a failed action too
             raise
         size = rendered_size(data)
-        if size > self.opts.max_buffer_bytes:  # larger than the whole buffer: never queued
+        opts = self.opts
+        if size > opts.max_buffer_bytes:  # larger than the whole buffer: never queued
             self.metrics.dropped_queue_full += 1
-            return
-        while self._queue and (len(self._queue) >= self.opts.max_buffer_messages
-                               or self.queued_bytes + size > self.opts.max_buffer_bytes):
-            self._pop()
-            self.metrics.dropped_queue_full += 1
-        self._queue.append(_Request(data, time.monotonic() + self.opts.request_ttl, size))
-        self.queued_bytes += size
+            return None
+        if self._queue and (len(self._queue) >= opts.max_buffer_messages
+                            or self.queued_bytes + size > opts.max_buffer_bytes):
+            if opts.buffer_overflow == "drop_newest":
+                self.metrics.dropped_queue_full += 1
+                return None
+            while self._queue and (len(self._queue) >= opts.max_buffer_messages
+                                   or self.queued_bytes + size > opts.max_buffer_bytes):
+                self._finish(self._pop(), delivered=False)
+                self.metrics.dropped_queue_full += 1
+        request = _Request(data, time.monotonic() + opts.request_ttl, size, action_store.wall_clock())
+        self._push(request)
         self.metrics.queuing += 1
         self._ready.set()
+        return self.write_new(request)
+
+    def _push(self, request: _Request, left: bool = False) -> None:
+        if left:
+            self._queue.appendleft(request)
+        else:
+            self._queue.append(request)
+        request.in_queue = True
+        self.queued_bytes += request.size
+        if request.data is not ON_DISK:
+            self.memory_bytes += request.size
 
     # --- delivery ---------------------------------------------------------------------------
 
@@ -234,10 +248,12 @@ class BufferedAction:
         self._worker = asyncio.create_task(self._work(), name=f"action {self.id}")
 
     async def stop(self, flush_timeout: float = 5.0) -> None:
-        """Deliver what is queued if the target is up (up to `flush_timeout`), then stop."""
+        """Deliver what is queued if the target is up (up to `flush_timeout`), then stop; what is
+        left is kept on disk for the next start."""
         deadline = time.monotonic() + flush_timeout
         while (self._queue or self._deliveries) and self.connector.status == "connected" and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
+        self._stopping = True
         if self._worker:
             self._worker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -245,27 +261,33 @@ class BufferedAction:
         for task in list(self._deliveries):
             task.cancel()
         await asyncio.gather(*self._deliveries, return_exceptions=True)
-        if self._queue:
-            log.warning("action %s stopped with %d messages not delivered", self.id, len(self._queue))
+        for request in self._taken:
+            if not request.handed:  # a reload removed the action: dropped (and counted) there
+                self._finish(request, delivered=False)
+        self._taken = []
+        await self.keep_and_close()
 
     def _pop(self) -> _Request:
         """The oldest waiting request, out of the queue and its counts."""
         request = self._queue.popleft()
+        request.in_queue = False
         self.queued_bytes -= request.size
+        if request.data is not ON_DISK:
+            self.memory_bytes -= request.size
         self.metrics.queuing -= 1
         return request
 
     def take_queue(self) -> list[_Request]:
         """Hand the waiting requests to a successor action (on reload)."""
-        taken = list(self._queue)
-        self._queue.clear()
-        self.queued_bytes = 0
-        self.metrics.queuing -= len(taken)
+        taken = [self._pop() for _ in range(len(self._queue))]
+        self._taken = taken  # those no successor takes (the action was removed) leave the file at the stop
         return taken
 
     def give_queue(self, requests: list[_Request]) -> None:
-        self._queue.extendleft(reversed(requests))
-        self.queued_bytes += sum(r.size for r in requests)
+        for request in reversed(requests):
+            request.handed = True
+            self.borrow(request)
+            self._push(request, left=True)
         self.metrics.matched += len(requests)
         self.metrics.queuing += len(requests)
         self._ready.set()
@@ -294,7 +316,7 @@ class BufferedAction:
     def _expire(self) -> None:
         now = time.monotonic()
         while self._queue and self._queue[0].deadline <= now:
-            self._pop()
+            self._finish(self._pop(), delivered=False)
             self.metrics.dropped_expired += 1
 
     async def _wait_up_or_expiry(self) -> None:
@@ -314,7 +336,14 @@ class BufferedAction:
         self._expire()
         batch = [self._pop() for _ in range(min(size, len(self._queue)))]
         self.metrics.inflight += len(batch)
-        return batch
+        try:
+            return await self.ready_to_send(batch)
+        except asyncio.CancelledError:
+            for request in reversed(batch):  # stopped while waiting for the disk: still waiting
+                self._push(request, left=True)
+            self.metrics.inflight -= len(batch)
+            self.metrics.queuing += len(batch)
+            raise
 
     async def _deliver(self, batch: list[_Request]) -> None:
         metrics = self.metrics
@@ -322,11 +351,13 @@ class BufferedAction:
         delay: float = self.opts.retry_interval
         try:
             while True:
-                live = [r for r in batch if r.deadline > time.monotonic()]
+                now = time.monotonic()
+                live = [r for r in batch if r.deadline > now]
                 if len(live) < len(batch):
                     expired = len(batch) - len(live)
                     metrics.dropped_expired += expired
                     metrics.inflight -= expired
+                    self._finish_all([r for r in batch if r.deadline <= now], delivered=False)
                     batch = live
                 if not batch:
                     return
@@ -350,23 +381,36 @@ class BufferedAction:
                         continue
                     metrics.failed += len(batch)
                     metrics.inflight -= len(batch)
+                    self._finish_all(batch, delivered=False)
                     self._warn_failed(len(batch), exc)
                     return
                 except Exception as exc:  # a bug in a connector must not kill the worker
                     metrics.dropped_other += len(batch)
                     metrics.inflight -= len(batch)
+                    self._finish_all(batch, delivered=False)
                     log.exception("action %s: unexpected error, %d message(s) dropped: %s", self.id, len(batch), exc)
                     return
                 metrics.success += len(batch)
                 metrics.inflight -= len(batch)
+                self._finish_all(batch, delivered=True)
                 return
         except asyncio.CancelledError:
-            # stopped with this batch in flight: it is not delivered, and counted so
-            metrics.dropped_other += len(batch)
             metrics.inflight -= len(batch)
+            if self._stopping:
+                # stopped with this batch in flight: it waits again, and the stop keeps it on disk
+                for request in reversed(batch):
+                    self._push(request, left=True)
+                metrics.queuing += len(batch)
+            else:
+                metrics.dropped_other += len(batch)
+                self._finish_all(batch, delivered=False)
             raise
         finally:
             self._window.release()
+
+    def _finish_all(self, batch: list[_Request], delivered: bool) -> None:
+        for request in batch:
+            self._finish(request, delivered)
 
     def _warn_failed(self, count: int, exc: SendError) -> None:
         """One line per failure, but at most one per WARN_EVERY (a webhook answering 400 to every

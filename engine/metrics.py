@@ -244,6 +244,8 @@ class NodeCollector(Collector):
             ("actions", "actions.total", "Actions the rule ran."),
             ("actions_success", "actions.success", "Actions the rule ran without an error."),
             ("actions_failed", "actions.failed", "Actions that raised an error when the rule ran them."),
+            ("actions_blocked", "actions.blocked", "Outputs whose later actions did not run: a buffer_mode = disk "
+             "action before them could not write the request."),
         ]
         families = {name: _counter(f"rule_{name}", doc, ["rule"]) for name, _, doc in counters}
         enabled = _gauge("rule_enabled", "1 if the rule is enabled, 0 if not.", ["rule"])
@@ -276,6 +278,17 @@ class NodeCollector(Collector):
         queuing = _gauge("action_queuing", "Requests waiting in the action's buffer.", ["action"])
         queuing_bytes = _gauge("action_queuing_bytes", "Bytes (rendered, about) waiting in the action's buffer "
                                "(limit: resource_opts.max_buffer_bytes).", ["action"])
+        disk = [  # the action's files (resource_opts.buffer_mode; a stop keeps what waits): zero without
+            (_gauge("action_disk_messages", "Requests of the action held on disk until the target answers them.",
+                    ["action"]), "disk_items"),
+            (_gauge("action_disk_bytes", "Bytes of the requests the action holds on disk.", ["action"]), "disk_bytes"),
+            (_counter("action_restored", "Requests read back from the action's file at the start.", ["action"]),
+             "restored"),
+            (_counter("action_redelivered", "Requests kept from the last run that the target took after the start "
+                      "(some may have reached it before: at least once).", ["action"]), "redelivered"),
+            (_counter("action_disk_write_errors", "Requests that could not be written to disk and went on from "
+                      "memory.", ["action"]), "write_errors"),
+        ]
         for action_id, action in sorted(actions.items()):
             values = action.metrics.as_dict()
             for name, _ in counters:
@@ -285,10 +298,12 @@ class NodeCollector(Collector):
             inflight.add_metric([action_id], values.get("inflight", 0))
             queuing.add_metric([action_id], values.get("queuing", 0))
             queuing_bytes.add_metric([action_id], getattr(action, "queued_bytes", 0))
+            for family, attr in disk:
+                family.add_metric([action_id], getattr(action, attr, 0))
         up = _gauge("connector_up", "1 if the connector is connected, 0 if not.", ["connector"])
         for connector_id, connector in sorted(connectors.items()):
             up.add_metric([connector_id], 1 if connector.status == "connected" else 0)
-        return [*families.values(), dropped, inflight, queuing, queuing_bytes, up]
+        return [*families.values(), dropped, inflight, queuing, queuing_bytes, *(f for f, _ in disk), up]
 
     def _bridge(self) -> list[Metric]:
         bridge = getattr(self.node, "bridge", None)

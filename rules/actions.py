@@ -23,7 +23,7 @@ console_log = logging.getLogger("ocppgw.rule.console")
 class Action(Protocol):
     name: str
 
-    def run(self, output: dict[str, Any]) -> None: ...
+    def run(self, output: dict[str, Any]) -> Any: ...  # an asyncio.Future: the rule's next actions wait for it
 
 
 class ActionConfigError(ValueError):

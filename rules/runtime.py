@@ -8,8 +8,10 @@ suppressed) and never stops anything else.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,13 +46,14 @@ class RuleMetrics:
     actions_total: int = 0
     actions_success: int = 0
     actions_failed: int = 0
+    blocked: int = 0  # outputs whose later actions did not run: a disk action could not write the request
 
     def as_dict(self) -> dict[str, int]:
         return {
             "matched": self.matched, "passed": self.passed, "failed": self.failed,
             "failed.exception": self.failed_exception, "failed.no_result": self.failed_no_result,
             "actions.total": self.actions_total, "actions.success": self.actions_success,
-            "actions.failed": self.actions_failed,
+            "actions.failed": self.actions_failed, "actions.blocked": self.blocked,
         }
 
 
@@ -77,6 +80,8 @@ class RunningRule:
     metrics: RuleMetrics = field(default_factory=RuleMetrics)
     subscriptions: list[Subscription] = field(default_factory=list)
     _throttle: _Throttle = field(default_factory=_Throttle)
+    # outputs waiting for a disk write, theirs or an earlier one's: (output, next action, the write), in order
+    _backlog: deque[tuple[dict[str, Any], int, Any]] = field(default_factory=deque)
 
     @property
     def id(self) -> str:
@@ -102,15 +107,70 @@ class RunningRule:
             metrics.failed_no_result += 1
             return
         metrics.passed += 1
+        n = len(self.actions)
         for output in outputs:
-            for action in self.actions:
-                metrics.actions_total += 1
-                try:
-                    action.run(output)
-                    metrics.actions_success += 1
-                except Exception as exc:
-                    metrics.actions_failed += 1
-                    self._throttle.log(log, "rule %s action %s failed: %s", self.id, action.name, _describe(exc))
+            if self._backlog:
+                # an earlier output waits for its write: write this one now (the writes of one loop
+                # turn share a commit), run what follows once the earlier ones went on
+                start, future = self._run_segment(output, 0)
+                if start < n:
+                    self._backlog.append((output, start, future))
+                continue
+            self._continue(output, 0)
+
+    def _run_segment(self, output: dict[str, Any], start: int) -> tuple[int, Any]:
+        """Run the actions from `start` up to and including the next one that writes to disk
+        (buffer_mode = disk): (index of the action after it, its write's future or None)."""
+        metrics = self.metrics
+        for index in range(start, len(self.actions)):
+            action = self.actions[index]
+            metrics.actions_total += 1
+            result = None
+            try:
+                result = action.run(output)
+                metrics.actions_success += 1
+            except Exception as exc:
+                metrics.actions_failed += 1
+                self._throttle.log(log, "rule %s action %s failed: %s", self.id, action.name, _describe(exc))
+            if getattr(action, "durable", False):
+                return index + 1, result if isinstance(result, asyncio.Future) else None
+        return len(self.actions), None
+
+    def _continue(self, output: dict[str, Any], start: int) -> bool:
+        """Run the output's actions from `start`; False when it waits for a write (now the backlog's head)."""
+        n = len(self.actions)
+        while start < n:
+            start, future = self._run_segment(output, start)
+            if start < n and future is not None and not future.done():
+                self._backlog.appendleft((output, start, future))
+                future.add_done_callback(self._drain)
+                return False
+            if future is not None and future.done() and not self._written(future, start):
+                return True
+        return True
+
+    def _written(self, future: asyncio.Future[Any], start: int) -> bool:
+        if not future.cancelled() and future.exception() is None:
+            return True
+        # not on disk: the next actions (the answer to the charge point) do not run
+        self.metrics.blocked += 1
+        error = "cancelled" if future.cancelled() else _describe(future.exception())  # type: ignore[arg-type]
+        self._throttle.log(log, "rule %s: the request was not written to disk (%s): the actions after %s "
+                           "did not run", self.id, error, self.actions[start - 1].name)
+        return False
+
+    def _drain(self, _: object = None) -> None:
+        """The head of the backlog finished its write: run what waited, in order."""
+        while self._backlog:
+            output, start, future = self._backlog[0]
+            if future is not None and not future.done():
+                future.add_done_callback(self._drain)
+                return
+            self._backlog.popleft()
+            if future is not None and not self._written(future, start):
+                continue
+            if not self._continue(output, start):
+                return
 
     @property
     def _origin(self) -> str:

@@ -89,7 +89,7 @@ NO_EFFECT_KEYS = [
     "connectors.sqlite.local.resource_opts.start_after_created", "connectors.sqlite.local.resource_opts.start_timeout",
     "actions.sqlite.boots.local_topic",
 ] + [f"actions.sqlite.boots.resource_opts.{key}" for key in (
-    "buffer_mode", "buffer_seg_bytes", "metrics_flush_interval", "query_mode", "worker_pool_size",
+    "metrics_flush_interval", "query_mode", "worker_pool_size",
     "start_after_created", "start_timeout")]
 
 
@@ -305,11 +305,12 @@ async def test_run_with_an_emqx_5_config_writes_rows_and_every_load_warns_once(t
             wait_count(gw, "rule_engine.jq_implementation_module", 3)
 
             # PUT /configs: a body with a key of its own, checked in the worker, logged on the node
-            r = await client.put(f"{api}/configs", content="actions.sqlite.boots.resource_opts.buffer_mode = volatile_offload")
+            r = await client.put(f"{api}/configs", content="actions.sqlite.boots.resource_opts.worker_pool_size = 8")
             assert r.status_code == 200, r.text
-            wait_count(gw, "actions.sqlite.boots.resource_opts.buffer_mode", 5)
-            assert any(line.endswith(f"the admin API's config: actions.sqlite.boots.resource_opts.buffer_mode: {NO_EFFECT}: "
-                                     "the buffer is in memory") for line in gw.lines), gw.log
+            wait_count(gw, "actions.sqlite.boots.resource_opts.worker_pool_size", 5)
+            assert any(line.endswith(f"the admin API's config: actions.sqlite.boots.resource_opts.worker_pool_size: "
+                                     f"{NO_EFFECT}: one delivery loop per action; inflight_window sets the requests "
+                                     "in flight") for line in gw.lines), gw.log
         assert "Traceback" not in gw.log
     finally:
         assert gw.stop() == 0

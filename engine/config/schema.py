@@ -410,8 +410,11 @@ class ResourceOpts:
     worker_pool_size: Annotated[Any, NoEffect("one delivery loop per action; inflight_window sets the "
                                               "requests in flight")] = 16
     query_mode: Annotated[Any, NoEffect("delivery is always asynchronous to the rule")] = "async"
-    buffer_mode: Annotated[Any, NoEffect("the buffer is in memory")] = "memory_only"
-    buffer_seg_bytes: Annotated[Any, NoEffect("the buffer is in memory")] = "10MB"
+    # memory_only; volatile_offload: beyond buffer_seg_bytes in a spill file, not kept after a crash;
+    # disk: on disk (node.data_dir) before delivery, until the target answered (docs/actions.md)
+    buffer_mode: Literal["memory_only", "volatile_offload", "disk"] = "memory_only"
+    buffer_seg_bytes: Size = Size(10 * 1024 * 1024)  # the part of the buffer kept in memory (not memory_only)
+    buffer_overflow: Literal["drop_oldest", "drop_newest"] = "drop_oldest"  # a full buffer drops this one
     metrics_flush_interval: Annotated[Any, NoEffect("metrics are read live")] = "5s"
     resume_interval: Annotated[Any, NoEffect("retries back off from retry_interval")] = "15s"
     start_timeout: Annotated[Any, NoEffect("an action starts at once; its connector connects in the "
