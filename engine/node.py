@@ -27,7 +27,7 @@ from engine.metrics import LoopLagMonitor
 from engine.monitor import Monitor
 from engine.ocpp.context import GatewayContext
 from engine.ocpp.listener import ListenerError, OcppListener
-from engine.ocpp.takeover import ClaimOrder, TakeoverNotices
+from engine.ocpp.takeover import ClaimOrder
 from engine.parts import (  # NodeError is imported from here too (CLI, tests)
     NodeError,
     admin_credentials,
@@ -48,6 +48,7 @@ if TYPE_CHECKING:
     from engine.admin.lockout import AdminStats
     from engine.auth import Authenticator, UserStore
     from engine.cluster import ClusterMember
+    from engine.cluster.claim_link import ClaimLink
 
 log = logging.getLogger("ocppgw.node")
 
@@ -62,8 +63,8 @@ class Node:
         self.ocpp: GatewayContext | None = None
         self.listeners: dict[str, OcppListener] = {}
         self.authenticator: Authenticator | None = None
-        self.takeover: TakeoverNotices | None = None
-        self.claims: ClaimOrder | None = None  # takeover in broker order (cluster.enable)
+        self.takeover: ClaimLink | None = None  # claims on gateway.ocpp.takeover_topic (no cluster.enable)
+        self.claims: ClaimOrder | None = None  # takeover in broker order
         self.cluster: ClusterMember | None = None  # cluster.enable: the other nodes on the broker
         self.rules: RuleEngine | None = None
         self.resources: Resources | None = None
@@ -159,11 +160,17 @@ class Node:
         if not ocpp.enable:
             return
         self.ocpp = GatewayContext(ocpp, self.bus, self.settings.node.name, schema_registry(self.settings))
-        cluster = self.cluster
+        cluster, wait = self.cluster, float(self.settings.cluster.request_timeout)
         if cluster is not None:  # broker order decides, not clocks
-            self.claims = ClaimOrder(self.ocpp, lambda payload: cluster.publish("claims", payload))
+            self.claims = ClaimOrder(self.ocpp, lambda cid, payload: cluster.publish("claims", payload), wait)
         elif ocpp.takeover_topic and self.settings.mqtt.server != "embedded":
-            self.takeover = TakeoverNotices(self.ocpp, ocpp.takeover_topic)
+            from engine.cluster.claim_link import ClaimLink
+
+            assert self.bridge is not None
+            self.takeover = link = ClaimLink(self.bridge.options, ocpp.takeover_topic, self._on_claim)
+            self.claims = ClaimOrder(self.ocpp, link.send, wait)
+            await link.start(timeout=5.0)  # not connected by then: sessions take commands at once
+        self.ocpp.claims = self.claims  # sessions subscribe downstream once their claim is back
         authenticator = self._apply_authentication(ocpp.authentication)
         for kind, name, listener_settings in enabled_listeners(ocpp).values():
             listener = OcppListener(self.ocpp, name, kind, listener_settings, authenticator)
@@ -283,7 +290,7 @@ class Node:
         if self.resources is not None:
             await self.resources.stop()  # after the rules: what they queued is flushed
         if self.takeover is not None:
-            self.takeover.close()
+            await self.takeover.stop()
         if self.claims is not None:
             self.claims.close()
         if self.authenticator is not None:

@@ -16,7 +16,6 @@ from connectors.mqtt.setup import bridge_options as mqtt_bridge_options
 from engine.admin.credentials import Credentials
 from engine.config.checks import is_loopback
 from engine.config.schema import AuthenticationSettings, ListenerSettings, OcppSettings, Settings
-from engine.ocpp.takeover import notice_filter
 
 if TYPE_CHECKING:
     from engine.auth import Authenticator, UserStore
@@ -39,14 +38,9 @@ def mountpoints(settings: Settings) -> list[str]:
 
 
 def bridge_options(settings: Settings) -> BridgeOptions:
-    options = mqtt_bridge_options(settings.mqtt, settings.node.name, mountpoints(settings))
-    takeover = settings.gateway.ocpp.takeover_topic
-    # nodes sharing a broker hear of each other's new connections; the embedded broker serves
-    # one node, and amqtt stops delivering a client's messages once it publishes to a $ topic
-    if settings.gateway.ocpp.enable and takeover and settings.mqtt.server != "embedded":
-        options.forward_topics.append(notice_filter(takeover))
-        options.subscriptions.append(notice_filter(takeover))
-    return options
+    # takeover claims (gateway.ocpp.takeover_topic, cluster claims) do not go through the bridge: they
+    # travel on a connection of their own (engine/cluster/), which hears its own claims back
+    return mqtt_bridge_options(settings.mqtt, settings.node.name, mountpoints(settings))
 
 
 def schema_registry(settings: Settings, current: SchemaRegistry | None = None) -> SchemaRegistry | None:
