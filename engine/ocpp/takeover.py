@@ -43,7 +43,7 @@ from engine.ocpp.events import takeover_notice
 log = logging.getLogger("ocppgw.takeover")
 
 # tests only: seconds a claim waits before it is published (a claim held back by a slow link)
-TEST_DELAY_ENV = "OCPPGW_TEST_CLAIM_DELAY"
+TEST_DELAY_ENV = "OCPP_GATEWAY_TEST_CLAIM_DELAY"  # not OCPPGW_: those are config keys
 
 
 def notice_filter(template: str) -> str:
