@@ -227,3 +227,30 @@ async def test_a_claim_that_never_comes_back_does_not_keep_a_lone_node_deaf(tmp_
         if backend is not None:
             backend.close()
         broker.stop()
+
+
+async def test_a_reconnect_to_the_same_node_takes_commands_at_once(tmp_path: Path, mosquitto: Mosquitto) -> None:
+    # a local takeover: the node already holds the charge point, so the new session does not wait
+    # for its claim; the old one reports its unanswered command dropped as `takenover`
+    from tests.ocpp_support import closed_with, subscribed
+
+    async with running_gateway(tmp_path, mosquitto.port) as gw:
+        backend = Backend(mosquitto.port, "ocpp/cp/#")
+        try:
+            old = await websockets.connect(gw.url("SAME"), subprotocols=["ocpp1.6"])
+            await subscribed(gw, "SAME")
+            backend.publish("ocpp/cs/SAME", command("unanswered"))
+            assert (await recv_json(old))[1] == "unanswered"
+            claims = gw.node.claims
+            assert claims is not None
+            claims._delay = 30.0  # claims held back from now on: were it a new holder, it would wait
+            async with websockets.connect(gw.url("SAME"), subprotocols=["ocpp1.6"]) as new:
+                await closed_with(old, 1000)
+                await eventually(lambda: "SAME" in gw.ctx.sessions and not gw.ctx.sessions["SAME"].closed)
+                assert gw.ctx.sessions["SAME"].held is False
+                event = await gw.events.wait("message_dropped", lambda e: e["clientid"] == "SAME")
+                assert event["reason"] == "takenover"
+                backend.publish("ocpp/cs/SAME", command("next"))
+                assert (await recv_json(new))[1] == "next"
+        finally:
+            backend.close()

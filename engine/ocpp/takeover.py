@@ -116,6 +116,7 @@ class ClaimOrder:
             self.unconfirmed += 1
             claim.session.release()
             return False
+        claim.payload = b""  # sent: not kept for the life of the connection
         claim.timer = asyncio.get_running_loop().call_later(self.wait, self._unanswered, claim)
         return True
 
