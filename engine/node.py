@@ -33,6 +33,7 @@ from engine.parts import (  # NodeError is imported from here too (CLI, tests)
     admin_credentials,
     authenticator_for,
     bridge_options,
+    claims_filter,
     enabled_listeners,
     open_beyond_loopback,
     open_user_store,
@@ -149,26 +150,24 @@ class Node:
             raise NodeError(problem)
         self.cluster = ClusterMember(options, self.settings.node.name, c.topic_prefix, float(c.keepalive),
                                      float(c.request_timeout))
-        self.cluster.on("claims", self._on_claim)
-
-    def _on_claim(self, payload: bytes) -> None:
-        if self.claims is not None:
-            self.claims.on_claim(payload)
 
     async def _start_ocpp(self) -> None:
         ocpp = self.settings.gateway.ocpp
         if not ocpp.enable:
             return
         self.ocpp = GatewayContext(ocpp, self.bus, self.settings.node.name, schema_registry(self.settings))
+        # broker order decides, not clocks: claims go out on a connection of their own and come back
+        # through the bridge (engine/parts.py subscribes it), in order with the commands
         cluster, wait = self.cluster, float(self.settings.cluster.request_timeout)
-        if cluster is not None:  # broker order decides, not clocks
-            self.claims = ClaimOrder(self.ocpp, lambda cid, payload: cluster.publish("claims", payload), wait)
-        elif ocpp.takeover_topic and self.settings.mqtt.server != "embedded":
+        heard = claims_filter(self.settings)
+        if cluster is not None and heard:
+            self.claims = ClaimOrder(self.ocpp, lambda cid, payload: cluster.publish("claims", payload), wait, heard)
+        elif heard:
             from engine.cluster.claim_link import ClaimLink
 
             assert self.bridge is not None
-            self.takeover = link = ClaimLink(self.bridge.options, ocpp.takeover_topic, self._on_claim)
-            self.claims = ClaimOrder(self.ocpp, link.send, wait)
+            self.takeover = link = ClaimLink(self.bridge.options, ocpp.takeover_topic)
+            self.claims = ClaimOrder(self.ocpp, link.send, wait, heard)
             await link.start(timeout=5.0)  # not connected by then: sessions take commands at once
         self.ocpp.claims = self.claims  # sessions subscribe downstream once their claim is back
         authenticator = self._apply_authentication(ocpp.authentication)

@@ -16,6 +16,7 @@ from connectors.mqtt.setup import bridge_options as mqtt_bridge_options
 from engine.admin.credentials import Credentials
 from engine.config.checks import is_loopback
 from engine.config.schema import AuthenticationSettings, ListenerSettings, OcppSettings, Settings
+from engine.ocpp.takeover import notice_filter
 
 if TYPE_CHECKING:
     from engine.auth import Authenticator, UserStore
@@ -38,9 +39,27 @@ def mountpoints(settings: Settings) -> list[str]:
 
 
 def bridge_options(settings: Settings) -> BridgeOptions:
-    # takeover claims (gateway.ocpp.takeover_topic, cluster claims) do not go through the bridge: they
-    # travel on a connection of their own (engine/cluster/), which hears its own claims back
-    return mqtt_bridge_options(settings.mqtt, settings.node.name, mountpoints(settings))
+    options = mqtt_bridge_options(settings.mqtt, settings.node.name, mountpoints(settings))
+    claims = claims_filter(settings)
+    if claims:
+        # takeover claims (engine/ocpp/takeover.py) go out on a connection of their own and are read
+        # here, on the connection the commands come by, so a node reads them in the broker's order
+        options.subscriptions.append(claims)
+    return options
+
+
+def claims_filter(settings: Settings) -> str:
+    """The topic filter of every node's takeover claims ("": no takeover across nodes): the cluster's
+    claims topic, else `gateway.ocpp.takeover_topic` on an external broker (the embedded one serves
+    one node, and amqtt stops delivering a client's messages once it publishes to a $ topic)."""
+    if not settings.gateway.ocpp.enable:
+        return ""
+    if settings.cluster.enable:
+        return settings.cluster.topic_prefix.rstrip("/") + "/claims"
+    takeover = settings.gateway.ocpp.takeover_topic
+    if takeover and settings.mqtt.server != "embedded":
+        return notice_filter(takeover)
+    return ""
 
 
 def schema_registry(settings: Settings, current: SchemaRegistry | None = None) -> SchemaRegistry | None:

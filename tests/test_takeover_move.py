@@ -165,6 +165,40 @@ async def test_a_command_published_while_the_charge_point_moves_reaches_one_sock
     assert "Traceback" not in a.log + b.log
 
 
+async def test_a_stalled_old_node_reads_the_claim_before_the_command(tmp_path: Path, mosquitto: Mosquitto) -> None:
+    # node a (the old one) is stopped while the charge point moves to b and a command is published:
+    # when a runs again, the claim and the command both wait for it; it reads them in the broker's
+    # order (both come by its bridge), so it closes the old socket before the command could go out
+    import signal
+
+    a = node(tmp_path, mosquitto, "a", cluster=True)
+    b = node(tmp_path, mosquitto, "b", cluster=True)
+    backend = None
+    try:
+        a.start()
+        b.start()
+        backend = Backend(mosquitto.port, "ocpp/cp/#")
+        old = Socket(await connect(a, "CP-S"))
+        claim_back(a, "CP-S")
+        assert a.proc is not None
+        a.proc.send_signal(signal.SIGSTOP)
+        try:
+            new = Socket(await connect(b, "CP-S"))
+            claim_back(b, "CP-S")
+            backend.publish("ocpp/cs/CP-S", command("stalled"))
+            await new.receives("stalled")
+        finally:
+            a.proc.send_signal(signal.SIGCONT)
+        assert await old.closed() == 1000
+        assert (old.count("stalled"), new.count("stalled")) == (0, 1)
+        await new.ws.close()
+    finally:
+        if backend is not None:
+            backend.close()
+        a.stop()
+        b.stop()
+
+
 async def until(check, timeout: float = 10.0) -> None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout

@@ -1,9 +1,9 @@
 """Takeover claims on `gateway.ocpp.takeover_topic`, for nodes that share a broker without
-`cluster.enable`: one small connection of its own (the bridge's client id + `-takeover`), because
-the bridge never hears its own publishes back and broker order needs each node to read its own
-claims too (engine/ocpp/takeover.py). It subscribes to every charge point's claim topic and
-publishes this node's claims; while it is down, a claim cannot be sent (the session then takes
-its commands at once) and claims are not heard.
+`cluster.enable`: published on a small connection of their own (the bridge's client id +
+`-takeover`), because the bridge, which reads every node's claims (engine/parts.py), never hears
+its own publishes back, and broker order needs each node to read its own claims too
+(engine/ocpp/takeover.py). While it is down a claim cannot be sent, and the session takes its
+commands at once.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-from collections.abc import Callable
 
 from connectors.mqtt.bridge import BridgeOptions
 from connectors.mqtt.client import MqttClient, MqttError
@@ -22,12 +21,9 @@ RETRY = (0.5, 1.0, 2.0, 5.0)  # seconds between connection attempts
 
 
 class ClaimLink:
-    def __init__(self, options: BridgeOptions, template: str, on_claim: Callable[[bytes], None]) -> None:
+    def __init__(self, options: BridgeOptions, template: str) -> None:
         self.options = options
         self.template = template
-        self.filter = template.replace("${clientid}", "+").replace("${cid}", "+")
-        self.on_claim = on_claim
-        self.malformed = 0
         self._client: MqttClient | None = None
         self._task: asyncio.Task[None] | None = None
         self._connected = asyncio.Event()
@@ -62,11 +58,7 @@ class ClaimLink:
             self._task.cancel()
 
     def _on_message(self, topic: str, payload: bytes, qos: int, retain: bool) -> None:
-        try:
-            self.on_claim(payload)
-        except Exception as exc:  # a bug on one claim must not break the connection
-            self.malformed += 1
-            log.warning("takeover: a claim on %s failed: %s: %s", topic, type(exc).__name__, exc)
+        pass  # subscribes to nothing
 
     async def _run(self) -> None:
         o = self.options
@@ -79,7 +71,6 @@ class ClaimLink:
                     v5=o.proto_ver == "v5", username=o.username, password=o.password,
                     keepalive=max(1, int(o.keepalive)), tls=o.tls)
                 self._client = client
-                await client.subscribe([(self.filter, 1)], no_local=False)
                 self._connected.set()
                 attempt = 0
                 await client.closed

@@ -5,12 +5,14 @@ every claim for that charge point in the broker's order, and a session whose own
 back before another node's claim for the same charge point is the older one and closes
 (`takenover`), exactly as a duplicate connection on one node does. No clock is read.
 
-Where the claims travel: with `cluster.enable`, on the cluster's one claims topic
-(engine/cluster/member.py); without it, on `gateway.ocpp.takeover_topic` (one topic per charge
-point, so the broker orders each one's claims), through a small connection of their own
-(engine/cluster/claim_link.py: the bridge never hears its own publishes back). Anyone who may
-publish there can disconnect charge points, so restrict the topic with the broker's ACLs, as
-the downstream command topics.
+Where the claims travel: with `cluster.enable`, on the cluster's one claims topic, published by
+the cluster connection (engine/cluster/member.py); without it, on `gateway.ocpp.takeover_topic`
+(one topic per charge point, so the broker orders each one's claims), published by a small
+connection of its own (engine/cluster/claim_link.py). Both are read by the bridge, which never
+hears its own publishes back but hears these, on the connection the commands come by: a node
+reads a claim before any command the broker routed after it. Anyone who may publish there can
+disconnect charge points, so restrict the topic with the broker's ACLs, as the downstream
+command topics.
 
 A command published while a charge point moves reaches one socket at most, and is reported
 dropped where it is not delivered. The new session subscribes its downstream topic at once (so
@@ -63,11 +65,13 @@ class _Claim:
 
 
 class ClaimOrder:
-    """`send(cid, payload)` publishes a claim (False: not connected); `on_claim(payload)` is called
-    for every claim the broker delivers, ours included, in its order. `wait`: seconds a new session
-    waits for its claim before it takes commands anyway."""
+    """`send(cid, payload)` publishes a claim (False: not connected); every claim the broker delivers
+    on `heard` (a topic filter the bridge subscribes to), ours included, comes in its order through
+    the bus to `on_claim`. `wait`: seconds a new session waits for its claim before it takes
+    commands anyway."""
 
-    def __init__(self, ctx: GatewayContext, send: Callable[[str, bytes], bool], wait: float) -> None:
+    def __init__(self, ctx: GatewayContext, send: Callable[[str, bytes], bool], wait: float,
+                 heard: str) -> None:
         self.ctx = ctx
         self.send = send
         self.wait = wait
@@ -77,7 +81,10 @@ class ClaimOrder:
         self._ids = itertools.count(1)
         self._claims: dict[str, _Claim] = {}
         self._delay = float(os.environ.get(TEST_DELAY_ENV) or 0)
-        self._subscriptions = [ctx.bus.subscribe("$events/client_disconnected", self._forget, name="takeover")]
+        self._subscriptions = [
+            ctx.bus.subscribe("$events/client_disconnected", self._forget, name="takeover"),
+            ctx.bus.subscribe(heard, self._heard, name="takeover"),  # the bridge's, in broker order
+        ]
 
     def close(self) -> None:
         for sub in self._subscriptions:
@@ -138,6 +145,10 @@ class ClaimOrder:
             if claim.timer is not None:
                 claim.timer.cancel()
             del self._claims[cid]
+
+    def _heard(self, message: Message) -> None:
+        if message.origin == "mqtt":  # what the bridge received; nothing on the bus is a claim
+            self.on_claim(message.payload)
 
     def on_claim(self, payload: bytes) -> None:
         try:
