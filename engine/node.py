@@ -169,7 +169,7 @@ class Node:
             self.takeover = link = ClaimLink(self.bridge.options, ocpp.takeover_topic)
             self.claims = ClaimOrder(self.ocpp, link.send, wait, heard)
             await link.start(timeout=5.0)  # not connected by then: sessions take commands at once
-        self.ocpp.claims = self.claims  # sessions subscribe downstream once their claim is back
+        self.ocpp.claims = self.claims  # new sessions take commands once their claim is back
         authenticator = self._apply_authentication(ocpp.authentication)
         for kind, name, listener_settings in enabled_listeners(ocpp).values():
             listener = OcppListener(self.ocpp, name, kind, listener_settings, authenticator)
