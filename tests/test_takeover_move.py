@@ -257,6 +257,11 @@ async def test_a_claim_that_never_comes_back_does_not_keep_a_lone_node_deaf(tmp_
                 backend.publish("ocpp/cs/LONE", command("late"))
                 frame = await recv_json(ws, 10)
                 assert frame[:3] == [2, "late", "TriggerMessage"]
+            # the link is down: no claim can go, and the session takes commands at once
+            gw.node.takeover._connected.clear()
+            async with websockets.connect(gw.url("DOWN"), subprotocols=["ocpp1.6"]):
+                await eventually(lambda: "DOWN" in gw.ctx.sessions)
+                assert gw.ctx.sessions["DOWN"].held is False and claims.unconfirmed == 2
     finally:
         if backend is not None:
             backend.close()

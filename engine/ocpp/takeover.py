@@ -77,7 +77,7 @@ class ClaimOrder:
         self.wait = wait
         self.taken_over = 0
         self.malformed = 0
-        self.unconfirmed = 0  # sessions that subscribed without their claim back (link down, slow)
+        self.unconfirmed = 0  # sessions that took commands without their claim back (link down, slow)
         self._ids = itertools.count(1)
         self._claims: dict[str, _Claim] = {}
         self._delay = float(os.environ.get(TEST_DELAY_ENV) or 0)
@@ -118,10 +118,7 @@ class ClaimOrder:
         if claim.session.closed or self._claims.get(claim.session.cid) is not claim:
             return False
         if not self.send(claim.session.cid, claim.payload):
-            log.warning("charge point %s connected while the takeover link is down: no claim sent, "
-                        "its commands are taken at once", claim.session.cid)
-            self.unconfirmed += 1
-            claim.session.release()
+            self._unconfirmed(claim, "the takeover link is down, no claim sent")
             return False
         claim.payload = b""  # sent: not kept for the life of the connection
         claim.timer = asyncio.get_running_loop().call_later(self.wait, self._unanswered, claim)
@@ -130,10 +127,16 @@ class ClaimOrder:
     def _unanswered(self, claim: _Claim) -> None:
         claim.timer = None
         if not claim.seen and not claim.session.closed:
-            self.unconfirmed += 1
-            log.warning("charge point %s: its takeover claim did not come back within %gs; taking its "
-                        "commands anyway", claim.session.cid, self.wait)
-            claim.session.release()
+            self._unconfirmed(claim, f"its takeover claim did not come back within {self.wait:g}s")
+
+    def _unconfirmed(self, claim: _Claim, why: str) -> None:
+        """Take commands without the claim: a lone node keeps working (logged once per 1000: a
+        reconnect storm while the link is down must not flood the log)."""
+        self.unconfirmed += 1
+        if self.unconfirmed == 1 or self.unconfirmed % 1000 == 0:
+            log.warning("charge point %s: %s; it takes commands anyway (%d such connections so far)",
+                        claim.session.cid, why, self.unconfirmed)
+        claim.session.release()
 
     def _forget(self, event: Message) -> None:
         fields = event.json()
