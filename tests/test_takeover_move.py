@@ -229,6 +229,8 @@ async def test_takeover_topic_follows_broker_order_not_clocks(tmp_path: Path, mo
             for gw, expected in ((a, 1), (b, 0)):
                 clients = (await http.get(admin(gw) + "/gateways/ocpp/clients")).json()["data"]
                 assert [c["clientid"] for c in clients] == ["CP-T"] * expected
+                text = (await http.get(admin(gw) + "/prometheus/stats")).text
+                assert "ocppgw_takeovers_total 1.0" in text.splitlines()  # each node closed one
         assert third.ws.close_code is None  # the newest socket is the one left open
         await third.ws.close()
     finally:
@@ -262,6 +264,9 @@ async def test_a_claim_that_never_comes_back_does_not_keep_a_lone_node_deaf(tmp_
             async with websockets.connect(gw.url("DOWN"), subprotocols=["ocpp1.6"]):
                 await eventually(lambda: "DOWN" in gw.ctx.sessions)
                 assert gw.ctx.sessions["DOWN"].held is False and claims.unconfirmed == 2
+            async with httpx.AsyncClient(auth=AUTH, timeout=15) as http:
+                text = (await http.get(gw.admin_url + "/prometheus/stats")).text
+            assert "ocppgw_takeover_claims_unconfirmed_total 2.0" in text.splitlines()
     finally:
         if backend is not None:
             backend.close()
