@@ -112,6 +112,7 @@ class NodeCollector(Collector):
             ("trace", self._trace),
             ("cluster", self._cluster),
             ("offline", self._offline),
+            ("takeover", self._takeover),
         ]
         for name, section in sections:
             try:
@@ -382,6 +383,21 @@ class NodeCollector(Collector):
         for reason, count in sorted(queue.dropped.items()):
             dropped.add_metric([reason], count)
         return [queued, delivered, dropped]
+
+    def _takeover(self) -> list[Metric]:
+        """Takeover claims across nodes (engine/ocpp/takeover.py), with or without cluster.enable."""
+        claims = getattr(self.node, "claims", None)
+        if claims is None:
+            return []
+        taken = _counter("takeovers", "Sessions closed because the charge point connected to another node "
+                         "(its claim came later in broker order).")
+        taken.add_metric([], claims.taken_over)
+        unconfirmed = _counter("takeover_claims_unconfirmed", "New connections that took commands without "
+                               "their takeover claim back (link down, or not back within cluster.request_timeout).")
+        unconfirmed.add_metric([], claims.unconfirmed)
+        malformed = _counter("takeover_claims_malformed", "Takeover claims ignored as malformed.")
+        malformed.add_metric([], claims.malformed)
+        return [taken, unconfirmed, malformed]
 
     def _trace(self) -> list[Metric]:
         """The frame trace (engine/ocpp/trace.py): recordings, live streams and what they refused."""

@@ -28,12 +28,13 @@ from engine.metrics import LoopLagMonitor
 from engine.monitor import Monitor
 from engine.ocpp.context import GatewayContext
 from engine.ocpp.listener import ListenerError, OcppListener
-from engine.ocpp.takeover import ClaimOrder, TakeoverNotices
+from engine.ocpp.takeover import ClaimOrder
 from engine.parts import (  # NodeError is imported from here too (CLI, tests)
     NodeError,
     admin_credentials,
     authenticator_for,
     bridge_options,
+    claims_filter,
     enabled_listeners,
     open_beyond_loopback,
     open_user_store,
@@ -49,6 +50,7 @@ if TYPE_CHECKING:
     from engine.admin.lockout import AdminStats
     from engine.auth import Authenticator, UserStore
     from engine.cluster import ClusterMember
+    from engine.cluster.claim_link import ClaimLink
     from engine.ocpp.offline_setup import OfflineCommands
 
 log = logging.getLogger("ocppgw.node")
@@ -64,8 +66,8 @@ class Node:
         self.ocpp: GatewayContext | None = None
         self.listeners: dict[str, OcppListener] = {}
         self.authenticator: Authenticator | None = None
-        self.takeover: TakeoverNotices | None = None
-        self.claims: ClaimOrder | None = None  # takeover in broker order (cluster.enable)
+        self.takeover: ClaimLink | None = None  # claims on gateway.ocpp.takeover_topic (no cluster.enable)
+        self.claims: ClaimOrder | None = None  # takeover in broker order
         self.cluster: ClusterMember | None = None  # cluster.enable: the other nodes on the broker
         self.offline: OfflineCommands | None = None  # commands for charge points connected nowhere
         self.rules: RuleEngine | None = None
@@ -156,22 +158,26 @@ class Node:
             raise NodeError(problem)
         self.cluster = ClusterMember(options, self.settings.node.name, c.topic_prefix, float(c.keepalive),
                                      float(c.request_timeout))
-        self.cluster.on("claims", self._on_claim)
-
-    def _on_claim(self, payload: bytes) -> None:
-        if self.claims is not None:
-            self.claims.on_claim(payload)
 
     async def _start_ocpp(self) -> None:
         ocpp = self.settings.gateway.ocpp
         if not ocpp.enable:
             return
         self.ocpp = GatewayContext(ocpp, self.bus, self.settings.node.name, schema_registry(self.settings))
-        cluster = self.cluster
-        if cluster is not None:  # broker order decides, not clocks
-            self.claims = ClaimOrder(self.ocpp, lambda payload: cluster.publish("claims", payload))
-        elif ocpp.takeover_topic and self.settings.mqtt.server != "embedded":
-            self.takeover = TakeoverNotices(self.ocpp, ocpp.takeover_topic)
+        # broker order decides, not clocks: claims go out on a connection of their own and come back
+        # through the bridge (engine/parts.py subscribes it), in order with the commands
+        cluster, wait = self.cluster, float(self.settings.cluster.request_timeout)
+        heard = claims_filter(self.settings)
+        if cluster is not None and heard:
+            self.claims = ClaimOrder(self.ocpp, lambda cid, payload: cluster.publish("claims", payload), wait, heard)
+        elif heard:
+            from engine.cluster.claim_link import ClaimLink
+
+            assert self.bridge is not None
+            self.takeover = link = ClaimLink(self.bridge.options, ocpp.takeover_topic)
+            self.claims = ClaimOrder(self.ocpp, link.send, wait, heard)
+            await link.start(timeout=5.0)  # not connected by then: sessions take commands at once
+        self.ocpp.claims = self.claims  # new sessions take commands once their claim is back
         from engine.ocpp.offline_setup import start_offline
 
         self.offline = start_offline(self.settings, self.ocpp, self.cluster)
@@ -294,7 +300,7 @@ class Node:
         if self.resources is not None:
             await self.resources.stop()  # after the rules: what they queued is flushed
         if self.takeover is not None:
-            self.takeover.close()
+            await self.takeover.stop()
         if self.claims is not None:
             self.claims.close()
         if self.offline is not None:

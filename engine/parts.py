@@ -40,13 +40,26 @@ def mountpoints(settings: Settings) -> list[str]:
 
 def bridge_options(settings: Settings) -> BridgeOptions:
     options = mqtt_bridge_options(settings.mqtt, settings.node.name, mountpoints(settings))
-    takeover = settings.gateway.ocpp.takeover_topic
-    # nodes sharing a broker hear of each other's new connections; the embedded broker serves
-    # one node, and amqtt stops delivering a client's messages once it publishes to a $ topic
-    if settings.gateway.ocpp.enable and takeover and settings.mqtt.server != "embedded":
-        options.forward_topics.append(notice_filter(takeover))
-        options.subscriptions.append(notice_filter(takeover))
+    claims = claims_filter(settings)
+    if claims:
+        # takeover claims (engine/ocpp/takeover.py) go out on a connection of their own and are read
+        # here, on the connection the commands come by, so a node reads them in the broker's order
+        options.subscriptions.append(claims)
     return options
+
+
+def claims_filter(settings: Settings) -> str:
+    """The topic filter of every node's takeover claims ("": no takeover across nodes): the cluster's
+    claims topic, else `gateway.ocpp.takeover_topic` on an external broker (the embedded one serves
+    one node, and amqtt stops delivering a client's messages once it publishes to a $ topic)."""
+    if not settings.gateway.ocpp.enable:
+        return ""
+    if settings.cluster.enable:
+        return settings.cluster.topic_prefix.rstrip("/") + "/claims"
+    takeover = settings.gateway.ocpp.takeover_topic
+    if takeover and settings.mqtt.server != "embedded":
+        return notice_filter(takeover)
+    return ""
 
 
 def schema_registry(settings: Settings, current: SchemaRegistry | None = None) -> SchemaRegistry | None:

@@ -191,6 +191,8 @@ async def closed_with(ws: Any, code: int, timeout: float = 5.0) -> None:
 
 
 async def subscribed(gw: Gateway, cid: str) -> None:
-    """Wait until the node has the charge point's downstream topic on the broker."""
+    """Wait until the node has the charge point's downstream topic on the broker, and takes commands
+    (its takeover claim is back: engine/ocpp/takeover.py)."""
     assert gw.node.bridge
-    await eventually(lambda: f"ocpp/cs/{cid}" in gw.node.bridge._on_broker)
+    await eventually(lambda: f"ocpp/cs/{cid}" in gw.node.bridge._on_broker
+                     and not getattr(gw.ctx.sessions.get(cid), "held", True))

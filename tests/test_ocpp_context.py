@@ -55,7 +55,7 @@ async def test_takeover_across_nodes_sharing_a_broker(tmp_path, mosquitto):
     (tmp_path / "b").mkdir()
     async with running_gateway(tmp_path / "a", mosquitto.port, 'node.name = "node-a"\n') as a, \
             running_gateway(tmp_path / "b", mosquitto.port, 'node.name = "node-b"\n') as b:
-        await eventually(lambda: "$ocppgw/takeover/+" in a.node.bridge._on_broker and "$ocppgw/takeover/+" in b.node.bridge._on_broker)
+        await eventually(lambda: a.node.takeover._connected.is_set() and b.node.takeover._connected.is_set())
         old = await websockets.connect(a.url("ROAM"), subprotocols=["ocpp1.6"])
         await eventually(lambda: "ROAM" in a.ctx.sessions)
         await asyncio.sleep(0.05)  # the new connection is strictly later
@@ -66,7 +66,7 @@ async def test_takeover_across_nodes_sharing_a_broker(tmp_path, mosquitto):
             event = await a.events.wait("client_disconnected", lambda e: e["clientid"] == "ROAM")
             assert event["reason"] == "takenover"
             assert "ROAM" not in a.ctx.sessions and "ROAM" in b.ctx.sessions
-            assert a.node.takeover.taken_over == 1 and b.node.takeover.taken_over == 0
+            assert a.node.claims.taken_over == 1 and b.node.claims.taken_over == 0
             await new.send('[2,"1","Heartbeat",{}]')
             await eventually(lambda: b.ctx.sessions["ROAM"].recv_cnt == 1)
             await asyncio.sleep(0.3)
@@ -77,11 +77,13 @@ async def test_malformed_takeover_notices_are_ignored(tmp_path, mosquitto):
     from tests.ocpp_support import Backend
 
     async with running_gateway(tmp_path, mosquitto.port) as gw:
-        await eventually(lambda: "$ocppgw/takeover/+" in gw.node.bridge._on_broker)
+        await eventually(lambda: gw.node.takeover._connected.is_set())
         async with websockets.connect(gw.url("T1"), subprotocols=["ocpp1.6"]):
             backend = Backend(mosquitto.port)
-            for body in (b"garbage", b"[]", b'{"node": "x"}', b'{"node": "x", "clientid": "T1", "connected_at": "soon"}'):
+            for body in (b"garbage", b"[]", b'{"node": "x"}', b'{"node": "x", "clientid": "T1", "connected_at": "soon"}',
+                         b'{"node": "x", "clientid": "T1", "connected_at": 1}', b'{"clientid": "T1", "claim": 7}'):
                 backend.publish("$ocppgw/takeover/T1", body)
             await asyncio.sleep(0.5)
             assert "T1" in gw.ctx.sessions
+            assert gw.node.claims.malformed == 6
             backend.close()

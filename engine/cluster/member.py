@@ -8,7 +8,8 @@ small traffic never waits behind the bridge's buffer and its last will is its ow
   (retained) says `stopped`, so a node that dies shows stopped within 1.5x `cluster.keepalive`.
 - `P/rpc/<node>`: requests to a node, `{"id", "from", "reply", "op", "args"}`;
 - `P/reply/<node>`: the answers, `{"id", "from", "ok", "result" | "error"}`.
-- `P/claims`: takeover claims (engine/ocpp/takeover.py), one topic so the broker orders them.
+- `P/claims`: takeover claims (engine/ocpp/takeover.py), one topic so the broker orders them:
+  `{"node", "clientid", "connected_at", "claim"}`, read back by the sender too (no-local off).
 - `P/config`: the admin API's overlay and its version, retained (engine/cluster/config_sync.py).
 
 The correlation id and reply topic travel in the payload rather than as MQTT 5 properties, so

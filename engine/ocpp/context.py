@@ -79,6 +79,7 @@ class GatewayContext:
         self.metrics = GatewayMetrics()
         self.guards = Guards()  # per-client admission: bans, per-source and per-id rates
         self.tracer = Tracer(self.sessions)  # frame traces and live streams: sessions' `tap`
+        self.claims: Any = None  # engine.ocpp.takeover.ClaimOrder: new sessions' downstream waits for it
         self._wanted: dict[str, tuple[int, bool]] = {}
         self.apply(settings, registry)
 

@@ -182,11 +182,15 @@ class Session:
         self.fleet: FleetInfo | None = None  # boot identity, connector statuses (engine/ocpp/fleet.py)
         self.tap: Tap | None = None  # set by the tracer while somebody traces this id
         self.on_accepted: Callable[[], None] | None = None  # its BootNotification accepted (engine/ocpp/offline.py)
+        self.held = False  # its takeover claim is out: a command may have gone to the old socket too
 
     # --- lifecycle --------------------------------------------------------------------
 
     def start(self) -> None:
-        """Subscribe downstream, announce the connection, arm the timers."""
+        """Subscribe downstream, announce the connection, arm the timers. With takeover claims
+        (engine/ocpp/takeover.py), commands wait for the claim to come back (`release`)."""
+        claims = getattr(self.ctx, "claims", None)
+        self.held = claims is not None and claims.hold(self)
         self._subscribe()
         self.ctx.tracer.attach(self)
         self.ctx.publish_event("client_connected", events.client_connected(
@@ -203,6 +207,10 @@ class Session:
     def _subscribe(self) -> None:
         self._subscription = self.ctx.bus.subscribe(self._downstream_filter(), self.on_downstream, remote=True,
                                                     name=f"session:{self.cid}")
+
+    def release(self) -> None:
+        """Take commands from now on: this is the newest connection of the charge point."""
+        self.held = False
 
     def resubscribe(self, mountpoint: str) -> None:
         """After a reload: if the mountpoint or the downstream topic changed, move the subscription
@@ -227,11 +235,12 @@ class Session:
         if self._subscription is not None:
             self.ctx.bus.unsubscribe(self._subscription)
         self.ctx.sessions.remove(self)
+        dropped = "takenover" if reason == "takenover" else "client_disconnected"  # it moved, or left
         if self._inflight:
-            self._drop_outgoing(self._inflight, "client_disconnected")
+            self._drop_outgoing(self._inflight, dropped)
             self._inflight = None
         while self._queue:
-            self._drop_outgoing(self._queue.popleft(), "client_disconnected")
+            self._drop_outgoing(self._queue.popleft(), dropped)
         if self.tap is not None:
             self.ctx.tracer.detach(self, reason)
         self.ctx.publish_event("client_disconnected", events.client_disconnected(
@@ -519,7 +528,10 @@ class Session:
             self._dropped_event("invalid_payload", _text(message.payload), problem, message)
             return
         type_id = body["MessageTypeId"]
-        if type_id == frames.CALL:
+        if self.held and type_id in (frames.CALL, frames.SEND):  # replies answer this socket's CALLs only
+            self._dropped_event("takeover_pending", _text(message.payload), "published while the charge "
+                                "point moved here (its takeover claim was not back yet)", message)
+        elif type_id == frames.CALL:
             self._downstream_call(body, message)
         elif type_id <= frames.CALLERROR:
             self._downstream_reply(body, message)

@@ -1,37 +1,51 @@
-"""Takeover across nodes that share a broker.
+"""Takeover across nodes that share a broker, in the order the broker delivers claims.
 
-Each node announces every new connection on `gateway.ocpp.takeover_topic`
-(through the MQTT bridge, which forwards it and subscribes to everyone
-else's). A node that holds a session for the announced charge point, older
-than the announced one, closes it with reason `takenover`, exactly as a
-duplicate connection on one node does. Anyone who may publish on that topic
-can disconnect charge points, so restrict it with the broker's ACLs, as the
-downstream command topics.
+Every new connection publishes a claim for its charge point; every node (the sender too) reads
+every claim for that charge point in the broker's order, and a session whose own claim came
+back before another node's claim for the same charge point is the older one and closes
+(`takenover`), exactly as a duplicate connection on one node does. No clock is read.
 
-That compares wall clocks of different machines: two nodes whose clocks differ by
-more than the reconnect gap keep both sockets. With `cluster.enable`, `ClaimOrder`
-decides instead, by the order the broker delivers claims on one topic: every new
-connection publishes a claim, every node (the sender too) reads every claim in
-that order, and a session whose own claim came back before another node's claim
-for the same charge point is the older one and closes. No clock is read.
+Where the claims travel: with `cluster.enable`, on the cluster's one claims topic, published by
+the cluster connection (engine/cluster/member.py); without it, on `gateway.ocpp.takeover_topic`
+(one topic per charge point, so the broker orders each one's claims), published by a small
+connection of its own (engine/cluster/claim_link.py). Both are read by the bridge, which never
+hears its own publishes back but hears these, on the connection the commands come by: a node
+reads a claim before any command the broker routed after it. Anyone who may publish there can
+disconnect charge points, so restrict the topic with the broker's ACLs, as the downstream
+command topics.
+
+A command published while a charge point moves reaches one socket at most, and is reported
+dropped where it is not delivered. The new session subscribes its downstream topic at once (so
+the answers to the CALLs the charge point sends at once, BootNotification, reach it), but until
+its own claim is back (`hold`, `release`) it takes no command (CALL, SEND): the old session
+may still hold the charge point, and the broker hands such a command to both. It reports each
+one dropped (`takeover_pending`); the old session delivers it to its still-open socket, or has
+closed. The old session stops taking commands when the newer claim arrives and reports what it
+holds unanswered (in flight and queued) as dropped (`takenover`). Upstream frames never wait. A
+claim that never comes back (the link down) does not keep a lone node deaf: after `wait`
+seconds the session takes commands anyway (logged, counted in `unconfirmed`). A reconnect to
+the node that already holds the charge point (a local takeover) takes commands at once.
 """
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
+import os
 from collections.abc import Callable
 from typing import Any
 
 import orjson
 
 from engine.bus import Message
-from engine.ocpp.context import GatewayContext, TopicTemplate
+from engine.ocpp.context import GatewayContext
 from engine.ocpp.events import takeover_notice
 
 log = logging.getLogger("ocppgw.takeover")
 
-ORIGIN = "takeover"
+# tests only: seconds a claim waits before it is published (a claim held back by a slow link)
+TEST_DELAY_ENV = "OCPP_GATEWAY_TEST_CLAIM_DELAY"  # not OCPPGW_: those are config keys
 
 
 def notice_filter(template: str) -> str:
@@ -39,85 +53,110 @@ def notice_filter(template: str) -> str:
     return template.replace("${clientid}", "+").replace("${cid}", "+")
 
 
-class TakeoverNotices:
-    def __init__(self, ctx: GatewayContext, template: str) -> None:
-        self.ctx = ctx
-        self.template = TopicTemplate(template)
-        self.filter = notice_filter(template)
-        self.taken_over = 0
-        self._subscriptions = [
-            ctx.bus.subscribe("$events/client_connected", self._announce, name="takeover"),
-            ctx.bus.subscribe(self.filter, self._on_notice, name="takeover"),
-        ]
+class _Claim:
+    __slots__ = ("session", "token", "seen", "timer", "payload")
 
-    def close(self) -> None:
-        for sub in self._subscriptions:
-            self.ctx.bus.unsubscribe(sub)
-
-    def _announce(self, event: Message) -> None:
-        fields = event.json()
-        notice = takeover_notice(self.ctx.node, fields)
-        topic = self.template.render({"cid": fields["clientid"]})
-        self.ctx.bus.publish(Message(topic, orjson.dumps(notice), qos=1, origin=ORIGIN, decoded=notice))
-
-    def _on_notice(self, message: Message) -> None:
-        if message.origin != "mqtt":
-            return  # our own announcement
-        try:
-            notice = message.json()
-            node, cid, connected_at = notice["node"], notice["clientid"], notice["connected_at"]
-        except (orjson.JSONDecodeError, TypeError, KeyError):
-            log.warning("ignoring a malformed takeover notice on %s", message.topic)
-            return
-        if node == self.ctx.node or not isinstance(connected_at, (int, float)):
-            return
-        if self.ctx.sessions.take_over(cid, connected_at):
-            log.info("charge point %s connected to node %s: closed it here", cid, node)
-            self.taken_over += 1
+    def __init__(self, session: Any, token: str, payload: bytes) -> None:
+        self.session = session
+        self.token = token
+        self.payload = payload
+        self.seen = False  # came back from the broker: any later claim for the cid is newer
+        self.timer: asyncio.TimerHandle | None = None
 
 
 class ClaimOrder:
-    """Takeover in broker order. `send(payload)` publishes a claim on the cluster's one claims topic
-    (False: not connected); `on_claim(payload)` is called for every claim the broker delivers, ours
-    included, in its order."""
+    """`send(cid, payload)` publishes a claim (False: not connected); every claim the broker delivers
+    on `heard` (a topic filter the bridge subscribes to), ours included, comes in its order through
+    the bus to `on_claim`. `wait`: seconds a new session waits for its claim before it takes
+    commands anyway."""
 
-    def __init__(self, ctx: GatewayContext, send: Callable[[bytes], bool]) -> None:
+    def __init__(self, ctx: GatewayContext, send: Callable[[str, bytes], bool], wait: float,
+                 heard: str) -> None:
         self.ctx = ctx
         self.send = send
+        self.wait = wait
         self.taken_over = 0
         self.malformed = 0
+        self.unconfirmed = 0  # sessions that took commands without their claim back (link down, slow)
         self._ids = itertools.count(1)
-        # cid → [session, claim token, claim seen back from the broker]
-        self._claims: dict[str, list[Any]] = {}
+        self._claims: dict[str, _Claim] = {}
+        self._delay = float(os.environ.get(TEST_DELAY_ENV) or 0)
         self._subscriptions = [
-            ctx.bus.subscribe("$events/client_connected", self._claim, name="takeover"),
             ctx.bus.subscribe("$events/client_disconnected", self._forget, name="takeover"),
+            ctx.bus.subscribe(heard, self._heard, name="takeover"),  # the bridge's, in broker order
         ]
 
     def close(self) -> None:
         for sub in self._subscriptions:
             self.ctx.bus.unsubscribe(sub)
+        for claim in self._claims.values():
+            if claim.timer is not None:
+                claim.timer.cancel()
 
-    def _claim(self, event: Message) -> None:
-        cid = event.json()["clientid"]
-        session = self.ctx.sessions.get(cid)
-        if session is None:
-            return
+    def hold(self, session: Any) -> bool:
+        """Claim `session`'s charge point; True: the session takes commands once the claim is back
+        (`session.release()`), False: at once (it replaces this node's own newest session, or the
+        claim cannot be sent)."""
+        cid = session.cid
+        before = self._claims.get(cid)
+        local = before is not None and before.seen and before.session is not session
+        if before is not None and before.timer is not None:
+            before.timer.cancel()
         token = f"{self.ctx.node}:{next(self._ids)}"
-        self._claims[cid] = [session, token, False]
-        if not self.send(orjson.dumps({"node": self.ctx.node, "clientid": cid, "claim": token})):
-            log.warning("charge point %s connected while the cluster link is down: no takeover claim sent", cid)
+        # the takeover notice's fields (operators may consume them on takeover_topic) and the token
+        notice = {**takeover_notice(self.ctx.node, {"clientid": cid, "connected_at": session.connected_at}),
+                  "claim": token}
+        claim = self._claims[cid] = _Claim(session, token, orjson.dumps(notice))
+        if self._delay > 0:
+            claim.timer = asyncio.get_running_loop().call_later(self._delay, self._publish, claim)
+            return not local
+        return self._publish(claim) and not local
+
+    def _publish(self, claim: _Claim) -> bool:
+        """Send the claim; False when it cannot go (the session then takes commands at once)."""
+        claim.timer = None
+        if claim.session.closed or self._claims.get(claim.session.cid) is not claim:
+            return False
+        if not self.send(claim.session.cid, claim.payload):
+            self._unconfirmed(claim, "the takeover link is down, no claim sent")
+            return False
+        claim.payload = b""  # sent: not kept for the life of the connection
+        claim.timer = asyncio.get_running_loop().call_later(self.wait, self._unanswered, claim)
+        return True
+
+    def _unanswered(self, claim: _Claim) -> None:
+        claim.timer = None
+        if not claim.seen and not claim.session.closed:
+            self._unconfirmed(claim, f"its takeover claim did not come back within {self.wait:g}s")
+
+    def _unconfirmed(self, claim: _Claim, why: str) -> None:
+        """Take commands without the claim: a lone node keeps working (logged once per 1000: a
+        reconnect storm while the link is down must not flood the log)."""
+        self.unconfirmed += 1
+        if self.unconfirmed == 1 or self.unconfirmed % 1000 == 0:
+            log.warning("charge point %s: %s; it takes commands anyway (%d such connections so far)",
+                        claim.session.cid, why, self.unconfirmed)
+        claim.session.release()
 
     def _forget(self, event: Message) -> None:
-        cid = event.json().get("clientid")
-        entry = self._claims.get(cid) if isinstance(cid, str) else None
-        if entry is not None and entry[0].closed:
+        fields = event.json()
+        cid = fields.get("clientid")
+        claim = self._claims.get(cid) if isinstance(cid, str) else None
+        # a local takeover (`takenover` from the registry) is followed at once by the new session's
+        # `hold`, which needs to know this node held the charge point: keep the claim until then
+        if claim is not None and claim.session.closed and fields.get("reason") != "takenover":
+            if claim.timer is not None:
+                claim.timer.cancel()
             del self._claims[cid]
+
+    def _heard(self, message: Message) -> None:
+        if message.origin == "mqtt":  # what the bridge received; nothing on the bus is a claim
+            self.on_claim(message.payload)
 
     def on_claim(self, payload: bytes) -> None:
         try:
-            claim = orjson.loads(payload)
-            cid, token = claim["clientid"], claim["claim"]
+            found = orjson.loads(payload)
+            cid, token = found["clientid"], found["claim"]
             if not isinstance(cid, str) or not isinstance(token, str):
                 raise TypeError
         except (orjson.JSONDecodeError, TypeError, KeyError):
@@ -125,15 +164,21 @@ class ClaimOrder:
             if self.malformed == 1 or self.malformed % 1000 == 0:
                 log.warning("ignoring a malformed takeover claim (%d so far)", self.malformed)
             return
-        entry = self._claims.get(cid)
-        if entry is None:
+        claim = self._claims.get(cid)
+        if claim is None:
             return
-        session, ours, seen = entry
-        if token == ours:
-            entry[2] = True  # from now on, any claim for cid is newer than our session
-        elif seen and not session.closed:
+        session = claim.session
+        if token == claim.token:
+            claim.seen = True
+            if claim.timer is not None:
+                claim.timer.cancel()
+                claim.timer = None
+            session.release()  # the newest connection now: its commands come here
+            log.debug("charge point %s: its takeover claim is back, taking commands", cid)
+        elif claim.seen:
             del self._claims[cid]
-            session.close("takenover", 1000)
-            self.taken_over += 1
-            log.info("charge point %s connected again elsewhere (claim %s): closed it here", cid, token)
+            if not session.closed:
+                session.close("takenover", 1000)
+                self.taken_over += 1
+                log.info("charge point %s connected again elsewhere (claim %s): closed it here", cid, token)
         # not yet seen: that claim is older than ours; its node closes its session when ours arrives
