@@ -528,7 +528,9 @@ class Session:
             self._dropped_event("invalid_payload", _text(message.payload), problem, message)
             return
         type_id = body["MessageTypeId"]
-        if self.held and type_id in (frames.CALL, frames.SEND):  # replies answer this socket's CALLs only
+        # only the broker can have handed a command to the old socket too; replies answer this socket's CALLs,
+        # and what this node sends itself (its offline queue, its rules) reaches this socket alone
+        if self.held and message.origin == "mqtt" and type_id in (frames.CALL, frames.SEND):
             self._dropped_event("takeover_pending", _text(message.payload), "published while the charge "
                                 "point moved here (its takeover claim was not back yet)", message)
         elif type_id == frames.CALL:
