@@ -168,14 +168,16 @@ class Node:
         # through the bridge (engine/parts.py subscribes it), in order with the commands
         cluster, wait = self.cluster, float(self.settings.cluster.request_timeout)
         heard = claims_filter(self.settings)
+        ready = self.bridge.subscriptions_confirmed if self.bridge is not None else None
         if cluster is not None and heard:
-            self.claims = ClaimOrder(self.ocpp, lambda cid, payload: cluster.publish("claims", payload), wait, heard)
+            self.claims = ClaimOrder(self.ocpp, lambda cid, payload: cluster.publish("claims", payload), wait, heard,
+                                     ready)
         elif heard:
             from engine.cluster.claim_link import ClaimLink
 
             assert self.bridge is not None
             self.takeover = link = ClaimLink(self.bridge.options, ocpp.takeover_topic)
-            self.claims = ClaimOrder(self.ocpp, link.send, wait, heard)
+            self.claims = ClaimOrder(self.ocpp, link.send, wait, heard, ready)
             await link.start(timeout=5.0)  # not connected by then: sessions take commands at once
         self.ocpp.claims = self.claims  # new sessions take commands once their claim is back
         from engine.ocpp.offline_setup import start_offline

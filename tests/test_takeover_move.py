@@ -259,11 +259,12 @@ async def test_a_claim_that_never_comes_back_does_not_keep_a_lone_node_deaf(tmp_
                 backend.publish("ocpp/cs/LONE", command("late"))
                 frame = await recv_json(ws, 10)
                 assert frame[:3] == [2, "late", "TriggerMessage"]
-            # the link is down: no claim can go, and the session takes commands at once
+            # the link is down: no claim can go, and the session takes commands as soon as its
+            # subscription is on the broker (when its claim would have gone), not after the timeout
             gw.node.takeover._connected.clear()
             async with websockets.connect(gw.url("DOWN"), subprotocols=["ocpp1.6"]):
-                await eventually(lambda: "DOWN" in gw.ctx.sessions)
-                assert gw.ctx.sessions["DOWN"].held is False and claims.unconfirmed == 2
+                await eventually(lambda: "ocpp/cs/DOWN" in gw.node.bridge._on_broker, 2.0)
+                await eventually(lambda: gw.ctx.sessions["DOWN"].held is False and claims.unconfirmed == 2, 2.0)
             async with httpx.AsyncClient(auth=AUTH, timeout=15) as http:
                 text = (await http.get(gw.admin_url + "/prometheus/stats")).text
             assert "ocppgw_takeover_claims_unconfirmed_total 2.0" in text.splitlines()
@@ -298,3 +299,33 @@ async def test_a_reconnect_to_the_same_node_takes_commands_at_once(tmp_path: Pat
                 assert (await recv_json(new))[1] == "next"
         finally:
             backend.close()
+
+
+async def test_a_claim_goes_out_only_once_the_new_sessions_subscription_is_on_the_broker(
+        tmp_path: Path, mosquitto: Mosquitto) -> None:
+    # were the claim on the broker first, a command published between the two would go to the old
+    # node alone, after the claim that closes the old socket there: neither delivered nor reported
+    async with running_gateway(tmp_path, mosquitto.port) as gw:
+        bridge = gw.node.bridge
+        assert bridge is not None and bridge._client is not None
+        client, gate = bridge._client, asyncio.Event()
+        subscribe = client.subscribe
+
+        async def held_back(*args, **kwargs):
+            await gate.wait()
+            return await subscribe(*args, **kwargs)
+
+        client.subscribe = held_back  # the broker has not got the subscription yet
+        claims = Backend(mosquitto.port, "$ocppgw/takeover/+")
+        try:
+            async with websockets.connect(gw.url("FIRST"), subprotocols=["ocpp1.6"]):
+                await eventually(lambda: "FIRST" in gw.ctx.sessions)
+                assert gw.ctx.sessions["FIRST"].held
+                await claims.nothing(1.0)  # no claim while the subscription waits
+                gate.set()
+                topic, claim = await claims.next()
+                assert topic == "$ocppgw/takeover/FIRST" and claim["clientid"] == "FIRST", claim
+                assert "ocpp/cs/FIRST" in bridge._on_broker  # acknowledged before the claim went out
+                await eventually(lambda: not gw.ctx.sessions["FIRST"].held)
+        finally:
+            claims.close()

@@ -108,6 +108,7 @@ class MqttBridge:
         self._sub_generation = 0
         self._subscribed_upto = -1
         self._subs_done = asyncio.Event()
+        self._sub_waiters: list[tuple[int, asyncio.Future[None]]] = []  # subscriptions_confirmed()
         self._client: MqttClient | None = None
         self._subs_event = asyncio.Event()
         self._drained = asyncio.Event()
@@ -188,6 +189,15 @@ class MqttBridge:
     def _dropped_from_buffer(self, message: Message) -> None:
         if self.journal is not None:
             self.journal.done(message, delivered=False)
+
+    def subscriptions_confirmed(self) -> asyncio.Future[None] | None:
+        """None when every remote subscription made so far is on the broker, else a future done when
+        it is (after a reconnect too): a takeover claim goes out only then (engine/ocpp/takeover.py)."""
+        if self._subscribed_upto >= self._sub_generation:
+            return None
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._sub_waiters.append((self._sub_generation, waiter))
+        return waiter
 
     def remote_added(self, topic_filter: str) -> None:
         count = self._wanted.get(topic_filter, 0)
@@ -427,6 +437,13 @@ class MqttBridge:
                         self._on_broker.add(topic)
             self._subscribed_upto = generation
             self._subs_done.set()
+            if self._sub_waiters:
+                waiting, self._sub_waiters = self._sub_waiters, []
+                for stamp, waiter in waiting:
+                    if stamp > generation:
+                        self._sub_waiters.append((stamp, waiter))
+                    elif not waiter.done():
+                        waiter.set_result(None)
             for i in range(0, len(to_remove), SUBSCRIBE_BATCH):
                 batch = to_remove[i : i + SUBSCRIBE_BATCH]
                 await client.unsubscribe(batch)

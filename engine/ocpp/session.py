@@ -189,9 +189,9 @@ class Session:
     def start(self) -> None:
         """Subscribe downstream, announce the connection, arm the timers. With takeover claims
         (engine/ocpp/takeover.py), commands wait for the claim to come back (`release`)."""
+        self._subscribe()  # first: the claim goes out once this subscription is on the broker
         claims = getattr(self.ctx, "claims", None)
         self.held = claims is not None and claims.hold(self)
-        self._subscribe()
         self.ctx.tracer.attach(self)
         self.ctx.publish_event("client_connected", events.client_connected(
             self, keepalive=self.keepalive, connected_at=self.connected_at, mountpoint=self.mountpoint,

@@ -17,11 +17,14 @@ command topics.
 A command published while a charge point moves reaches one socket at most, and is reported
 dropped where it is not delivered. The new session subscribes its downstream topic at once (so
 the answers to the CALLs the charge point sends at once, BootNotification, reach it), but until
-its own claim is back (`hold`, `release`) it takes no command (CALL, SEND): the old session
+its own claim is back (`hold`, `release`) it takes no command (CALL, SEND) from the broker: the old session
 may still hold the charge point, and the broker hands such a command to both. It reports each
 one dropped (`takeover_pending`); the old session delivers it to its still-open socket, or has
 closed. The old session stops taking commands when the newer claim arrives and reports what it
 holds unanswered (in flight and queued) as dropped (`takenover`). Upstream frames never wait. A
+claim goes out only once the broker has acknowledged the new session's subscription (the
+bridge's `subscriptions_confirmed`): were the claim there first, a command published between
+the two would reach the old node alone, after the claim that closes its socket there. A
 claim that never comes back (the link down) does not keep a lone node deaf: after `wait`
 seconds the session takes commands anyway (logged, counted in `unconfirmed`). A reconnect to
 the node that already holds the charge point (a local takeover) takes commands at once.
@@ -68,13 +71,16 @@ class ClaimOrder:
     """`send(cid, payload)` publishes a claim (False: not connected); every claim the broker delivers
     on `heard` (a topic filter the bridge subscribes to), ours included, comes in its order through
     the bus to `on_claim`. `wait`: seconds a new session waits for its claim before it takes
-    commands anyway."""
+    commands anyway. `ready()` (the bridge's): None when every downstream subscription made so far
+    is on the broker, else a future done when it is; a claim goes out only then, so a command
+    published after the claim reached the broker also reaches the new session's node."""
 
     def __init__(self, ctx: GatewayContext, send: Callable[[str, bytes], bool], wait: float,
-                 heard: str) -> None:
+                 heard: str, ready: Callable[[], asyncio.Future[None] | None] | None = None) -> None:
         self.ctx = ctx
         self.send = send
         self.wait = wait
+        self.ready = ready
         self.taken_over = 0
         self.malformed = 0
         self.unconfirmed = 0  # sessions that took commands without their claim back (link down, slow)
@@ -107,14 +113,30 @@ class ClaimOrder:
         notice = {**takeover_notice(self.ctx.node, {"clientid": cid, "connected_at": session.connected_at}),
                   "claim": token}
         claim = self._claims[cid] = _Claim(session, token, orjson.dumps(notice))
+        waiter = self.ready() if self.ready is not None else None
+        if waiter is None and self._delay <= 0:
+            return self._publish(claim) and not local
+        # the claim waits for the session's subscription to reach the broker (or the test delay); a
+        # subscription that never does (the bridge down) does not keep the session deaf either
+        loop = asyncio.get_running_loop()
+        claim.timer = loop.call_later(self.wait, self._unanswered, claim)
+        if waiter is None:
+            loop.call_later(self._delay, self._publish, claim)
+        else:
+            waiter.add_done_callback(lambda _: self._subscribed(claim))
+        return not local
+
+    def _subscribed(self, claim: _Claim) -> None:
         if self._delay > 0:
-            claim.timer = asyncio.get_running_loop().call_later(self._delay, self._publish, claim)
-            return not local
-        return self._publish(claim) and not local
+            asyncio.get_running_loop().call_later(self._delay, self._publish, claim)
+        else:
+            self._publish(claim)
 
     def _publish(self, claim: _Claim) -> bool:
         """Send the claim; False when it cannot go (the session then takes commands at once)."""
-        claim.timer = None
+        if claim.timer is not None:
+            claim.timer.cancel()
+            claim.timer = None
         if claim.session.closed or self._claims.get(claim.session.cid) is not claim:
             return False
         if not self.send(claim.session.cid, claim.payload):
