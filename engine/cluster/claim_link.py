@@ -8,26 +8,17 @@ commands at once.
 
 from __future__ import annotations
 
-import asyncio
-import itertools
-import logging
-
 from connectors.mqtt.bridge import BridgeOptions
-from connectors.mqtt.client import MqttClient, MqttError
-
-log = logging.getLogger("ocppgw.takeover")
-
-RETRY = (0.5, 1.0, 2.0, 5.0)  # seconds between connection attempts
+from connectors.mqtt.side_link import SideLink
 
 
-class ClaimLink:
+class ClaimLink(SideLink):
+    suffix = "takeover"
+    what = "takeover"
+
     def __init__(self, options: BridgeOptions, template: str) -> None:
-        self.options = options
+        super().__init__(options)
         self.template = template
-        self._client: MqttClient | None = None
-        self._task: asyncio.Task[None] | None = None
-        self._connected = asyncio.Event()
-        self._stopping = False
 
     def topic(self, cid: str) -> str:
         return self.template.replace("${clientid}", cid).replace("${cid}", cid)
@@ -38,46 +29,3 @@ class ClaimLink:
             return False
         client.publish(self.topic(cid), payload, 1, False, token=0)
         return True
-
-    async def start(self, timeout: float = 10.0) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run())
-        try:
-            await asyncio.wait_for(self._connected.wait(), timeout)
-        except TimeoutError:
-            log.warning("takeover: not connected to the broker yet; retrying in the background")
-
-    async def stop(self) -> None:
-        self._stopping = True
-        client = self._client
-        if client is not None and not client.closed.done():
-            try:
-                await asyncio.wait_for(client.disconnect(), 2.0)
-            except (MqttError, TimeoutError):
-                client.abort()
-        if self._task is not None:
-            self._task.cancel()
-
-    def _on_message(self, topic: str, payload: bytes, qos: int, retain: bool) -> None:
-        pass  # subscribes to nothing
-
-    async def _run(self) -> None:
-        o = self.options
-        for attempt in itertools.count():
-            if self._stopping:
-                return
-            try:
-                client = await MqttClient.connect(
-                    o.host, o.port, client_id=f"{o.client_id}-takeover", on_message=self._on_message,
-                    v5=o.proto_ver == "v5", username=o.username, password=o.password,
-                    keepalive=max(1, int(o.keepalive)), tls=o.tls)
-                self._client = client
-                self._connected.set()
-                attempt = 0
-                await client.closed
-            except MqttError as exc:
-                if attempt == 0:
-                    log.warning("takeover: %s", exc)
-            self._connected.clear()
-            self._client = None
-            if not self._stopping:
-                await asyncio.sleep(RETRY[min(attempt, len(RETRY) - 1)])

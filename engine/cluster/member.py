@@ -29,13 +29,13 @@ from typing import Any
 import orjson
 
 from connectors.mqtt.bridge import BridgeOptions
-from connectors.mqtt.client import MqttClient, MqttError
+from connectors.mqtt.client import MqttClient
+from connectors.mqtt.side_link import SideLink
 from engine import __version__
 
 log = logging.getLogger("ocppgw.cluster")
 
 Handler = Callable[[dict[str, Any]], Awaitable[Any]]
-RETRY = (0.5, 1.0, 2.0, 5.0)  # seconds between connection attempts
 MAX_NODES = 1000  # presence records kept: names beyond are refused (a rogue publisher's flood)
 
 
@@ -62,10 +62,13 @@ def check_node_name(name: str) -> str | None:
     return None
 
 
-class ClusterMember:
+class ClusterMember(SideLink):
+    suffix = "cluster"
+    what = "cluster"
+
     def __init__(self, options: BridgeOptions, node: str, prefix: str, keepalive: float,
                  request_timeout: float, info: Callable[[], dict[str, Any]] | None = None) -> None:
-        self.options = options
+        super().__init__(options, keepalive)
         self.name = node
         self.prefix = prefix.rstrip("/")
         self.keepalive = keepalive
@@ -79,10 +82,6 @@ class ClusterMember:
         self._subscribers: dict[str, Callable[[bytes], None]] = {}  # topic below the prefix → callback
         self._waiting: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self._ids = itertools.count(1)
-        self._client: MqttClient | None = None
-        self._task: asyncio.Task[None] | None = None
-        self._connected = asyncio.Event()
-        self._stopping = False
         self._tasks: set[asyncio.Task[Any]] = set()
         self._joined: list[Callable[[], None]] = []  # called at each (re)connection (on_join)
         self.records_too_large: dict[str, int] = {}  # kind → records over cluster.max_record_size (metrics)
@@ -100,60 +99,34 @@ class ClusterMember:
 
     # --- lifecycle ----------------------------------------------------------------------------
 
-    async def start(self, timeout: float = 10.0) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run())
-        try:
-            await asyncio.wait_for(self._connected.wait(), timeout)
-        except TimeoutError:
-            log.warning("cluster: not connected to the broker yet; retrying in the background")
+    def will(self) -> tuple[str, bytes, int, bool] | None:
+        return (self.topic("nodes", self.name), self._presence_record("stopped"), 1, True)
+
+    async def run_connected(self, client: MqttClient) -> None:
+        o = self.options
+        await client.subscribe([(self.topic("nodes", "+"), 1), (self.topic("rpc", self.name), 1),
+                                (self.topic("reply", self.name), 1),
+                                *[(self.topic(t), 1) for t in self._subscribers]], no_local=False)
+        client.publish(self.topic("nodes", self.name), self._presence_record("running"), 1, True)
+        self._connected.set()
+        self.joined_at = time.monotonic()
+        log.info("cluster: node %s joined on %s:%s under %s", self.name, o.host, o.port, self.prefix)
+        for joined in self._joined:
+            joined()
+        await client.closed
+
+    def lost(self) -> None:
+        self.joined_at = None
+
+    async def last_words(self, client: MqttClient) -> None:
+        done = client.publish(self.topic("nodes", self.name), self._presence_record("stopped"), 1, True)
+        if done is not None:
+            await asyncio.wait_for(done, 2.0)
 
     async def stop(self) -> None:
-        self._stopping = True
-        client = self._client
-        if client is not None and not client.closed.done():
-            try:
-                done = client.publish(self.topic("nodes", self.name), self._presence_record("stopped"), 1, True)
-                if done is not None:
-                    await asyncio.wait_for(done, 2.0)
-                await client.disconnect()
-            except (MqttError, TimeoutError):
-                client.abort()
-        if self._task is not None:
-            self._task.cancel()
+        await super().stop()
         for future in self._waiting.values():
             future.cancel()
-
-    async def _run(self) -> None:
-        o = self.options
-        for attempt in itertools.count():
-            if self._stopping:
-                return
-            try:
-                client = await MqttClient.connect(
-                    o.host, o.port, client_id=f"{o.client_id}-cluster", on_message=self._on_message,
-                    v5=o.proto_ver == "v5", username=o.username, password=o.password,
-                    keepalive=max(1, int(self.keepalive)), tls=o.tls,
-                    will=(self.topic("nodes", self.name), self._presence_record("stopped"), 1, True))
-                self._client = client
-                await client.subscribe([(self.topic("nodes", "+"), 1), (self.topic("rpc", self.name), 1),
-                                        (self.topic("reply", self.name), 1),
-                                        *[(self.topic(t), 1) for t in self._subscribers]], no_local=False)
-                client.publish(self.topic("nodes", self.name), self._presence_record("running"), 1, True)
-                self._connected.set()
-                self.joined_at = time.monotonic()
-                log.info("cluster: node %s joined on %s:%s under %s", self.name, o.host, o.port, self.prefix)
-                for joined in self._joined:
-                    joined()
-                attempt = 0
-                await client.closed
-            except MqttError as exc:
-                if attempt == 0:
-                    log.warning("cluster: %s", exc)
-            self._connected.clear()
-            self.joined_at = None
-            self._client = None
-            if not self._stopping:
-                await asyncio.sleep(RETRY[min(attempt, len(RETRY) - 1)])
 
     # --- what the others see ------------------------------------------------------------------
 
@@ -224,7 +197,7 @@ class ClusterMember:
         if self.malformed == 1 or self.malformed % 1000 == 0:
             log.warning("cluster: ignoring a malformed message on %s (%s; %d so far)", topic, why, self.malformed)
 
-    def _on_message(self, topic: str, payload: bytes, qos: int, retain: bool) -> None:
+    def on_message(self, topic: str, payload: bytes, qos: int, retain: bool) -> None:
         rest = topic[len(self.prefix) + 1:] if topic.startswith(self.prefix + "/") else ""
         kind, _, name = rest.partition("/")
         try:

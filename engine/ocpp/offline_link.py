@@ -16,19 +16,18 @@ joins or stops) commands may be seen by two watchers or none for up to that long
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 import time
 from collections.abc import Callable
 
 from connectors.mqtt.bridge import BridgeOptions
-from connectors.mqtt.client import MqttClient, MqttError
+from connectors.mqtt.client import MqttClient
+from connectors.mqtt.side_link import SideLink
 from engine.ocpp.context import TopicTemplate
 
 log = logging.getLogger("ocppgw.offline")
 
 ROLE_CHECK = 1.0  # seconds
-RETRY = (0.5, 1.0, 2.0, 5.0)
 
 
 def wildcard_filters(template: str, mountpoints: list[str]) -> list[tuple[str, int]] | None:
@@ -45,33 +44,19 @@ def wildcard_filters(template: str, mountpoints: list[str]) -> list[tuple[str, i
     return found
 
 
-class OfflineWatch:
+class OfflineWatch(SideLink):
+    suffix = "offline"
+    what = "offline queue"
+
     def __init__(self, options: BridgeOptions, filters: list[tuple[str, int]],
                  on_command: Callable[[str, str, bytes], None], is_watcher: Callable[[], bool]) -> None:
-        self.options = options
+        super().__init__(options)
         self.filters = filters
         self.on_command = on_command
         self.is_watcher = is_watcher
         self.watching = False  # the wildcard is subscribed on the broker
-        self._client: MqttClient | None = None
-        self._task: asyncio.Task[None] | None = None
-        self._stopping = False
 
-    def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run())
-
-    async def stop(self) -> None:
-        self._stopping = True
-        if self._task is not None:
-            self._task.cancel()
-        client = self._client
-        if client is not None and not client.closed.done():
-            try:
-                await asyncio.wait_for(client.disconnect(), 2.0)
-            except (MqttError, TimeoutError):
-                client.abort()
-
-    def _on_message(self, topic: str, payload: bytes, qos: int, retain: bool) -> None:
+    def on_message(self, topic: str, payload: bytes, qos: int, retain: bool) -> None:
         levels = topic.split("/")
         for topic_filter, at in self.filters:
             if _matches(topic_filter, levels) and at < len(levels):
@@ -81,40 +66,28 @@ class OfflineWatch:
                     log.exception("offline queue: command on %s", topic[:200])
                 return
 
-    async def _run(self) -> None:
-        o = self.options
-        for attempt in itertools.count():
-            if self._stopping:
-                return
+    async def run_connected(self, client: MqttClient) -> None:
+        """Take the watcher's role (subscribe the wildcard) or leave it, as `is_watcher` says, every
+        ROLE_CHECK seconds while connected."""
+        self._connected.set()
+        while not client.closed.done():
             try:
-                client = await MqttClient.connect(
-                    o.host, o.port, client_id=f"{o.client_id}-offline", on_message=self._on_message,
-                    v5=o.proto_ver == "v5", username=o.username, password=o.password,
-                    keepalive=max(1, int(o.keepalive)), tls=o.tls)
-                self._client = client
-                attempt = 0
-                while not client.closed.done():
-                    try:
-                        want = self.is_watcher()
-                    except Exception:
-                        log.exception("offline queue: cannot tell whether this node watches")
-                        want = False
-                    if want != self.watching:
-                        if want:
-                            await client.subscribe([(f, 1) for f, _ in self.filters], no_local=False)
-                            log.info("offline queue: this node watches %s", ", ".join(f for f, _ in self.filters))
-                        else:
-                            await client.unsubscribe([f for f, _ in self.filters])
-                            log.info("offline queue: another node watches now")
-                        self.watching = want
-                    await asyncio.wait([client.closed], timeout=ROLE_CHECK)
-            except MqttError as exc:
-                if attempt == 0:
-                    log.warning("offline queue: %s", exc)
-            self._client = None
-            self.watching = False
-            if not self._stopping:
-                await asyncio.sleep(RETRY[min(attempt, len(RETRY) - 1)])
+                want = self.is_watcher()
+            except Exception:
+                log.exception("offline queue: cannot tell whether this node watches")
+                want = False
+            if want != self.watching:
+                if want:
+                    await client.subscribe([(f, 1) for f, _ in self.filters], no_local=False)
+                    log.info("offline queue: this node watches %s", ", ".join(f for f, _ in self.filters))
+                else:
+                    await client.unsubscribe([f for f, _ in self.filters])
+                    log.info("offline queue: another node watches now")
+                self.watching = want
+            await asyncio.wait([client.closed], timeout=ROLE_CHECK)
+
+    def lost(self) -> None:
+        self.watching = False
 
 
 def _matches(topic_filter: str, levels: list[str]) -> bool:

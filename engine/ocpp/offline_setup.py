@@ -41,5 +41,5 @@ def start_offline(settings: Settings, ctx: GatewayContext, cluster: Any) -> Offl
     store = OfflineStore(store_path(settings.node.data_dir, settings.node.name))
     queue = OfflineQueue(ctx, store, cluster)
     watch = OfflineWatch(bridge_options(settings), filters, queue.command, watcher_rule(settings.node.name, cluster))
-    watch.start()
+    watch.launch()
     return OfflineCommands(queue, watch)
