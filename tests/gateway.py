@@ -128,3 +128,12 @@ def wait_dead(pid: int, timeout: float = 10) -> bool:
             return True
         time.sleep(0.05)
     return False
+
+
+def skew_clock(gw: GatewayProcess, offset: float) -> None:
+    """Run `gw` with its wall clock `offset` seconds off (the monotonic clock is untouched)."""
+    gw.args = [sys.executable, "-c",
+               "import sys, time; real = time.time; "
+               f"time.time = lambda: real() + {offset}; "
+               "from engine.cli import main; sys.argv = ['ocpp-gateway'] + sys.argv[1:]; sys.exit(main())",
+               *gw.args[1:]]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import queue
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -153,6 +154,18 @@ async def running_gateway(tmp_path: Path, mqtt_port: int, conf: str = "") -> Asy
         yield Gateway(node, ocpp_port, events, admin_port=admin_port)
     finally:
         await node.stop()
+
+
+async def until(check: Callable[[], Any], timeout: float = 15.0, what: str = "condition") -> Any:
+    """Poll `check()` (a coroutine function) every 0.1 s until it returns something true; that."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = await check()
+        if found:
+            return found
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not reached within {timeout:g} s")
+        await asyncio.sleep(0.1)
 
 
 async def eventually(predicate: Callable[[], bool], timeout: float = 10.0) -> None:

@@ -9,8 +9,6 @@ from __future__ import annotations
 import asyncio
 import queue
 import signal
-import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -19,7 +17,8 @@ import paho.mqtt.client as paho
 import pytest
 import websockets
 
-from tests.gateway import GatewayProcess
+from tests.gateway import GatewayProcess, skew_clock
+from tests.ocpp_support import until
 from tests.servers import Mosquitto
 
 AUTH = ("admin", "public")
@@ -67,12 +66,7 @@ def node(tmp_path: Path, broker: Mosquitto, name: str, clock_offset: float = 0.0
             f'cluster {{ enable = true, keepalive = {KEEPALIVE}s, request_timeout = 1s }}\n')
     gw = GatewayProcess(workdir, conf)
     if clock_offset:
-        # the same node, with a wall clock `clock_offset` seconds off (the monotonic clock is untouched)
-        gw.args = [sys.executable, "-c",
-                   "import sys, time; real = time.time; "
-                   f"time.time = lambda: real() + {clock_offset}; "
-                   "from engine.cli import main; sys.argv = ['ocpp-gateway'] + sys.argv[1:]; sys.exit(main())",
-                   *gw.args[1:]]
+        skew_clock(gw, clock_offset)
     return gw
 
 
@@ -87,17 +81,6 @@ def cp_url(gw: GatewayProcess, cid: str) -> str:
 async def connect(gw: GatewayProcess, cid: str) -> websockets.ClientConnection:
     return await websockets.connect(cp_url(gw, cid), subprotocols=["ocpp1.6"])
 
-
-async def until(check, timeout: float = 10.0):
-    """Poll `check()` (async) until it returns something true; that."""
-    deadline = time.monotonic() + timeout
-    while True:
-        found = await check()
-        if found:
-            return found
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.1)
 
 
 async def node_status(http: httpx.AsyncClient, url: str) -> dict[str, str]:

@@ -22,6 +22,7 @@ import pytest
 import websockets
 
 from tests.gateway import GatewayProcess
+from tests.ocpp_support import until
 from tests.servers import Mosquitto, ensure_debian_package, free_port, wait_port
 
 pytestmark = pytest.mark.timeout(240)
@@ -102,16 +103,6 @@ class ChargePoint:
             self.online = False
             await asyncio.sleep(0.2)
 
-
-async def until(check, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while True:
-        found = await check()
-        if found:
-            return found
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not reached within {timeout} s")
-        await asyncio.sleep(0.2)
 
 
 async def listing(http: httpx.AsyncClient, gw: GatewayProcess) -> dict[str, str] | None:

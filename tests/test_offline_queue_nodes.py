@@ -16,6 +16,7 @@ import pytest
 import websockets
 
 from tests.gateway import GatewayProcess
+from tests.ocpp_support import until
 from tests.servers import Mosquitto
 
 AUTH = ("admin", "public")
@@ -44,16 +45,6 @@ def publish(port: int, topic: str, *bodies: dict) -> None:
 def call(uid: str) -> dict:
     return {"MessageTypeId": 2, "UniqueId": uid, "Action": "Reset", "Payload": {"type": "Hard"}}
 
-
-async def until(check, timeout: float = 15.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        found = await check()
-        if found:
-            return found
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.1)
 
 
 async def queue_of(http: httpx.AsyncClient, gw: GatewayProcess, cid: str) -> tuple[int, dict]:

@@ -9,7 +9,6 @@ clients; commands are published by a paho backend.
 from __future__ import annotations
 
 import asyncio
-import sys
 from pathlib import Path
 
 import httpx
@@ -18,8 +17,8 @@ import pytest
 import websockets
 
 from engine.ocpp.takeover import TEST_DELAY_ENV
-from tests.gateway import GatewayProcess
-from tests.ocpp_support import Backend, eventually, recv_json, running_gateway
+from tests.gateway import GatewayProcess, skew_clock
+from tests.ocpp_support import Backend, eventually, recv_json, running_gateway, until
 from tests.servers import Mosquitto
 
 pytestmark = pytest.mark.timeout(120)
@@ -40,12 +39,7 @@ def node(tmp_path: Path, broker: Mosquitto, name: str, *, cluster: bool, clock_o
         conf += 'cluster { enable = true, keepalive = 5s }\n'
     gw = GatewayProcess(workdir, conf, env={TEST_DELAY_ENV: str(claim_delay)} if claim_delay else None)
     if clock_offset:
-        # the same node, with a wall clock `clock_offset` seconds off (the monotonic clock is untouched)
-        gw.args = [sys.executable, "-c",
-                   "import sys, time; real = time.time; "
-                   f"time.time = lambda: real() + {clock_offset}; "
-                   "from engine.cli import main; sys.argv = ['ocpp-gateway'] + sys.argv[1:]; sys.exit(main())",
-                   *gw.args[1:]]
+        skew_clock(gw, clock_offset)
     return gw
 
 
@@ -198,14 +192,6 @@ async def test_a_stalled_old_node_reads_the_claim_before_the_command(tmp_path: P
         a.stop()
         b.stop()
 
-
-async def until(check, timeout: float = 10.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not await check():
-        if loop.time() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.1)
 
 
 async def test_takeover_topic_follows_broker_order_not_clocks(tmp_path: Path, mosquitto: Mosquitto) -> None:
