@@ -1,7 +1,7 @@
 """The downstream half of a session: what the backend sends to one charge point.
 
-The charge point's topic on the bus feeds `Downstream.on_downstream` (the session subscribes it
-there directly, so a command costs no extra call layer). CALLs go out one at a time: the next
+The charge point's topic on the bus feeds `Downstream.on_downstream` directly (`subscribe`), so a
+command costs no call layer through the session. CALLs go out one at a time: the next
 waits in the queue (`dnstream.max_mqueue_len`) for the answer to the one in flight or for
 `awaiting_timeout`. Replies (CALLRESULT, CALLERROR) go out at once if they answer a CALL of the
 charge point that still waits for the backend (the session's table of them, shared). CALLs made

@@ -12,9 +12,8 @@ with a CALLRESULTERROR.
 
 The downstream half is fed by the bus subscription directly (no extra call layer) and sees the
 session only through its `Channel`: `send_frame`, `dropped`, `delivered`, `check`, `boot_accepted`.
-Beside them: what a session is handed (`seams`), the `$events` fields (`events`), the bus envelope
-(`envelope`), liveness (`keepalive`), the registry of sessions (`registry`), the handshake
-(`handshake`) and the socket (`transport`).
+Beside them: what a session is handed (`seams`), `events`, `envelope`, `keepalive`, `registry`,
+`handshake` and `transport`.
 """
 
 from __future__ import annotations
@@ -78,13 +77,8 @@ class Session:
         self.send_cnt = 0
         self._liveness = Keepalive(ctx.settings.default_heartbeat_interval)
         self._loop = asyncio.get_running_loop()
-        self._headers = {
-            "clientid": cid,
-            "username": username,
-            "peerhost": peer[0],
-            "proto_ver": proto_ver,
-            "node": ctx.node,
-        }
+        self._headers = {"clientid": cid, "username": username, "peerhost": peer[0], "proto_ver": proto_ver,
+                         "node": ctx.node}
         self._topics = UpstreamTopics(ctx, cid, proto_ver)
         self._pending_upstream: OrderedDict[str, str] = OrderedDict()  # UniqueId → Action
         self._v21 = frames.is_v21(proto_ver)  # has CALLRESULTERROR and SEND
@@ -125,9 +119,7 @@ class Session:
         self.down.held = False
 
     def resubscribe(self, mountpoint: str) -> None:
-        """After a reload: if the mountpoint or the downstream topic changed, move the subscription
-        (the new one is made before the old goes, so no command falls in between); otherwise leave
-        it be: every reload passes here for every session."""
+        """After a reload: the subscription follows the mountpoint and the topic (`Downstream.subscribe`)."""
         self.mountpoint = mountpoint
         self.down.subscribe()
 
