@@ -185,7 +185,7 @@ async def test_downstream_calls_go_one_at_a_time_with_their_action_on_replies(tm
             for uid, action, payload in commands:
                 backend.publish("ocpp/cs/CPQ", {"MessageTypeId": 2, "UniqueId": uid, "Action": action, "Payload": payload})
             session = gw.ctx.sessions["CPQ"]
-            await eventually(lambda: cp.received == ["Reset"] and len(session._queue) == 2)
+            await eventually(lambda: cp.received == ["Reset"] and session.info()["mqueue_len"] == 2)
             await asyncio.sleep(0.3)
             assert cp.received == ["Reset"]  # the second waits until the first is answered
             for i, (uid, action, _) in enumerate(commands):
