@@ -59,7 +59,8 @@ from engine.auth import KEEP, MAX_USER_ID, AuthStoreError, UserExists, UserNotFo
 from engine.config.types import ConfigValueError, Duration
 from engine.ocpp.handshake import connection_profile
 from engine.ocpp.schemas import UnknownAction
-from engine.ocpp.session import InvalidCommand, QueueFull, Session
+from engine.ocpp.downstream import InvalidCommand, QueueFull
+from engine.ocpp.session import Session
 
 if TYPE_CHECKING:
     from engine.auth import UserStore
