@@ -81,9 +81,29 @@ async def test_malformed_takeover_notices_are_ignored(tmp_path, mosquitto):
         async with websockets.connect(gw.url("T1"), subprotocols=["ocpp1.6"]):
             backend = Backend(mosquitto.port)
             for body in (b"garbage", b"[]", b'{"node": "x"}', b'{"node": "x", "clientid": "T1", "connected_at": "soon"}',
-                         b'{"node": "x", "clientid": "T1", "connected_at": 1}', b'{"clientid": "T1", "claim": 7}'):
+                         b'{"node": 5, "clientid": "T1", "connected_at": 1}', b'{"clientid": "T1", "claim": 7}'):
                 backend.publish("$ocppgw/takeover/T1", body)
             await asyncio.sleep(0.5)
             assert "T1" in gw.ctx.sessions
             assert gw.node.claims.malformed == 6
+            backend.close()
+
+
+async def test_a_notice_from_a_node_of_an_earlier_version_takes_over_in_broker_order(tmp_path, mosquitto):
+    # nodes before claims sent {node, clientid, connected_at} only; during a rolling upgrade such a
+    # notice arriving after this session's own claim means the charge point connected there later,
+    # whatever its connected_at says
+    from tests.ocpp_support import Backend, closed_with
+
+    async with running_gateway(tmp_path, mosquitto.port) as gw:
+        await eventually(lambda: gw.node.takeover._connected.is_set())
+        ws = await websockets.connect(gw.url("OLDNODE"), subprotocols=["ocpp1.6"])
+        await eventually(lambda: "OLDNODE" in gw.ctx.sessions and not gw.ctx.sessions["OLDNODE"].held)
+        backend = Backend(mosquitto.port)
+        try:
+            backend.publish("$ocppgw/takeover/OLDNODE", {"node": "old-version", "clientid": "OLDNODE", "connected_at": 1})
+            await closed_with(ws, 1000)
+            event = await gw.events.wait("client_disconnected", lambda e: e["clientid"] == "OLDNODE")
+            assert event["reason"] == "takenover" and gw.node.claims.malformed == 0
+        finally:
             backend.close()

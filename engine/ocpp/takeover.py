@@ -178,7 +178,11 @@ class ClaimOrder:
     def on_claim(self, payload: bytes) -> None:
         try:
             found = orjson.loads(payload)
-            cid, token = found["clientid"], found["claim"]
+            cid, token = found["clientid"], found.get("claim")
+            if token is None and isinstance(found["node"], str) and isinstance(found["connected_at"], (int, float)):
+                # a notice from a node of an earlier version (no claim token; it still decides by clocks):
+                # in broker order it is a claim like any other, so a rolling upgrade keeps takeover working
+                token = f"notice:{found['node']}:{found['connected_at']}"
             if not isinstance(cid, str) or not isinstance(token, str):
                 raise TypeError
         except (orjson.JSONDecodeError, TypeError, KeyError):
