@@ -216,12 +216,12 @@ class BufferedAction(DiskBuffer):
         opts = self.opts
         if size > opts.max_buffer_bytes:  # larger than the whole buffer: never queued
             self.metrics.dropped_queue_full += 1
-            return None
+            return self._not_kept("larger than max_buffer_bytes")
         if self._queue and (len(self._queue) >= opts.max_buffer_messages
                             or self.queued_bytes + size > opts.max_buffer_bytes):
             if opts.buffer_overflow == "drop_newest":
                 self.metrics.dropped_queue_full += 1
-                return None
+                return self._not_kept("the buffer is full (buffer_overflow = drop_newest)")
             while self._queue and (len(self._queue) >= opts.max_buffer_messages
                                    or self.queued_bytes + size > opts.max_buffer_bytes):
                 self._finish(self._pop(), delivered=False)
@@ -231,6 +231,15 @@ class BufferedAction(DiskBuffer):
         self.metrics.queuing += 1
         self._ready.set()
         return self.write_new(request)
+
+    def _not_kept(self, why: str) -> asyncio.Future[int | None] | None:
+        """A request dropped at once. With buffer_mode = disk, a failed write, so that the rule does not
+        run its next actions (the answer to the charge point) for a message that is not kept."""
+        if self.mode != "disk":
+            return None
+        future: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
+        future.set_exception(action_store.DurableError(f"action {self.id}: request dropped: {why}"))
+        return future
 
     def _push(self, request: _Request, left: bool = False) -> None:
         if left:

@@ -150,11 +150,16 @@ class RunningRule:
         return True
 
     def _written(self, future: asyncio.Future[Any], start: int) -> bool:
-        if not future.cancelled() and future.exception() is None:
+        if not future.cancelled() and future.exception() is None and future.result() is not None:
             return True
         # not on disk: the next actions (the answer to the charge point) do not run
         self.metrics.blocked += 1
-        error = "cancelled" if future.cancelled() else _describe(future.exception())  # type: ignore[arg-type]
+        if future.cancelled():
+            error = "cancelled"
+        elif future.exception() is not None:
+            error = _describe(future.exception())  # type: ignore[arg-type]
+        else:
+            error = "dropped by the buffer's overflow before it was written"
         self._throttle.log(log, "rule %s: the request was not written to disk (%s): the actions after %s "
                            "did not run", self.id, error, self.actions[start - 1].name)
         return False

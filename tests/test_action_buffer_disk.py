@@ -4,6 +4,7 @@ a connector that is down until the test brings it up, a target that records what
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 import time
 from pathlib import Path
@@ -149,7 +150,8 @@ async def test_max_buffer_bytes_bounds_the_disk_buffer(tmp_path, overflow, kept)
     for i in range(10):
         future = action.run({"n": i, "text": "x" * 300})
         if future is not None:
-            await future
+            with contextlib.suppress(action_store.DurableError):  # a dropped new one: its "write" fails
+                await future
     await action.store.queue.flush()
     assert [row[0] for row in rows_in(tmp_path / "action_sqlite_rows.db")] == kept
     assert action.metrics.dropped_queue_full == 7 and balanced(action)
@@ -270,6 +272,26 @@ async def test_a_failed_disk_write_stops_the_later_actions_counted(tmp_path):
     assert answer.seen == [] and rule.metrics.blocked == 1
     assert rule.metrics.as_dict()["actions.blocked"] == 1
     await action_store.release(action.store)  # the registry of open files is the process's: leave it empty
+
+
+async def test_a_request_the_full_disk_buffer_drops_is_not_answered(tmp_path):
+    # nothing acknowledged is lost: with drop_newest (or a request larger than the buffer) the rule
+    # does not run its answer for a message it did not keep, so the charge point sends it again
+    action = make_action(tmp_path, Target(), buffer_mode="disk", max_buffer_messages=1,
+                         buffer_overflow="drop_newest")
+    answer = Recorder()
+    rule = rule_with([action, answer])
+    rule.on_message(Message("t/1", b'{"n": 0}'))
+    rule.on_message(Message("t/1", b'{"n": 1}'))  # the buffer holds one: dropped
+    await eventually(lambda: answer.seen == [0] and rule.metrics.blocked == 1)
+    (tmp_path / "big").mkdir()
+    big = make_action(tmp_path / "big", Target(), buffer_mode="disk", max_buffer_bytes=4)
+    rule = rule_with([big, answer])
+    rule.on_message(Message("t/1", b'{"n": 2}'))  # rendered [2, ""]: larger than the whole buffer
+    await eventually(lambda: rule.metrics.blocked == 1)
+    assert answer.seen == [0] and action.metrics.dropped_queue_full == 1 and big.metrics.dropped_queue_full == 1
+    await action.stop(flush_timeout=0)
+    await big.stop(flush_timeout=0)
 
 
 @pytest.mark.parametrize("rendered", [
