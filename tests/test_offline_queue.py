@@ -232,3 +232,32 @@ async def test_the_queue_endpoint_shows_and_empties_a_connected_sessions_command
                 assert (await http.get(url)).status_code == 404
         finally:
             backend.close()
+
+
+@pytest.mark.asyncio
+async def test_a_damaged_queue_file_stops_the_start_with_one_line_naming_it(tmp_path, mosquitto):
+    from engine.parts import NodeError
+
+    damaged = tmp_path / "data" / "offline" / "gw-test.db"
+    damaged.parent.mkdir(parents=True)
+    damaged.write_bytes(b"not a database " * 100)
+    with pytest.raises(NodeError, match=r"dnstream.offline_queue: .*gw-test.db: file is not a database \(move"):
+        async with running_gateway(tmp_path, mosquitto.port, queue_conf()):
+            pass
+
+
+@pytest.mark.asyncio
+async def test_a_command_that_cannot_be_written_is_reported_at_once(tmp_path, mosquitto):
+    async with running_gateway(tmp_path, mosquitto.port, queue_conf()) as gw:
+        await watching(gw)
+        gw.node.offline.queue.store.close()  # every write now fails (as with a full disk)
+        backend = Backend(mosquitto.port)
+        try:
+            backend.publish("ocpp/cs/CPX", call("lost"))
+            event = await gw.events.wait("message_dropped", lambda e: e["clientid"] == "CPX")
+            assert event["reason"] == "write_failed"
+            backend.publish("ocpp/cs/CPY", call("next"))  # the node serves on
+            event = await gw.events.wait("message_dropped", lambda e: e["clientid"] == "CPY")
+            assert event["reason"] == "write_failed"
+        finally:
+            backend.close()

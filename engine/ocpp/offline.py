@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 import time
 import uuid
 from collections import Counter
@@ -151,7 +152,10 @@ class OfflineQueue:
             self._drop("queue_full", cid, message,
                        f"{s.max_clients} charge points already have queued commands (offline_queue.max_clients)")
         else:
-            self.store.add(cid, topic, payload, int(time.time() * 1000))
+            try:
+                self.store.add(cid, topic, payload, int(time.time() * 1000))
+            except sqlite3.Error as exc:  # the disk full, the file gone: the backend learns at once
+                self._drop("write_failed", cid, message, f"cannot write the offline queue ({self.store.path}): {exc}")
 
     def _drop(self, reason: str, cid: str, message: Message, description: str) -> None:
         self.dropped[reason] += 1

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+import sqlite3
 from typing import Any
 
 from engine.config.schema import Settings
+from engine.parts import NodeError
 from engine.ocpp.context import GatewayContext
 from engine.ocpp.offline import OfflineQueue, store_path
 from engine.ocpp.offline_link import OfflineWatch, watcher_rule, wildcard_filters
@@ -38,7 +40,12 @@ def start_offline(settings: Settings, ctx: GatewayContext, cluster: Any) -> Offl
     if filters is None:
         log.warning("offline queue off: dnstream.topic %r has no ${cid} level", settings.gateway.ocpp.dnstream.topic)
         return None
-    store = OfflineStore(store_path(settings.node.data_dir, settings.node.name))
+    path = store_path(settings.node.data_dir, settings.node.name)
+    try:
+        store = OfflineStore(path)
+    except (sqlite3.Error, OSError) as exc:
+        raise NodeError(f"gateway.ocpp.dnstream.offline_queue: {path}: {exc} (move the file aside to start "
+                        "with an empty queue)") from None
     queue = OfflineQueue(ctx, store, cluster)
     watch = OfflineWatch(bridge_options(settings), filters, queue.command, watcher_rule(settings.node.name, cluster))
     watch.launch()
