@@ -137,3 +137,20 @@ def skew_clock(gw: GatewayProcess, offset: float) -> None:
                f"time.time = lambda: real() + {offset}; "
                "from engine.cli import main; sys.argv = ['ocpp-gateway'] + sys.argv[1:]; sys.exit(main())",
                *gw.args[1:]]
+
+
+def start_with_dashboard(workdir: Path, config: str) -> tuple[GatewayProcess, int]:
+    """Start `ocpp-gateway run` on `config` with its dashboard on a free port of its own: (process, port)."""
+    dashboard = free_port()
+    gw = GatewayProcess(workdir, config, env={"OCPPGW_DASHBOARD__LISTENERS__HTTP__BIND": f"127.0.0.1:{dashboard}"})
+    return gw.start(), dashboard
+
+
+def scrape(dashboard: int, name: str, labels: str = "") -> float:
+    """One `ocppgw_<name>{labels}` sample from the node's /prometheus/stats (basic auth off)."""
+    import httpx
+
+    text = httpx.get(f"http://127.0.0.1:{dashboard}/api/v5/prometheus/stats", timeout=5).text
+    found = re.search(rf"^ocppgw_{name}{re.escape(labels)} (\S+)$", text, re.M)
+    assert found, f"no {name}{labels} in the metrics"
+    return float(found.group(1))

@@ -5,21 +5,19 @@ SIGKILLed or stopped; charge points over real WebSockets whose MeterValues a rul
 from __future__ import annotations
 
 import asyncio
-import re
 import signal
 import sqlite3
 import time
 from pathlib import Path
 
-import httpx
 import orjson
 import psycopg
 import pytest
 import websockets
 
 from connectors.action_store import decode
-from tests.gateway import GatewayProcess
-from tests.servers import Postgres, free_port
+from tests.gateway import GatewayProcess, scrape, start_with_dashboard
+from tests.servers import Postgres
 
 pytestmark = pytest.mark.timeout(300)
 NODE = "fault-act"
@@ -52,17 +50,11 @@ rule_engine.rules.meter {{
 
 
 def start_gateway(workdir: Path, pg_port: int, mode: str, extra: str = "") -> tuple[GatewayProcess, int]:
-    dashboard = free_port()
-    gw = GatewayProcess(workdir, config(pg_port, mode, extra),
-                        env={"OCPPGW_DASHBOARD__LISTENERS__HTTP__BIND": f"127.0.0.1:{dashboard}"})
-    return gw.start(), dashboard
+    return start_with_dashboard(workdir, config(pg_port, mode, extra))
 
 
 def metric(dashboard: int, name: str) -> float:
-    text = httpx.get(f"http://127.0.0.1:{dashboard}/api/v5/prometheus/stats", timeout=5).text
-    found = re.search(rf'^ocppgw_{name}{{action="pgsql:rows"}} (\S+)$', text, re.M)
-    assert found, f"no {name} in the metrics"
-    return float(found.group(1))
+    return scrape(dashboard, name, '{action="pgsql:rows"}')
 
 
 def store_path(workdir: Path) -> Path:

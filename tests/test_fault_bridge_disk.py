@@ -4,19 +4,17 @@ messages flow, charge points over real WebSockets; a subscriber on mosquitto cou
 from __future__ import annotations
 
 import asyncio
-import re
 import signal
 import sqlite3
 import time
 from pathlib import Path
 
-import httpx
 import orjson
 import paho.mqtt.client as paho
 import pytest
 import websockets
 
-from tests.gateway import GatewayProcess
+from tests.gateway import GatewayProcess, scrape, start_with_dashboard
 from tests.servers import Mosquitto, free_port
 
 pytestmark = pytest.mark.timeout(240)
@@ -33,17 +31,7 @@ def config(broker_port: int, mode: str) -> str:
 
 
 def start_gateway(workdir: Path, broker_port: int, mode: str) -> tuple[GatewayProcess, int]:
-    dashboard = free_port()
-    gw = GatewayProcess(workdir, config(broker_port, mode),
-                        env={"OCPPGW_DASHBOARD__LISTENERS__HTTP__BIND": f"127.0.0.1:{dashboard}"})
-    return gw.start(), dashboard
-
-
-def metric(dashboard: int, name: str) -> float:
-    text = httpx.get(f"http://127.0.0.1:{dashboard}/api/v5/prometheus/stats", timeout=5).text
-    found = re.search(rf"^ocppgw_{name} (\S+)$", text, re.M)
-    assert found, f"no {name} in the metrics"
-    return float(found.group(1))
+    return start_with_dashboard(workdir, config(broker_port, mode))
 
 
 def on_disk(workdir: Path) -> list[str]:
@@ -151,11 +139,11 @@ def test_disk_sigkill_with_the_broker_down_loses_nothing(tmp_path):
         assert set(sub.ids) == all_ids()
         duplicates = len(sub.ids) - len(set(sub.ids))
         deadline = time.monotonic() + 20
-        while metric(dashboard, "mqtt_bridge_disk_messages") > 0:
+        while scrape(dashboard, "mqtt_bridge_disk_messages") > 0:
             assert time.monotonic() < deadline
             time.sleep(0.1)
         # every kept message was taken again and counted
-        assert metric(dashboard, "mqtt_bridge_redelivered_total") == restored
+        assert scrape(dashboard, "mqtt_bridge_redelivered_total") == restored
         assert duplicates == 0  # the broker was down: none had reached it before the kill
         assert gw.stop() == 0
     finally:
@@ -170,7 +158,7 @@ def test_memory_sigterm_with_the_broker_down_keeps_the_rest_for_the_next_start(t
         gw, dashboard = start_gateway(tmp_path, broker.port, "memory")
         asyncio.run(charge_points(gw.ocpp_port))
         deadline = time.monotonic() + 30
-        while metric(dashboard, "mqtt_bridge_buffered_messages") < CHARGE_POINTS * (PER_CP + 1):
+        while scrape(dashboard, "mqtt_bridge_buffered_messages") < CHARGE_POINTS * (PER_CP + 1):
             assert time.monotonic() < deadline
             time.sleep(0.1)
         assert gw.stop() == 0
@@ -245,7 +233,7 @@ def test_disk_sigkill_while_messages_flow_loses_nothing(tmp_path):
         sub.wait(CHARGE_POINTS * PER_CP)
         assert set(sub.ids) == all_ids()
         deadline = time.monotonic() + 20
-        while (redelivered := metric(dashboard, "mqtt_bridge_redelivered_total")) < restored:
+        while (redelivered := scrape(dashboard, "mqtt_bridge_redelivered_total")) < restored:
             assert time.monotonic() < deadline, f"redelivered {redelivered} of {restored}"
             time.sleep(0.1)
         duplicates = len(sub.ids) - len(set(sub.ids))
