@@ -20,7 +20,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-MAX_HISTORY = 1000  # deactivated alarms kept for the API
+MAX_HISTORY = 1000  # default of alarm.size_limit (EMQX's key): deactivated alarms kept for the API
 
 
 @dataclass
@@ -46,6 +46,13 @@ class Alarms:
     active: dict[str, Alarm] = field(default_factory=dict)
     history: deque[Alarm] = field(default_factory=lambda: deque(maxlen=MAX_HISTORY))
     _action_counts: dict[str, tuple[int, int]] = field(default_factory=dict)
+    dropped: int = 0  # deactivated alarms pushed out of `history` by alarm.size_limit (a metric)
+
+    def resize(self, size_limit: int) -> None:
+        """Keep at most `size_limit` deactivated alarms from now on (the oldest beyond it go at once)."""
+        if size_limit != self.history.maxlen:
+            self.dropped += max(0, len(self.history) - size_limit)
+            self.history = deque(self.history, maxlen=size_limit)
 
     def update(self, conditions: dict[str, Condition], now_ms: float | None = None) -> None:
         """Activate the conditions that hold and are not active yet, deactivate the active ones that
@@ -60,10 +67,17 @@ class Alarms:
         for name in [n for n in self.active if n not in conditions]:
             alarm = self.active.pop(name)
             alarm.deactivated_at = now
+            if len(self.history) == self.history.maxlen:
+                self.dropped += 1
             self.history.append(alarm)
 
     def evaluate(self, node: Any) -> None:
-        """Read the node's parts and update the alarms (the monitor's tick calls this)."""
+        """Read the node's parts and update the alarms (the monitor's tick calls this); a reloaded
+        alarm.size_limit is taken here."""
+        settings = getattr(node, "settings", None)
+        alarm_settings = getattr(settings, "alarm", None)
+        if alarm_settings is not None:
+            self.resize(alarm_settings.size_limit)
         conditions: dict[str, Condition] = {}
         self._bridge(node, conditions)
         self._actions(node, conditions)

@@ -47,6 +47,7 @@ PREFIX = "ocppgw_"
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 KNOWN_PROTOCOLS = ("ocpp1.6", "ocpp2.0.1", "ocpp2.1")  # always listed, at 0 when none is connected
 ACTION_DROP_REASONS = ("queue_full", "expired", "other")
+BOUND_KEYS = ("gateway.ocpp.max_connectors_per_client", "gateway.ocpp.max_remembered_results", "alarm.size_limit")
 
 
 # --- the collector -------------------------------------------------------------------------------
@@ -113,6 +114,7 @@ class NodeCollector(Collector):
             ("cluster", self._cluster),
             ("offline", self._offline),
             ("takeover", self._takeover),
+            ("bounds", self._bounds),
         ]
         for name, section in sections:
             try:
@@ -430,6 +432,23 @@ class NodeCollector(Collector):
             for reason, count in sorted(stats.refused.items()):
                 refused.add_metric([reason], count)
         return [failures, lockouts, refused]
+
+    def _bounds(self) -> list[Metric]:
+        """What the fixed bounds of config did not keep, by the bound's key (each listed, at 0 too)."""
+        ctx = getattr(self.node, "ocpp", None)
+        counts = dict.fromkeys(BOUND_KEYS, 0)
+        if ctx is not None:
+            counts.update(ctx.metrics.bounded)
+        alarms = getattr(getattr(self.node, "monitor", None), "alarms", None)
+        if alarms is not None:
+            counts["alarm.size_limit"] = alarms.dropped
+        dropped = _counter("bound_dropped", "Entries not kept because a configured bound was reached, by its key: "
+                           "connector statuses of a further connector (gateway.ocpp.max_connectors_per_client), "
+                           "OCPP 2.1 CALLRESULTs forgotten (gateway.ocpp.max_remembered_results), deactivated "
+                           "alarms pushed out (alarm.size_limit).", ["key"])
+        for key, count in sorted(counts.items()):
+            dropped.add_metric([key], count)
+        return [dropped]
 
     def _process(self) -> list[Metric]:
         # memory, CPU and file descriptors: prometheus_client's standard process_* collector

@@ -36,6 +36,7 @@ class Monitor:
         self.node = node
         self.samples: deque[dict[str, Any]] = deque(maxlen=RING_SIZE)
         self.alarms = Alarms(node=node.settings.node.name)
+        self.alarms.resize(node.settings.alarm.size_limit)
         self._last: tuple[float, int, int, int] | None = None  # monotonic time, received, sent, dropped
         self._task: asyncio.Task[None] | None = None
 

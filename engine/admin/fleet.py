@@ -18,52 +18,62 @@ from typing import TYPE_CHECKING, Any
 
 from starlette.datastructures import QueryParams
 
-from engine.admin.common import bad_request
+from engine.admin.common import ApiError, bad_request
 
 if TYPE_CHECKING:
     from engine.ocpp.context import GatewayContext
     from engine.ocpp.session import Session
 
 PROTOCOLS = ("ocpp1.6", "ocpp2.0.1", "ocpp2.1")
-MAX_FILTER = 256  # characters of a filter value: no charge point id or status is longer
+MAX_FILTER = 256  # default of dashboard.max_filter_length: characters of a filter value
 _STATUS = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}")
 
 Check = Callable[["Session"], bool]
 
 
-def _param(q: QueryParams, name: str) -> str | None:
-    if name not in q:
-        return None
-    value = q[name]
-    if len(value) > MAX_FILTER:
-        raise bad_request(f"{name}: longer than {MAX_FILTER} characters")
-    return value
+class FilterTooLong(ApiError):
+    """A filter value longer than dashboard.max_filter_length (a 400; counted as filter_too_long)."""
 
 
-def checks(q: QueryParams, parse_time: Callable[[str, str], float]) -> tuple[str | None, list[Check]]:
+def _params(q: QueryParams, max_filter: int) -> Callable[[str], str | None]:
+    def param(name: str) -> str | None:
+        if name not in q:
+            return None
+        value = q[name]
+        if len(value) > max_filter:
+            raise FilterTooLong(400, "BAD_REQUEST", f"{name}: longer than {max_filter} characters "
+                                "(dashboard.max_filter_length)")
+        return value
+
+    return param
+
+
+def checks(q: QueryParams, parse_time: Callable[[str, str], float],
+           max_filter: int = MAX_FILTER) -> tuple[str | None, list[Check]]:
     """The exact clientid asked for (if any) and the checks every listed session must pass; a
     hostile or unknown value is a 400 naming the parameter."""
     found: list[Check] = []
-    cid = _param(q, "clientid")
-    username = _param(q, "username")
+    _param = _params(q, max_filter)
+    cid = _param("clientid")
+    username = _param("username")
     if username is not None:
         found.append(lambda s: s.username == username)
-    ip = _param(q, "ip_address")
+    ip = _param("ip_address")
     if ip is not None:
         found.append(lambda s: s.peer[0] == ip)
-    proto = _param(q, "proto_ver")
+    proto = _param("proto_ver")
     if proto is not None:
         if proto not in PROTOCOLS:
             raise bad_request(f"proto_ver: expected one of {', '.join(PROTOCOLS)}")
         found.append(lambda s: s.proto_ver == proto)
-    like_user = _param(q, "like_username")
+    like_user = _param("like_username")
     if like_user is not None:
         found.append(lambda s: like_user in (s.username or ""))
     for name, below in (("gte_connected_at", False), ("lte_connected_at", True)):
-        text = _param(q, name)
+        text = _param(name)
         if text is not None:
             found.append(_bound(parse_time(name, text), below))
-    status = _param(q, "status")
+    status = _param("status")
     if status is not None:
         if not _STATUS.fullmatch(status):
             raise bad_request("status: expected a connector status such as Available, Charging or Faulted")
@@ -87,10 +97,10 @@ def _every(checks: list[Check]) -> Check:
 
 
 def matching(ctx: GatewayContext | None, q: QueryParams, parse_time: Callable[[str, str], float],
-             page: int, limit: int) -> tuple[list[Session], int]:
+             page: int, limit: int, max_filter: int = MAX_FILTER) -> tuple[list[Session], int]:
     """The sessions of the page asked for, and how many match in all."""
-    cid, found = checks(q, parse_time)
-    like = _param(q, "like_clientid")
+    cid, found = checks(q, parse_time, max_filter)
+    like = _params(q, max_filter)("like_clientid")
     if ctx is None:
         return [], 0
     registry = ctx.sessions

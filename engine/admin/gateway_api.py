@@ -181,7 +181,7 @@ class GatewayApi:
         cluster = cluster_of(self.node)
         peers = cluster.peers() if cluster is not None else []
         if cluster is None or not peers:
-            sessions, count = fleet.matching(self.node.ocpp, request.query_params, _parse_time, page, limit)
+            sessions, count = self._matching(request.query_params, page, limit)
             return json_response({
                 "data": [self._client_info(s) for s in sessions],
                 "meta": {"page": page, "limit": limit, "count": count, "hasnext": page * limit < count},
@@ -201,8 +201,20 @@ class GatewayApi:
 
     def matching_rows(self, query: list[list[str]], first: int) -> tuple[list[dict[str, Any]], int]:
         """The first `first` charge points here that match `query` (rendered), and how many match."""
-        sessions, count = fleet.matching(self.node.ocpp, QueryParams([(k, v) for k, v in query]), _parse_time, 1, first)
+        sessions, count = self._matching(QueryParams([(k, v) for k, v in query]), 1, first)
         return [self._client_info(s) for s in sessions], count
+
+    def _matching(self, q: QueryParams, page: int, limit: int) -> tuple[list[Any], int]:
+        """fleet.matching with dashboard.max_filter_length (read per request: a reload applies at once);
+        a filter over it is counted in admin_requests_refused{reason="filter_too_long"}."""
+        try:
+            return fleet.matching(self.node.ocpp, q, _parse_time, page, limit,
+                                  self.node.settings.dashboard.max_filter_length)
+        except fleet.FilterTooLong:
+            stats = getattr(self.node, "admin_stats", None)
+            if stats is not None:
+                stats.refuse("filter_too_long")
+            raise
 
     async def _elsewhere(self, cid: str, op: str, args: dict[str, Any], timeout: float | None = None) -> Any:
         """`op` carried to the node that holds `cid`: its answer, or the error it answered."""

@@ -350,6 +350,11 @@ class OcppSettings:
     dnstream: DnstreamSettings = field(default_factory=DnstreamSettings)
     authentication: AuthenticationSettings = field(default_factory=lambda: AuthenticationSettings(enable=False))
     listeners: ListenersSettings = field(default_factory=ListenersSettings)
+    # connector statuses the dashboard remembers per charge point; a further connector id is not kept
+    max_connectors_per_client: Annotated[int, Range(1, 65536)] = 256
+    # OCPP 2.1: CALLRESULTs remembered per direction per charge point, for a CALLRESULTERROR about
+    # one of them; the oldest is forgotten beyond this (a CALLRESULTERROR about it: unknown_unique_id)
+    max_remembered_results: Annotated[int, Range(1, 4096)] = 32
     # EMQX's common gateway keys this gateway does not need
     enable_stats: Annotated[Any, NoEffect("connection statistics are always kept")] = True
     clientinfo_override: Annotated[ClientinfoOverride, NoEffect(
@@ -605,6 +610,8 @@ class DashboardSettings:
     trace_watcher_queue: Positive = 1000
     # a dashboard session (POST /api/v5/login) ends after this long without a request from it (EMQX's key)
     token_expired_time: Duration = Duration(3600)
+    # characters of one filter value of the clients list (GET /api/v5/clients?clientid=...); longer: 400
+    max_filter_length: Annotated[int, Range(1, 65536)] = 256
 
 
 @dataclass(frozen=True)
@@ -651,6 +658,15 @@ class PrometheusSettings:
 
 
 @dataclass(frozen=True)
+class AlarmSettings:
+    """EMQX's alarm {}: the deactivated alarms GET /api/v5/alarms lists (engine/alarms.py)."""
+
+    size_limit: Annotated[int, Range(1, 3000)] = 1000  # deactivated alarms kept; beyond, the oldest goes
+    validity_period: Annotated[Any, NoEffect("deactivated alarms are kept until size_limit pushes them out")] = None
+    actions: Annotated[Any, NoEffect("alarms are only listed by GET /api/v5/alarms (not logged, not published)")] = None
+
+
+@dataclass(frozen=True)
 class ClusterSettings:
     """Nodes that share a broker see each other (engine/cluster/): presence, the cluster-wide admin
     API, takeover in broker order. Anyone who may publish under topic_prefix can kick charge points
@@ -677,3 +693,4 @@ class Settings:
     flapping_detect: FlappingDetectSettings = field(default_factory=FlappingDetectSettings)
     prometheus: PrometheusSettings = field(default_factory=PrometheusSettings)
     cluster: ClusterSettings = field(default_factory=ClusterSettings)
+    alarm: AlarmSettings = field(default_factory=AlarmSettings)

@@ -69,6 +69,7 @@ class GatewayMetrics:
     sent_by_type: list[int] = field(default_factory=lambda: [0] * 7)
     drops: Counter[str] = field(default_factory=Counter)
     refused: Counter[str] = field(default_factory=Counter)  # handshake refusals by reason
+    bounded: Counter[str] = field(default_factory=Counter)  # entries a per-session bound did not keep, by its key
 
 
 class GatewayContext:

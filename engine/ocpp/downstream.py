@@ -9,7 +9,8 @@ through the admin API (`call`) take the same queue and get the answer as a futur
 
 OCPP 2.1's SEND goes out at once, beside the in-flight CALL, and is never answered. Its
 CALLRESULTERROR goes out only about a recent CALLRESULT of this charge point's exchanges, one it
-sent or one the backend sent it: each side's last `MAX_RECENT_RESULTS` are remembered here.
+sent or one the backend sent it: each side's last `gateway.ocpp.max_remembered_results` (read when
+the charge point connects) are remembered here.
 
 Every command that does not reach the charge point is dropped with a reason (counted, and a
 `message_dropped` event): invalid, schema violation, queue full, unsendable, timeout, the charge
@@ -36,7 +37,8 @@ from engine.ocpp.context import GatewayMetrics, TopicTemplate
 from engine.ocpp.outbound import Unsendable, frame_text
 from engine.ocpp.seams import ListenerView
 
-MAX_RECENT_RESULTS = 32  # 2.1: CALLRESULTs remembered per direction, for the CALLRESULTERROR that may follow
+MAX_RECENT_RESULTS = 32  # default of gateway.ocpp.max_remembered_results (2.1: CALLRESULTs kept per direction)
+BOUND_KEY = "gateway.ocpp.max_remembered_results"  # its count in GatewayMetrics.bounded: results forgotten
 
 
 class QueueFull(Exception):
@@ -89,7 +91,7 @@ class _Outgoing:
 
 class Downstream:
     __slots__ = ("_channel", "_ctx", "_listener", "_loop", "_v21", "_pending_upstream", "_subscription", "queue",
-                 "inflight", "held", "results_sent", "results_received")
+                 "inflight", "held", "results_sent", "results_received", "_max_results")
 
     def __init__(self, channel: Channel, ctx: DownstreamContext, listener: ListenerView,
                  pending_upstream: OrderedDict[str, str]) -> None:
@@ -106,6 +108,7 @@ class Downstream:
         # 2.1 only: UniqueId → Action of the CALLRESULTs sent to the charge point / received from it
         self.results_sent: OrderedDict[str, str] = OrderedDict()
         self.results_received: OrderedDict[str, str] = OrderedDict()
+        self._max_results = ctx.settings.max_remembered_results if self._v21 else 0
 
     # --- bus → charge point -------------------------------------------------------------------
 
@@ -247,7 +250,7 @@ class Downstream:
                 return
             channel.send_frame(text, frames.CALLRESULT)
             if self._v21:
-                _remember(self.results_sent, unique_id, action)
+                self._remember(self.results_sent, unique_id, action)
             if action == "BootNotification" and isinstance(payload, dict) and payload.get("status") == "Accepted":
                 channel.boot_accepted(payload.get("interval"))
         else:
@@ -367,20 +370,21 @@ class Downstream:
     def result_received(self, unique_id: str, action: str) -> None:
         """The charge point answered the backend's CALL `unique_id` with a CALLRESULT: remember it for
         a CALLRESULTERROR of the backend about it."""
-        _remember(self.results_received, unique_id, action)
+        self._remember(self.results_received, unique_id, action)
 
     def result_refused(self, unique_id: str) -> str | None:
         """The charge point refused the CALLRESULT `unique_id` (its CALLRESULTERROR): the Action of
         the CALL it answered, if still remembered."""
         return self.results_sent.pop(unique_id, None)
 
-
-def _remember(recent: OrderedDict[str, str], unique_id: str, action: str) -> None:
-    """Keep `unique_id` → `action` among the last MAX_RECENT_RESULTS."""
-    recent[unique_id] = action
-    recent.move_to_end(unique_id)
-    if len(recent) > MAX_RECENT_RESULTS:
-        recent.popitem(last=False)
+    def _remember(self, recent: OrderedDict[str, str], unique_id: str, action: str) -> None:
+        """Keep `unique_id` → `action` among the last `max_remembered_results` (the oldest is forgotten,
+        and counted)."""
+        recent[unique_id] = action
+        recent.move_to_end(unique_id)
+        if len(recent) > self._max_results:
+            recent.popitem(last=False)
+            self._ctx.metrics.bounded[BOUND_KEY] += 1
 
 
 def _text(payload: bytes) -> str:

@@ -11,11 +11,13 @@ raised on.
 from __future__ import annotations
 
 import time
+from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
 
 WATCHED = frozenset({"BootNotification", "StatusNotification", "NotifyEvent"})
-MAX_CONNECTORS = 256  # per charge point: a peer sending endless connector ids cannot grow us without bound
+MAX_CONNECTORS = 256  # default of gateway.ocpp.max_connectors_per_client: endless connector ids cannot grow us
+BOUND_KEY = "gateway.ocpp.max_connectors_per_client"  # its count in GatewayMetrics.bounded
 MAX_TEXT = 128  # characters kept of a vendor, model, status...
 
 # BootNotification fields as the contract names them: 1.6 payload key, 2.x chargingStation key
@@ -42,9 +44,11 @@ def rfc3339(ms: float) -> str:
 class FleetInfo:
     """The boot identity and connector statuses of one charge point (kept on its session)."""
 
-    __slots__ = ("boot", "connectors", "statuses")
+    __slots__ = ("boot", "connectors", "statuses", "limit", "_not_kept")
 
-    def __init__(self) -> None:
+    def __init__(self, limit: int = MAX_CONNECTORS, not_kept: Counter[str] | None = None) -> None:
+        self.limit = limit  # connectors kept (the setting when the charge point connected)
+        self._not_kept = not_kept  # counts, under BOUND_KEY, the statuses of a connector beyond `limit`
         self.boot: dict[str, str | None] | None = None
         # (evse_id, connector_id) → [status, error_code, updated_at ms]
         self.connectors: dict[tuple[int | None, int], list[Any]] = {}
@@ -65,7 +69,9 @@ class FleetInfo:
 
     def _set(self, evse_id: int | None, connector_id: int, status: str, error_code: str | None) -> None:
         key = (evse_id, connector_id)
-        if key not in self.connectors and len(self.connectors) >= MAX_CONNECTORS:
+        if key not in self.connectors and len(self.connectors) >= self.limit:
+            if self._not_kept is not None:
+                self._not_kept[BOUND_KEY] += 1
             return
         self.connectors[key] = [status, error_code, time.time() * 1000]
         self.statuses = frozenset(entry[0] for entry in self.connectors.values())
@@ -93,7 +99,7 @@ def note(info: FleetInfo, proto_ver: str, action: str, payload: Any) -> None:
     elif action == "NotifyEvent" and not v16:
         events = payload.get("eventData")
         if isinstance(events, list):
-            for event in events[:MAX_CONNECTORS]:
+            for event in events[:info.limit]:
                 if isinstance(event, dict):
                     _availability(info, event)
 

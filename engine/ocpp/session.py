@@ -270,7 +270,7 @@ class Session:
                 return
         if call.action in fleet.WATCHED:  # what the dashboard shows: boot identity, connector statuses
             if self.fleet is None:
-                self.fleet = FleetInfo()
+                self.fleet = FleetInfo(self.ctx.settings.max_connectors_per_client, self.ctx.metrics.bounded)
             fleet.note(self.fleet, self.proto_ver, call.action, call.payload)
         # envelope.call_body, inlined on the hot path (tests/test_ocpp_envelope.py holds them equal)
         body = {"MessageTypeId": frames.CALL, "UniqueId": call.unique_id, "Action": call.action, "Payload": call.payload}
