@@ -112,7 +112,7 @@ class MqttClient(asyncio.Protocol):
 
     @classmethod
     async def connect(
-        cls, host: str, port: int, *, client_id: str, on_message: Callable[[str, bytes, int, bool], None],
+        cls, host: str, port: int, *, client_id: str, on_message: Callable[..., None],
         v5: bool = True, username: str = "", password: str = "", keepalive: int = 60,
         tls: ssl.SSLContext | None = None, timeout: float = 10.0,
         will: tuple[str, bytes, int, bool] | None = None, with_properties: bool = False,
