@@ -148,6 +148,19 @@ def test_pub_props_of_a_message_without_properties_is_empty_and_costs_nothing():
     assert Env.for_message(message)["pub_props"] == {}
 
 
+def test_pub_props_has_emqx_shape_for_any_message_with_properties():
+    # as a rule's republish sets them, or as the bridge parsed them
+    message = Message("t", b"{}", properties={
+        "Payload-Format-Indicator": 0, "Correlation-Data": b"\xffid", "Subscription-Identifier": [9],
+        "User-Property": [("a", "1"), ("b", "2"), ("a", "3")]})
+    assert Env.for_message(message)["pub_props"] == {
+        "Payload-Format-Indicator": 0, "Correlation-Data": "\ufffdid", "Subscription-Identifier": 9,
+        "User-Property": {"a": "3", "b": "2"},
+        "User-Property-Pairs": [{"key": "a", "value": "1"}, {"key": "b", "value": "2"}, {"key": "a", "value": "3"}]}
+    several = Message("t", b"", properties={"Subscription-Identifier": [1, 2]})
+    assert Env.for_message(several)["pub_props"] == {"Subscription-Identifier": [1, 2]}
+
+
 def test_every_publish_property_is_parsed_and_repeatable_ones_keep_their_order():
     block = (b"\x01\x01" b"\x02\x00\x00\x01\x2c" b"\x03\x00\x04text" b"\x08\x00\x03r/t" b"\x09\x00\x02\x00\xff"
              b"\x26\x00\x01k\x00\x01a" b"\x26\x00\x01k\x00\x01b" b"\x0b\x05" b"\x0b\x81\x01" b"\x23\x00\x07")
