@@ -324,6 +324,8 @@ class NodeCollector(Collector):
             ("mqtt_bridge_received", "received", "Messages received from the MQTT broker."),
             ("mqtt_bridge_reconnects", "reconnects", "Times the bridge lost the MQTT broker and connected again."),
             ("mqtt_bridge_echo_suppressed", "echo_suppressed", "Our own messages the broker echoed back, ignored."),
+            ("mqtt_bridge_malformed_received", "malformed_received", "Packets from the MQTT broker that break MQTT "
+             "(such as malformed PUBLISH properties): each closes the connection (DISCONNECT 0x81/0x82/0x94)."),
         ):
             family = _counter(name, doc)
             family.add_metric([], getattr(bridge, attr, 0))

@@ -1,7 +1,8 @@
 """`${var}` templates for actions: compiled once, rendered per output.
 
 `${clientid}`, `${payload.Payload.status}` (a path; a JSON string on the way
-is decoded, as EMQX does for a raw `payload`), `${.}` (the whole output).
+is decoded, as EMQX does for a raw `payload`; a key in quotes, as
+`${pub_props.'Content-Type'}`, is the key without them), `${.}` (the whole output).
 Rendered into text, strings go in as they are, anything else as JSON;
 `render_value` gives the value itself when the template is one variable
 (for `qos`, `retain` and SQL parameters).
@@ -72,6 +73,13 @@ def _getter(path: tuple[str, ...]) -> Any:
     return lambda data: to_text(lookup(data, path))
 
 
+def _unquoted(step: str) -> str:
+    """A path step as EMQX writes a key with a dash: `${pub_props.'Content-Type'}`."""
+    if len(step) >= 2 and step[0] == step[-1] and step[0] in "'\"":
+        return step[1:-1]
+    return step
+
+
 class Template:
     __slots__ = ("text", "parts", "single", "_literals", "_getters")
 
@@ -85,7 +93,7 @@ class Template:
             name = m.group(1).strip()
             if not name:
                 raise TemplateError(f"empty placeholder ${{}} in {text!r}")
-            self.parts.append(() if name == "." else tuple(name.split(".")))
+            self.parts.append(() if name == "." else tuple(_unquoted(step) for step in name.split(".")))
             pos = m.end()
         if pos < len(text):
             self.parts.append(text[pos:])

@@ -71,7 +71,7 @@ class Env(dict[str, Any]):
                 value = self["flags"] = {"retain": message.retain, "dup": False}
                 return value
             if key == "pub_props":
-                value = self["pub_props"] = {}
+                value = self["pub_props"] = pub_props(message.properties)
                 return value
         return UNDEFINED
 
@@ -114,6 +114,27 @@ _MESSAGE_COLUMNS: dict[str, Callable[[Message], Any]] = {
     "publish_received_at": lambda m: m.timestamp,
     "event": lambda m: "message.publish",
 }
+
+
+def pub_props(properties: dict[str, Any] | None) -> dict[str, Any]:
+    """A message's MQTT 5 PUBLISH properties as EMQX's rule SQL shows them in `pub_props`:
+    `User-Property` a map (a repeated name: its last value) with every pair, in order, in
+    `User-Property-Pairs` ([{key, value}]); `Correlation-Data` as text; `Subscription-Identifier`
+    an integer (a list when the broker sent several)."""
+    if not properties:
+        return {}
+    shown: dict[str, Any] = {}
+    for name, value in properties.items():
+        if name == "User-Property":
+            shown[name] = dict(value)
+            shown["User-Property-Pairs"] = [{"key": key, "value": item} for key, item in value]
+        elif name == "Correlation-Data":
+            shown[name] = value.decode("utf-8", "replace")
+        elif name == "Subscription-Identifier":
+            shown[name] = value[0] if len(value) == 1 else list(value)
+        else:
+            shown[name] = value
+    return shown
 
 
 def payload_json(message: Message) -> Any:

@@ -32,6 +32,7 @@ import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from connectors.mqtt.buffer import EchoFilter, OutgoingBuffer
 from connectors.mqtt.journal import BridgeJournal
@@ -121,6 +122,7 @@ class MqttBridge:
         self.refused = 0  # messages the broker answered with a reason code >= 0x80
         self._refusals_logged: set[int] = set()
         self.received = 0
+        self.malformed_received = 0  # packets from the broker that broke MQTT (each cost the connection)
         self.reconnects = 0
         self.last_error = ""
 
@@ -263,7 +265,7 @@ class MqttBridge:
                 client = await MqttClient.connect(
                     o.host, o.port, client_id=o.client_id, on_message=self._on_broker_message,
                     v5=o.proto_ver == "v5", username=o.username, password=o.password,
-                    keepalive=max(1, int(o.keepalive)), tls=o.tls,
+                    keepalive=max(1, int(o.keepalive)), tls=o.tls, with_properties=True,
                 )
             except MqttError as exc:
                 self.last_error = str(exc)
@@ -292,6 +294,9 @@ class MqttBridge:
 
     def _after_disconnect(self, client: MqttClient) -> None:
         self.connected = False
+        if client.protocol_error is not None:  # logged once, as why the broker was lost
+            self.malformed_received += 1
+            self.last_error = f"the broker sent a packet that breaks MQTT ({client.protocol_error}); reconnecting"
         self._subscribed_upto = -1  # a new connection publishes once its subscriptions are back
         self._client = None
         self._on_broker.clear()
@@ -328,11 +333,12 @@ class MqttBridge:
                 task.cancel()
             await asyncio.gather(*tasks, closed, return_exceptions=True)
 
-    def _on_broker_message(self, topic: str, payload: bytes, qos: int, retain: bool) -> None:
+    def _on_broker_message(self, topic: str, payload: bytes, qos: int, retain: bool,
+                           properties: dict[str, Any] | None) -> None:
         if self._echo is not None and self._echo.consume(topic, payload):
             return
         self.received += 1
-        self._deliver(Message(topic, payload, qos=qos, retain=retain, origin=ORIGIN))
+        self._deliver(Message(topic, payload, qos=qos, retain=retain, origin=ORIGIN, properties=properties))
 
     async def _send(self, client: MqttClient) -> None:
         qos = self.options.qos

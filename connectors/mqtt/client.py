@@ -20,7 +20,16 @@ import struct
 from collections.abc import Callable
 from typing import Any
 
-from connectors.mqtt.properties import connack_max_packet_size, publish_properties
+from connectors.mqtt.properties import (
+    PROTOCOL_ERROR,
+    TOPIC_ALIAS,
+    MalformedPacket,
+    TopicAliases,
+    connack_max_packet_size,
+    parse_publish_properties,
+    publish_properties,
+    read_varint_checked,
+)
 from connectors.mqtt.properties import read_varint as _read_varint
 from connectors.mqtt.properties import write_varint as _varint
 
@@ -46,6 +55,9 @@ def publish_refusal(code: int) -> str:
 
 _NO_TOKEN: Any = object()
 MAX_REMAINING_LENGTH = 268_435_455  # four bytes of variable length: the largest packet MQTT can frame
+# MQTT 5: the Topic Alias Maximum we announce in CONNECT; the broker may then send a topic once with
+# an alias and later only the alias (a few bytes instead of the topic on every message)
+TOPIC_ALIAS_MAXIMUM = 64
 
 
 class MqttError(Exception):
@@ -63,11 +75,17 @@ def _packet(kind: int, flags: int, body: bytes) -> bytes:
 
 
 class MqttClient(asyncio.Protocol):
-    """One connection. `on_message(topic, payload, qos, retain)` is called for each PUBLISH received."""
+    """One connection. `on_message(topic, payload, qos, retain)` is called for each PUBLISH received;
+    with `with_properties`, `on_message(topic, payload, qos, retain, properties)`: the MQTT 5 PUBLISH
+    properties under EMQX's names (connectors/mqtt/properties.py), None when there are none."""
 
-    def __init__(self, on_message: Callable[[str, bytes, int, bool], None], v5: bool = True) -> None:
+    def __init__(self, on_message: Callable[..., None], v5: bool = True, with_properties: bool = False) -> None:
         self.on_message = on_message
         self.v5 = v5
+        self.with_properties = with_properties
+        self._aliases = TopicAliases(TOPIC_ALIAS_MAXIMUM)  # MQTT 5: those the broker set on this connection
+        # a packet from the broker broke MQTT: what was wrong (the connection was closed over it)
+        self.protocol_error: str | None = None
         self.transport: asyncio.Transport | None = None
         self._loop = asyncio.get_event_loop()
         self._buffer = bytearray()
@@ -94,17 +112,17 @@ class MqttClient(asyncio.Protocol):
 
     @classmethod
     async def connect(
-        cls, host: str, port: int, *, client_id: str, on_message: Callable[[str, bytes, int, bool], None],
+        cls, host: str, port: int, *, client_id: str, on_message: Callable[..., None],
         v5: bool = True, username: str = "", password: str = "", keepalive: int = 60,
         tls: ssl.SSLContext | None = None, timeout: float = 10.0,
-        will: tuple[str, bytes, int, bool] | None = None,
+        will: tuple[str, bytes, int, bool] | None = None, with_properties: bool = False,
     ) -> MqttClient:
         """`will`: (topic, payload, qos, retain) the broker publishes when the connection ends without
         a DISCONNECT (the process died, or the keepalive ran out)."""
         loop = asyncio.get_running_loop()
         try:
             _, client = await asyncio.wait_for(
-                loop.create_connection(lambda: cls(on_message, v5), host, port, ssl=tls,
+                loop.create_connection(lambda: cls(on_message, v5, with_properties), host, port, ssl=tls,
                                        server_hostname=host if tls else None), timeout)
         except (OSError, ssl.SSLError, asyncio.TimeoutError) as exc:
             raise MqttError(f"cannot connect to {host}:{port}: {exc or type(exc).__name__}") from None
@@ -138,7 +156,7 @@ class MqttClient(asyncio.Protocol):
             payload += _string(password)
         header = _string("MQTT") + bytes([5 if self.v5 else 4, flags]) + struct.pack("!H", keepalive)
         if self.v5:
-            header += b"\x00"  # no properties
+            header += b"\x03\x22" + struct.pack("!H", TOPIC_ALIAS_MAXIMUM)  # properties: Topic Alias Maximum
         self._write(_packet(CONNECT, 0, header + payload))
 
     # --- operations ---------------------------------------------------------------------
@@ -286,13 +304,21 @@ class MqttClient(asyncio.Protocol):
             except (struct.error, IndexError):
                 self._protocol_error(f"malformed packet of type {buf[pos] >> 4}")
                 return
+            except MalformedPacket as exc:
+                self._protocol_error(f"malformed packet of type {buf[pos] >> 4}: {exc}", exc.code)
+                return
             pos = i + length
         if pos:
             del buf[:pos]
 
-    def _protocol_error(self, why: str) -> None:
+    def _protocol_error(self, why: str, code: int = 0x81) -> None:
+        """MQTT 5 §4.13: DISCONNECT with the reason code (Malformed Packet, Protocol Error, ...), then close."""
         self._broken = True
+        self.protocol_error = why
         if self.transport is not None:
+            if self.v5 and self._connack.done():
+                self._write(_packet(DISCONNECT, 0, bytes((code, 0))))
+                self._flush()
             self.transport.close()
         if not self._connack.done():
             self._connack.set_exception(MqttError(why))
@@ -363,16 +389,33 @@ class MqttClient(asyncio.Protocol):
         if qos:
             (packet_id,) = struct.unpack_from("!H", body, pos)
             pos += 2
+        properties = None
         if self.v5:
-            plen, pos = _read_varint(body, pos)
-            pos += plen
+            if body[pos] == 0:  # no properties (the common case): nothing more to read or allocate
+                pos += 1
+            else:
+                plen, pos = read_varint_checked(body, pos, len(body))
+                end = pos + plen
+                if end > len(body):
+                    raise MalformedPacket(f"properties of {plen} bytes run past the PUBLISH")
+                properties = parse_publish_properties(body, pos, end) or None
+                pos = end
+                if properties is not None and TOPIC_ALIAS in properties:
+                    topic = self._aliases.resolve(properties.pop(TOPIC_ALIAS), topic)
+                    properties = properties or None
+                    tlen = len(topic)
+            if not tlen:
+                raise MalformedPacket("a PUBLISH with an empty topic and no topic alias", PROTOCOL_ERROR)
         if qos == 2:
             if packet_id in self._qos2_in:  # a resent QoS 2 message we already delivered
                 self._write(_packet(PUBREC, 0, struct.pack("!H", packet_id)))
                 return
             self._qos2_in.add(packet_id)
         try:
-            self.on_message(topic, body[pos:], qos, bool(flags & 0x01))
+            if self.with_properties:
+                self.on_message(topic, body[pos:], qos, bool(flags & 0x01), properties)
+            else:
+                self.on_message(topic, body[pos:], qos, bool(flags & 0x01))
         finally:
             if qos == 1:
                 self._write(_packet(PUBACK, 0, struct.pack("!H", packet_id)))
