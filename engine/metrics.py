@@ -383,7 +383,7 @@ class NodeCollector(Collector):
         delivered = _counter("offline_delivered", "CALLs from the offline queue handed to a reconnected charge point.")
         delivered.add_metric([], queue.delivered)
         dropped = _counter("offline_dropped", "Commands for charge points connected nowhere dropped, by reason "
-                           "(not_connected, queue_full, expired, too_large, invalid_payload, invalid_clientid, write_failed, deleted).", ["reason"])
+                           "(not_connected, queue_full, overloaded, expired, too_large, invalid_payload, invalid_clientid, write_failed, deleted).", ["reason"])
         for reason, count in sorted(queue.dropped.items()):
             dropped.add_metric([reason], count)
         return [queued, delivered, dropped]

@@ -110,7 +110,7 @@ async def test_gateway_and_listeners(tmp_path, mosquitto):
         assert body["message_format_checking"] == "disable"
         assert body["dnstream"] == {"topic": "cs/${cid}", "max_mqueue_len": 100, "awaiting_timeout": "7s",
                                     "offline_queue": {"enable": False, "max_len": 10, "ttl": "1h", "boot_wait": "5s",
-                                                      "max_payload_size": "64KB", "max_clients": 10000}}
+                                                      "max_payload_size": "64KB", "max_clients": 10000, "max_pending": 1000}}
         assert body["upstream"]["topic"] == "cp/${cid}"
         assert body["default_heartbeat_interval"] == "1m"
         assert body["authentication"]["enable"] is False

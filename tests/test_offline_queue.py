@@ -261,3 +261,39 @@ async def test_a_command_that_cannot_be_written_is_reported_at_once(tmp_path, mo
             assert event["reason"] == "write_failed"
         finally:
             backend.close()
+
+
+@pytest.mark.asyncio
+async def test_a_flood_waiting_for_the_other_nodes_is_bounded_by_max_pending(tmp_path, mosquitto):
+    import asyncio
+
+    class SilentPeer:  # a node that never answers `locate`: every command waits for it
+        name = "gw-test"
+
+        def peers(self) -> list[str]:
+            return ["silent"]
+
+        asked: list[str] = []
+
+        def request(self, node, op, args, timeout=None):
+            self.asked.append(args["clientid"])
+            return asyncio.get_running_loop().create_future()
+
+        def serve(self, op, handler) -> None:
+            pass
+
+    async with running_gateway(tmp_path, mosquitto.port, queue_conf(max_pending="2")) as gw:
+        await watching(gw)
+        gw.node.offline.queue.cluster = SilentPeer()
+        backend = Backend(mosquitto.port)
+        try:
+            backend.publish("ocpp/cs/GONE0", call("f0"))
+            await eventually(lambda: SilentPeer.asked == ["GONE0"])  # it waits for the answer
+            for i in range(1, 5):
+                backend.publish(f"ocpp/cs/GONE{i}", call(f"f{i}"))
+            for i in range(3, 5):  # two wait in line behind it: the rest are dropped
+                event = await gw.events.wait("message_dropped", lambda e, i=i: e["clientid"] == f"GONE{i}")
+                assert event["reason"] == "overloaded"
+            assert gw.node.offline.queue.dropped["overloaded"] == 2 and SilentPeer.asked == ["GONE0"]
+        finally:
+            backend.close()

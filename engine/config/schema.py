@@ -150,6 +150,8 @@ class OfflineQueueSettings:
     boot_wait: Duration = Duration(5)  # after connecting: sent on the accepted BootNotification or this
     max_payload_size: Annotated[Size, Range(64, None)] = Size(64 * 1024)  # larger: dropped (too_large)
     max_clients: Positive = 10000  # charge points with something queued; a new one beyond: queue_full
+    # commands waiting for the other nodes to say whether they hold the charge point; beyond: overloaded
+    max_pending: Positive = 1000
 
 
 @dataclass(frozen=True)

@@ -104,6 +104,11 @@ class OfflineQueue:
         if self.ctx.sessions.get(cid) is not None:
             return  # connected here: the session's own subscription brings it
         if self.cluster is not None and self.cluster.peers():
+            if self._work.qsize() >= self.settings.max_pending:
+                self._drop("overloaded", cid, Message(topic, payload, qos=1, origin=ORIGIN),
+                           f"{self.settings.max_pending} commands already wait for the other nodes' answer "
+                           "(offline_queue.max_pending)")
+                return
             self._work.put_nowait((cid, topic, payload))  # ask the others, in arrival order
         else:
             self._absent(cid, topic, payload)
