@@ -315,3 +315,28 @@ async def test_a_claim_goes_out_only_once_the_new_sessions_subscription_is_on_th
                 await eventually(lambda: not gw.ctx.sessions["FIRST"].held)
         finally:
             claims.close()
+
+
+async def test_a_claim_late_for_its_subscription_and_then_unsendable_is_counted_once(
+        tmp_path: Path, mosquitto: Mosquitto) -> None:
+    from engine.ocpp.takeover import ClaimOrder
+
+    class FakeSession:
+        cid, connected_at, closed, held = "LATE", 1, False, True
+
+        def release(self) -> None:
+            self.held = False
+
+    async with running_gateway(tmp_path, mosquitto.port) as gw:
+        subscribed = asyncio.get_running_loop().create_future()
+        claims = ClaimOrder(gw.ctx, lambda cid, payload: False, 0.2, "test/claims/+", lambda: subscribed)
+        try:
+            session = FakeSession()
+            assert claims.hold(session) is True  # waits for the subscription
+            await eventually(lambda: not session.held)  # not there within `wait`: it takes commands anyway
+            assert claims.unconfirmed == 1
+            subscribed.set_result(None)  # then it is, and the claim cannot go (the link is down)
+            await asyncio.sleep(0.3)
+            assert claims.unconfirmed == 1  # the same connection, counted once
+        finally:
+            claims.close()

@@ -57,7 +57,7 @@ def notice_filter(template: str) -> str:
 
 
 class _Claim:
-    __slots__ = ("session", "token", "seen", "timer", "payload")
+    __slots__ = ("session", "token", "seen", "timer", "payload", "unconfirmed")
 
     def __init__(self, session: Any, token: str, payload: bytes) -> None:
         self.session = session
@@ -65,6 +65,7 @@ class _Claim:
         self.payload = payload
         self.seen = False  # came back from the broker: any later claim for the cid is newer
         self.timer: asyncio.TimerHandle | None = None
+        self.unconfirmed = False  # took commands without it (counted once)
 
 
 class ClaimOrder:
@@ -154,6 +155,9 @@ class ClaimOrder:
     def _unconfirmed(self, claim: _Claim, why: str) -> None:
         """Take commands without the claim: a lone node keeps working (logged once per 1000: a
         reconnect storm while the link is down must not flood the log)."""
+        if claim.unconfirmed:  # a claim that waited for its subscription past `wait`, then could not go
+            return
+        claim.unconfirmed = True
         self.unconfirmed += 1
         if self.unconfirmed == 1 or self.unconfirmed % 1000 == 0:
             log.warning("charge point %s: %s; it takes commands anyway (%d such connections so far)",
