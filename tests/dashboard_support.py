@@ -13,6 +13,7 @@ from typing import Any
 
 import orjson
 from selenium import webdriver
+from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webelement import WebElement
@@ -60,6 +61,19 @@ def wait(driver: webdriver.Chrome, css: str, text: str | None = None, timeout: f
         return WebDriverWait(driver, timeout).until(ec.visibility_of_element_located((By.CSS_SELECTOR, css)))
     WebDriverWait(driver, timeout).until(ec.text_to_be_present_in_element((By.CSS_SELECTOR, css), text))
     return driver.find_element(By.CSS_SELECTOR, css)
+
+
+def click(driver: webdriver.Chrome, css: str, timeout: float = 15) -> None:
+    """Click what `css` names once it is there. A list the page renders again (after a save, a cancel,
+    a refresh) can replace the element between the find and the click: then find it again."""
+    def clicked(d: webdriver.Chrome) -> bool:
+        try:
+            d.find_element(By.CSS_SELECTOR, css).click()
+            return True
+        except (StaleElementReferenceException, NoSuchElementException):
+            return False
+
+    WebDriverWait(driver, timeout).until(clicked)
 
 
 def wait_gone(driver: webdriver.Chrome, css: str, timeout: float = 15) -> None:

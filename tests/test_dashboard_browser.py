@@ -21,6 +21,7 @@ from tests.admin_support import gateway_in_thread
 from tests.dashboard_support import (
     browser,
     charge_point,
+    click,
     console_errors,
     log_in,
     screenshot,
@@ -258,13 +259,13 @@ def test_create_a_rule_with_the_tester_then_disable_it(page, gw, tmp_path):
     wait(page, 'tr[data-rule="ui_rule"]')
     assert gw.node.settings.rule_engine.rules["ui_rule"].enable
     page.find_element(By.CSS_SELECTOR, "#rule-cancel").click()
-    page.find_element(By.CSS_SELECTOR, 'button.edit[data-rule="ui_rule"]').click()
+    click(page, 'button.edit[data-rule="ui_rule"]')  # the list is drawn again after the cancel
     assert wait(page, "#rule-id").get_attribute("disabled") is not None  # the id of a rule stays
     set_text(page, page.find_element(By.CSS_SELECTOR, "#rule-sql"), 'SELECT clientid FROM "ocpp/cp/+"')
     page.find_element(By.CSS_SELECTOR, "#rule-save").click()
     wait(page, 'tr[data-rule="ui_rule"] code', 'SELECT clientid FROM "ocpp/cp/+"')
     assert gw.node.settings.rule_engine.rules["ui_rule"].sql == 'SELECT clientid FROM "ocpp/cp/+"'
-    page.find_element(By.CSS_SELECTOR, 'button.toggle[data-rule="ui_rule"]').click()
+    click(page, 'button.toggle[data-rule="ui_rule"]')
     wait(page, 'button.toggle[data-rule="ui_rule"]', "Enable")
     assert not gw.node.settings.rule_engine.rules["ui_rule"].enable
 
