@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import pwd
 import random
@@ -182,3 +183,16 @@ class Postgres:
         except subprocess.CalledProcessError:
             pass
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+async def read_mqtt_packet(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+    """One MQTT packet from a fake broker's client: (its first byte, the rest after the length)."""
+    first = (await reader.readexactly(1))[0]
+    length, shift = 0, 0
+    while True:
+        byte = (await reader.readexactly(1))[0]
+        length |= (byte & 0x7F) << shift
+        shift += 7
+        if not byte & 0x80:
+            break
+    return first, await reader.readexactly(length)

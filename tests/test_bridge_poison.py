@@ -15,7 +15,7 @@ from connectors.mqtt import client as mqtt_client
 from engine.bus import Bus, Message, TopicError
 from connectors.mqtt.poison import PoisonGuard
 from engine.metrics import node_registry, render
-from tests.servers import Mosquitto
+from tests.servers import Mosquitto, read_mqtt_packet
 from tests.test_bridge import eventually, make_bridge, subscriber, take
 
 pytestmark = pytest.mark.timeout(90)
@@ -249,15 +249,7 @@ async def test_a_silent_broker_does_not_make_a_message_poison():
         silent = len(connections) == 1  # the first connection goes silent after CONNACK
         try:
             while True:
-                first = (await reader.readexactly(1))[0]
-                length, shift = 0, 0
-                while True:
-                    byte = (await reader.readexactly(1))[0]
-                    length |= (byte & 0x7F) << shift
-                    shift += 7
-                    if not byte & 0x80:
-                        break
-                body = await reader.readexactly(length)
+                first, body = await read_mqtt_packet(reader)
                 kind = first >> 4
                 if kind == 1:  # CONNECT
                     writer.write(b"\x20\x02\x00\x00")

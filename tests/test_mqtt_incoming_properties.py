@@ -31,7 +31,7 @@ from connectors.mqtt.properties import (
 from engine.bus import Bus, Message
 from rules.env import Env
 from tests.ocpp_support import eventually, recv_json, running_gateway, subscribed
-from tests.servers import free_port
+from tests.servers import free_port, read_mqtt_packet
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -253,17 +253,9 @@ class FakeBroker:
         script = self.script[number] if number < len(self.script) else []
         try:
             while True:
-                head = await reader.readexactly(1)
-                length, shift = 0, 0
-                while True:
-                    byte = (await reader.readexactly(1))[0]
-                    length |= (byte & 0x7F) << shift
-                    shift += 7
-                    if not byte & 0x80:
-                        break
-                body = await reader.readexactly(length)
-                packets.append(head + body)
-                kind = head[0] >> 4
+                first, body = await read_mqtt_packet(reader)
+                packets.append(bytes([first]) + body)
+                kind = first >> 4
                 if kind == 1:  # CONNECT
                     writer.write(b"\x20\x03\x00\x00\x00")
                     if not self.after_subscribe:
