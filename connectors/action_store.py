@@ -16,7 +16,6 @@ A file is opened once per process: a reload that keeps the action's name shares 
 
 from __future__ import annotations
 
-import base64
 import logging
 import os
 import time
@@ -26,41 +25,15 @@ from typing import Any
 import orjson
 
 from engine.durable import DurableError, DurableQueue
+from engine.durable.codec import tagged, untagged
 
 log = logging.getLogger("ocppgw.connector")
 
 __all__ = ["ActionStore", "DurableError", "StoredRequest", "decode", "encode", "release", "acquire", "close_under"]
 
 
-def _tag(value: Any) -> Any:
-    """JSON with the types a rendered request holds that JSON has not: bytes, tuples, dicts (as pairs)."""
-    if value is None or isinstance(value, (str, int, float, bool)):
-        return value
-    if isinstance(value, (bytes, bytearray)):
-        return {"b": base64.b64encode(bytes(value)).decode()}
-    if isinstance(value, tuple):
-        return {"t": [_tag(v) for v in value]}
-    if isinstance(value, list):
-        return [_tag(v) for v in value]
-    if isinstance(value, dict):
-        return {"d": [[_tag(k), _tag(v)] for k, v in value.items()]}
-    return str(value)  # a value a template produced that JSON cannot hold: its text, as the driver would send it
-
-
-def _untag(value: Any) -> Any:
-    if isinstance(value, list):
-        return [_untag(v) for v in value]
-    if isinstance(value, dict):
-        if "b" in value:
-            return base64.b64decode(value["b"])
-        if "t" in value:
-            return tuple(_untag(v) for v in value["t"])
-        return {_untag(k): _untag(v) for k, v in value["d"]}
-    return value
-
-
 def encode(data: Any, enqueued: float) -> bytes:
-    return orjson.dumps({"v": 1, "at": enqueued, "r": _tag(data)})
+    return orjson.dumps({"v": 1, "at": enqueued, "r": tagged(data)})
 
 
 def decode(raw: bytes) -> tuple[Any, float]:
@@ -69,7 +42,7 @@ def decode(raw: bytes) -> tuple[Any, float]:
         item = orjson.loads(raw)
         if not isinstance(item, dict) or item.get("v") != 1:
             raise ValueError("unknown item format")
-        return _untag(item["r"]), float(item["at"])
+        return untagged(item["r"]), float(item["at"])
     except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
         raise ValueError(str(exc)) from None
 

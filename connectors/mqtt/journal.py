@@ -13,17 +13,15 @@ the broker takes them again.
 from __future__ import annotations
 
 import asyncio
-import base64
 import logging
 import struct
 from pathlib import Path
-from typing import Any
 
 import orjson
 
 from engine.bus.message import Message
-from engine.bus.properties import CORRELATION_DATA, USER_PROPERTY
 from engine.durable import DurableError, DurableQueue
+from engine.durable.codec import tagged, untagged
 
 log = logging.getLogger("ocppgw.mqtt")
 
@@ -34,17 +32,9 @@ ORIGIN_RESTORED = "mqtt-journal"  # never "mqtt": that origin is what the bridge
 
 def encode(message: Message) -> bytes:
     topic = message.topic.encode("utf-8", "surrogatepass")
-    props = b""
-    if message.properties:
-        props = orjson.dumps(message.properties, default=_bytes_default)
+    props = orjson.dumps(tagged(message.properties)) if message.properties else b""
     return _HEADER.pack(_FORMAT, message.qos, 1 if message.retain else 0, len(topic), len(props)) + topic + props \
         + message.payload
-
-
-def _bytes_default(value: Any) -> Any:
-    if isinstance(value, bytes):
-        return {"b64": base64.b64encode(value).decode()}
-    raise TypeError(f"cannot keep a {type(value).__name__} on disk")
 
 
 def decode(data: bytes) -> Message:
@@ -54,14 +44,7 @@ def decode(data: bytes) -> Message:
     start = _HEADER.size
     topic = data[start : start + topic_len].decode("utf-8", "surrogatepass")
     start += topic_len
-    properties: dict[str, Any] | None = None
-    if props_len:
-        properties = orjson.loads(data[start : start + props_len])
-        assert properties is not None
-        if isinstance(properties.get(CORRELATION_DATA), dict):
-            properties[CORRELATION_DATA] = base64.b64decode(properties[CORRELATION_DATA]["b64"])
-        if USER_PROPERTY in properties:
-            properties[USER_PROPERTY] = [tuple(pair) for pair in properties[USER_PROPERTY]]
+    properties = untagged(orjson.loads(data[start : start + props_len])) if props_len else None
     start += props_len
     return Message(topic, data[start:], qos=qos, retain=bool(retain), origin=ORIGIN_RESTORED, properties=properties)
 
@@ -107,7 +90,7 @@ class BridgeJournal:
         for seq, data in self.queue.load():
             try:
                 message = decode(data)
-            except (ValueError, struct.error, orjson.JSONDecodeError):
+            except (ValueError, KeyError, TypeError, struct.error):  # JSONDecodeError is a ValueError
                 bad += 1
                 self.queue.ack(seq)
                 continue
