@@ -86,12 +86,23 @@ def client_flapping(cid: str, username: str | None, peerhost: str, flapping: Fla
 def message_fields(client: EventClient, message: Message | None, payload: str) -> dict[str, Any]:
     """The fields of `message_delivered` and `message_dropped` (the session adds a drop's `reason`
     and `description` itself: a drop is on its hot path, one call fewer)."""
+    return _message_fields(client.cid, client.username, client.peer[0], client.proto_ver, message, payload)
+
+
+def absent_message_fields(cid: str, message: Message, payload: str) -> dict[str, Any]:
+    """The same, for a command to a charge point connected nowhere (engine/ocpp/offline.py): no
+    username, peer or protocol version."""
+    return _message_fields(cid, None, None, None, message, payload)
+
+
+def _message_fields(cid: str, username: str | None, peerhost: str | None, proto_ver: str | None,
+                    message: Message | None, payload: str) -> dict[str, Any]:
     return {
         "id": uuid.uuid4().hex,
-        "clientid": client.cid,
-        "username": client.username,
-        "peerhost": client.peer[0],
-        "proto_ver": client.proto_ver,
+        "clientid": cid,
+        "username": username,
+        "peerhost": peerhost,
+        "proto_ver": proto_ver,
         "topic": message.topic if message else "",
         "qos": message.qos if message else 0,
         "flags": {"retain": bool(message and message.retain), "dup": False},

@@ -26,7 +26,6 @@ import asyncio
 import logging
 import sqlite3
 import time
-import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -36,7 +35,7 @@ import orjson
 
 from engine.bus import Message
 from engine.config.schema import OfflineQueueSettings
-from engine.ocpp import envelope, frames
+from engine.ocpp import envelope, events, frames
 from engine.ocpp.context import GatewayContext
 from engine.ocpp.offline_store import OfflineStore, Queued
 
@@ -167,12 +166,10 @@ class OfflineQueue:
         self.ctx.metrics.drops[reason] += 1
         if not self.ctx.wants_event("message_dropped"):
             return
-        self.ctx.publish_event("message_dropped", {
-            "id": uuid.uuid4().hex, "clientid": cid, "username": None, "peerhost": None, "proto_ver": None,
-            "topic": message.topic, "qos": message.qos, "flags": {"retain": False, "dup": False}, "pub_props": {},
-            "payload": message.payload.decode("utf-8", "replace"), "publish_received_at": message.timestamp,
-            "reason": reason, "description": description,
-        })
+        fields = events.absent_message_fields(cid, message, message.payload.decode("utf-8", "replace"))
+        fields["reason"] = reason
+        fields["description"] = description
+        self.ctx.publish_event("message_dropped", fields)
 
     def _drop_queued(self, items: list[Queued], reason: str, description: str) -> None:
         self.store.delete(items)
