@@ -15,6 +15,7 @@ from typing import Any
 
 import orjson
 
+from engine.bus import properties as properties_
 from engine.bus.message import Message
 from rules.values import HEAD, TAIL, UNDEFINED, RuleError
 
@@ -125,12 +126,12 @@ def pub_props(properties: dict[str, Any] | None) -> dict[str, Any]:
         return {}
     shown: dict[str, Any] = {}
     for name, value in properties.items():
-        if name == "User-Property":
+        if name == properties_.USER_PROPERTY:
             shown[name] = dict(value)
             shown["User-Property-Pairs"] = [{"key": key, "value": item} for key, item in value]
-        elif name == "Correlation-Data":
+        elif name == properties_.CORRELATION_DATA:
             shown[name] = value.decode("utf-8", "replace")
-        elif name == "Subscription-Identifier":
+        elif name == properties_.SUBSCRIPTION_IDENTIFIER:
             shown[name] = value[0] if len(value) == 1 else list(value)
         else:
             shown[name] = value

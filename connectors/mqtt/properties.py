@@ -92,7 +92,7 @@ def connack_max_packet_size(body: bytes, pos: int) -> int | None:
 # --- PUBLISH properties the broker sends (MQTT 5 §3.3.2.3) ---------------------------------------
 
 TOPIC_ALIAS = "Topic-Alias"
-SUBSCRIPTION_IDENTIFIER = "Subscription-Identifier"
+SUBSCRIPTION_IDENTIFIER = props.SUBSCRIPTION_IDENTIFIER
 MALFORMED, PROTOCOL_ERROR, TOPIC_ALIAS_INVALID = 0x81, 0x82, 0x94  # DISCONNECT reason codes
 
 

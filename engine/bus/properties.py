@@ -26,6 +26,7 @@ CONTENT_TYPE = "Content-Type"
 RESPONSE_TOPIC = "Response-Topic"
 CORRELATION_DATA = "Correlation-Data"
 USER_PROPERTY = "User-Property"
+SUBSCRIPTION_IDENTIFIER = "Subscription-Identifier"  # only on what the broker sends (one or more)
 
 # what republish's `mqtt_properties` may set (EMQX 5's republish_mqtt_properties), in the order
 # they are encoded
